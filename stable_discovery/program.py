@@ -66,6 +66,7 @@ class Program:
     sampled_settings: tuple[str, ...] = ()
     is_bare: bool = False
     legacy: Optional[Any] = None  # a LegacyConfig when loaded from an original JSON config
+    wildcard_files: tuple[Path, ...] = ()  # the wildcard files the template reads
     _space: list = field(default_factory=list, repr=False)
 
     def setting(self, name: str, default: Any = None) -> Any:
@@ -171,9 +172,10 @@ class _Compiler:
         names = [n for n in self.slots]
         guess = _suggest(node.name, names)
         hint = None
-        if guess is None and names:
-            hint = "defined slots: " + ", ".join(f"<{n}>" for n in names if n not in ENTRY_POINTS)
-        if guess is None and not names:
+        others = [n for n in names if n not in ENTRY_POINTS]
+        if guess is None and others:
+            hint = "defined slots: " + ", ".join(f"<{n}>" for n in others)
+        if guess is None and not others:
             hint = "define it with a line `" + node.name + " = value | value`"
         message = f"unknown slot <{node.name}>" + (f": did you mean <{guess}>?" if guess else "")
         raise TemplateError(message, src, node.start, hint=hint)
@@ -550,6 +552,7 @@ def compile_source(
         sampled_settings=tuple(sampled),
         is_bare=parsed.bare is not None,
         legacy=legacy,
+        wildcard_files=tuple(library.files_read()),
     )
 
 

@@ -109,6 +109,10 @@ class WildcardLibrary:
         self._lines[path] = result
         return result
 
+    def files_read(self) -> list[Path]:
+        """The wildcard files read so far, in the order they were first read."""
+        return list(self._lines)
+
     def suggestions(self, pattern: str) -> Sequence[str]:
         import difflib
 
