@@ -38,16 +38,42 @@ def _add_template_args(p: argparse.ArgumentParser, allow_text: bool = True) -> N
 
 
 def _load(args: argparse.Namespace) -> Any:
+    from . import plugins
     from .program import load, loads
 
+    extra = plugins.setting_specs()
     text = getattr(args, "expr", None)
     if text is not None and args.file is not None:
         raise UsageError("give a template file or -e TEXT, not both")
     if text is not None:
-        return loads(text, "<-e>", args.wildcards or ())
+        return loads(text, "<-e>", args.wildcards or (), extra)
     if args.file is None:
         raise UsageError("no template: give a file, or -e 'TEMPLATE TEXT'")
-    return load(args.file, args.wildcards)
+    return load(args.file, args.wildcards, extra)
+
+
+def _add_workspace_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workspace",
+        type=Path,
+        metavar="DIR",
+        help="where experiments are kept (default: $SDP_WORKSPACE, else ./sdp-runs)",
+    )
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from .store import Store, workspace_path
+
+    return Store(workspace_path(args.workspace))
+
+
+def _backend_factory(name: str) -> Any:
+    from . import plugins
+
+    factories = plugins.backends()
+    if name not in factories:
+        raise UsageError(f"unknown backend {name!r}; installed backends: {', '.join(factories)}")
+    return factories[name]
 
 
 def _emit(samples: Iterable[Any], jsonl: bool, out: TextIO) -> None:
@@ -169,6 +195,172 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from . import plugins
+    from .runner import RunOptions, parse_overrides, run_experiment
+    from .settings import BUILTIN_SETTINGS
+
+    program = _load(args)
+    specs = {s.name: s for s in BUILTIN_SETTINGS}
+    specs.update({s.name: s for s in plugins.setting_specs()})
+    pairs = list(args.set or [])
+    if args.model is not None:
+        pairs.append(f"model={args.model}")
+    overrides = parse_overrides(pairs, specs)
+    backend = args.backend
+    if backend is None:
+        backend = "diffusers"
+    sink_factories = plugins.sinks()
+    for sink in args.sink or []:
+        if sink not in sink_factories:
+            known = ", ".join(sink_factories) or "none installed"
+            raise UsageError(f"unknown sink {sink!r}; sinks: {known}")
+    name = args.name or (args.file.stem if args.file is not None else None)
+    if name is None:
+        raise UsageError("give --name NAME for a template given with -e")
+    options = RunOptions(
+        name=name,
+        backend=backend,
+        batch=args.batch,
+        count=args.count,
+        seed=args.seed,
+        sampler=args.sampler,
+        overrides=overrides,
+        sinks=tuple(args.sink or ()),
+    )
+    backend_factory = _backend_factory(backend)
+    with _store(args) as store:
+        def started(exp: Any) -> None:
+            sys.stderr.write(
+                f"experiment {exp.name}: {exp.done} of {exp.count} done, "
+                f"images in {store.experiment_dir(exp.name)}\n"
+            )
+
+        result = run_experiment(
+            store,
+            program,
+            str(args.file) if args.file is not None else None,
+            options,
+            backend_factory,
+            sink_factories,
+            hooks=plugins.get_plugin_manager().hook,
+            setting_specs=specs,
+            on_started=started,
+        )
+    if result.interrupted:
+        again = " ".join(_resume_command(args, result.experiment))
+        sys.stderr.write(
+            f"stopped: {result.done} of {result.count} done. Resume with:\n  {again}\n"
+        )
+        return 130
+    rate = result.generated / result.seconds if result.seconds > 0 else 0.0
+    sys.stderr.write(
+        f"done: {result.done} of {result.count} images ({result.generated} new, {rate:.2f} img/s)\n"
+    )
+    return 0
+
+
+def _resume_command(args: argparse.Namespace, name: str) -> list[str]:
+    import shlex
+
+    argv = ["sdp", "run"] + [shlex.quote(a) for a in sys.argv[2:]] if sys.argv[1:2] == ["run"] else []
+    if not argv:
+        argv = ["sdp", "run", shlex.quote(str(args.file)), "--name", shlex.quote(name)]
+    elif "--name" not in sys.argv:
+        argv += ["--name", shlex.quote(name)]
+    return argv
+
+
+def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    with _store(args) as store:
+        exps = store.experiments()
+        if args.json:
+            for e in exps:
+                out.write(json.dumps({
+                    "name": e.name, "template": e.template_path, "sampler": e.sampler,
+                    "seed": e.seed, "count": e.count, "done": e.done, "backend": e.backend,
+                    "overrides": e.overrides, "created_at": e.created_at, "updated_at": e.updated_at,
+                }) + "\n")
+            return 0
+        if not exps:
+            out.write(f"no experiments in {store.workspace}\n")
+            return 0
+        rows = [("NAME", "TEMPLATE", "DONE", "SAMPLER", "BACKEND", "UPDATED")]
+        for e in exps:
+            rows.append((
+                e.name,
+                e.template_path or "-",
+                f"{e.done}/{e.count}",
+                e.sampler,
+                e.backend + (" " + " ".join(f"{k}={v}" for k, v in e.overrides.items()) if e.overrides else ""),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(e.updated_at)),
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    with _store(args) as store:
+        exp = store.require(args.name)
+        rec = store.record(exp, args.index)
+        if rec is None:
+            if not 0 <= args.index < exp.count:
+                raise UsageError(f"{exp.name!r} has samples 0..{exp.count - 1}, not {args.index}")
+            raise UsageError(f"sample {args.index} of {exp.name!r} is not generated yet")
+        rec["path"] = str(store.experiment_dir(exp.name) / rec["file"])
+        if args.json:
+            out.write(json.dumps(rec, ensure_ascii=False, indent=2) + "\n")
+        else:
+            out.write(f"experiment: {exp.name}\nindex: {rec['index']}\n")
+            out.write(f"prompt: {rec['prompt']}\n")
+            out.write(f"negative: {rec['negative']}\n")
+            out.write("settings: " + ", ".join(f"{k}={v}" for k, v in rec["settings"].items()) + "\n")
+            out.write(f"seed: {rec['seed']}\n")
+            out.write("trace:\n")
+            for k, v in rec["trace"].items():
+                out.write(f"  {k}: #{v['index']} {v['text']}\n")
+            out.write(f"file: {rec['path']}\n")
+            if rec["seconds"] is not None:
+                out.write(f"time: {rec['seconds']:.3f} s (batch of {rec['batch_size']})\n")
+        if args.regen:
+            from .runner import regenerate
+
+            _image, diff = regenerate(store, exp, args.index, _backend_factory(exp.backend))
+            if diff is None:
+                out.write("regenerated; the stored file is missing, nothing to compare\n")
+                return 1
+            if diff == 0:
+                out.write("regenerated: identical to the stored image\n")
+            elif diff <= 1:
+                out.write(f"regenerated: matches (max difference {diff}/255 per pixel)\n")
+            else:
+                out.write(f"regenerated: DIFFERS (max difference {diff}/255 per pixel)\n")
+                return 1
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
+    from . import plugins
+
+    rows = plugins.plugin_rows()
+    if args.json:
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    for row in rows:
+        kind = "built-in" if row["builtin"] else (f"version {row['version']}" if row["version"] else "plugin")
+        out.write(f"{row['name']} ({kind})\n")
+        for hook in row["hooks"]:
+            out.write(f"  {hook}\n")
+    out.write("samplers: " + ", ".join(plugins.samplers()) + "\n")
+    out.write("backends: " + ", ".join(plugins.backends()) + "\n")
+    out.write("sinks: " + (", ".join(plugins.sinks()) or "none") + "\n")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -219,6 +411,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("run", help="generate the images of an experiment (resumes when run again)")
+    _add_template_args(p)
+    p.add_argument("--name", help="experiment name (default: the template's file name)")
+    p.add_argument("--backend", help="diffusers (default) | dummy | a plugin's")
+    p.add_argument("--model", help="model id, local path, or 'tiny' (overrides @model)")
+    p.add_argument("--count", type=_nonneg, metavar="N", help="number of images (default: @count)")
+    p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
+    p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")
+    p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a generation setting, e.g. --set size=256x256 (repeatable)")
+    p.add_argument("--sink", action="append", metavar="NAME", help="an extra output from a plugin (repeatable)")
+    _add_workspace_arg(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list experiments")
+    _add_workspace_arg(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="print one sample's full record")
+    p.add_argument("name", help="experiment name")
+    p.add_argument("index", type=int, help="sample index")
+    p.add_argument("--regen", action="store_true", help="generate the image again and compare")
+    p.add_argument("--json", action="store_true", help="the record as JSON")
+    _add_workspace_arg(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("plugins", help="list installed plugins and the hooks they implement")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
     return parser
 
 

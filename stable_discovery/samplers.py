@@ -222,16 +222,20 @@ BUILTIN_SAMPLERS: dict[str, Any] = {
 
 
 def sampler_names() -> list[str]:
-    return list(BUILTIN_SAMPLERS)
+    from . import plugins
+
+    return list(plugins.samplers())
 
 
 def get_sampler(name: str) -> Sampler:
-    """A sampler by name; unknown names raise a UsageError that lists the known ones."""
+    """A sampler by name (built-in or from a plugin); unknown names raise a UsageError
+    that lists the known ones."""
+    from . import plugins
     from .errors import UsageError
 
-    factory = BUILTIN_SAMPLERS.get(name)
+    factory = plugins.samplers().get(name)
     if factory is None:
         raise UsageError(
             f"unknown sampler {name!r}; known samplers: {', '.join(sampler_names())}"
         )
-    return factory()
+    return factory()  # type: ignore[no-any-return]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 from ..errors import SdpError
 from ..sample import Sample
@@ -73,7 +73,3 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free what the backend holds (models, GPU memory)."""
-
-
-def _unused(_: Any) -> None:  # pragma: no cover - keeps typing imports honest
-    return None
