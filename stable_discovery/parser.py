@@ -232,7 +232,11 @@ class _Builder:
             parts.append(node)
             end = child_end
         trimmed = _trim(_merge_texts(parts))
-        return Alternative(trimmed, weight, self.text[text_start:end].strip(), text_start)
+        raw = self.text[text_start:end]
+        text = raw.strip()
+        # errors about an alternative point at its first character, not the space before
+        first = text_start + (len(raw) - len(raw.lstrip()) if text else 0)
+        return Alternative(trimmed, weight, text, first)
 
     def node(self, child: Any) -> tuple[Node, int]:
         if hasattr(child, "type"):
@@ -315,8 +319,11 @@ def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateErro
         pos = tok.start_pos if tok.start_pos is not None else len(source.text)
         expected = set(exc.expected)
         if tok.type == "$END":
+            # Lark's $END token borrows the last token's position: report the real end
             return TemplateError(
-                f"unexpected end of input, expected {_describe_expected(expected)}", source, pos
+                f"unexpected end of input, expected {_describe_expected(expected)}",
+                source,
+                len(source.text),
             )
         if file_mode and {"EQ"} >= expected:
             return TemplateError(
