@@ -26,6 +26,8 @@ __all__ = [
     "setting_specs",
     "plugin_rows",
     "reset",
+    "register",
+    "unregister",
 ]
 
 #: Built-in plugin modules, registered exactly like third-party plugins.
@@ -66,12 +68,27 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             pm.register(ep.load(), name=ep.name)
 
 
+def register(plugin: Any, name: Optional[str] = None) -> None:
+    """Register a plugin object or module at run time (tests, notebooks)."""
+    get_plugin_manager().register(plugin, name=name)
+    _clear_caches()
+
+
+def unregister(name: str) -> None:
+    get_plugin_manager().unregister(name=name)
+    _clear_caches()
+
+
+def _clear_caches() -> None:
+    for fn in (samplers, backends, sinks, setting_specs):
+        fn.cache_clear()
+
+
 def reset() -> None:
     """Forget the plugin manager (tests; after changing ``SDP_PLUGINS``)."""
     global _pm
     _pm = None
-    for fn in (samplers, backends, sinks, setting_specs):
-        fn.cache_clear()
+    _clear_caches()
 
 
 def _collect(hook: str) -> dict[str, Callable[..., Any]]:

@@ -11,7 +11,6 @@ Third-party samplers implement the same small protocol and arrive through plugin
 
 from __future__ import annotations
 
-import itertools
 from types import MappingProxyType
 from typing import Any, Iterator, Optional, Protocol, runtime_checkable
 
@@ -31,6 +30,9 @@ __all__ = [
     "get_sampler",
     "sampler_names",
 ]
+
+#: Settings that steer the sampler or the run rather than each image.
+RUN_SETTINGS = frozenset({"count", "seed", "sampler", "seed_mode", "batch"})
 
 _BLOCK = 1024
 _new_sample = object.__new__
@@ -78,7 +80,7 @@ class SampleBuilder:
     def _apply(settings: dict[str, Any], name: str, value: Any) -> None:
         if name == "size":
             settings["width"], settings["height"] = value
-        elif name in GENERATION_DEFAULTS:
+        elif name not in RUN_SETTINGS:
             settings[name] = value
 
     def image_seed(self, index: int) -> int:
@@ -163,7 +165,8 @@ class CombinatorialSampler:
             return
         builder = SampleBuilder(program, seed)
         if space is program.root and start == 0:
-            for index, (text, trace) in enumerate(itertools.islice(space.items(), stop)):
+            # zip with a range, not islice: stop may exceed sys.maxsize (10**30 combinations)
+            for index, (text, trace) in zip(range(stop), space.items()):
                 yield builder.build(index, text, trace)
             return
         for index in range(start, stop):
