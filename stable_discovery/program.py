@@ -343,11 +343,14 @@ class _Compiler:
         import itertools
 
         distinct: list[int] = []
-        seen: set = set()
+        first: dict = {}
+        merged: dict[int, float] = {}  # identical alternatives are one; their weights add up
         for k, key in enumerate(keys):
-            if key in seen:
+            if key in first:
+                merged[first[key]] += weights[k]
                 continue
-            seen.add(key)
+            first[key] = k
+            merged[k] = weights[k]
             distinct.append(k)
         n = len(distinct)
         hi = n if sel.high is None else min(sel.high, n)
@@ -364,12 +367,18 @@ class _Compiler:
                         start,
                     )
                 pieces: list[Node] = []
-                w = 1.0
+                # the probability the random sampler gives a selection without shared
+                # slots (space.Multi): a uniform count, then weighted draws without return
+                w = 1.0 / (hi - lo + 1)
+                left = sum(merged.values())
+                remaining = n
                 for i, idx in enumerate(perm):
                     if i:
                         pieces.append(Lit(sel.joiner))
                     pieces.append(nodes[idx])
-                    w *= weights[idx]
+                    w *= merged[idx] / left if left > 0 else 1.0 / remaining
+                    left -= merged[idx]
+                    remaining -= 1
                 options.append(_seq(pieces))
                 option_weights.append(w)
         return Pick(options, option_weights or [1.0])

@@ -296,10 +296,26 @@ class Pick(Node):
         self.indices = tuple(range(len(self.alts)))
         from .sample import Chosen
 
+        # combinatorial view: the first of each group of identical alternatives
+        first: dict = {}
+        canonical = []
+        distinct = []
+        for k, a in enumerate(self.alts):
+            key = keys[k] if keys is not None else None
+            if key is not None:
+                if key in first:
+                    canonical.append(first[key])
+                    continue
+                first[key] = k
+            canonical.append(k)
+            distinct.append(k)
+        self.distinct = tuple(distinct)
+        # identical alternatives are one alternative: a random draw of any of them is
+        # traced with the first one's index, as the combinatorial view traces it
         self.entries = (
             None
             if name is None
-            else tuple((name, Chosen(k, t)) for k, t in enumerate(self.texts))
+            else tuple((name, Chosen(canonical[k], t)) for k, t in enumerate(self.texts))
         )
         cum = []
         total = 0.0
@@ -309,17 +325,6 @@ class Pick(Node):
         self.cum = cum
         self.total = total
         self.lits = tuple(a.text if isinstance(a, Lit) else None for a in self.alts)
-        # combinatorial view: the first of each group of identical alternatives
-        seen: set = set()
-        distinct = []
-        for k, a in enumerate(self.alts):
-            key = keys[k] if keys is not None else None
-            if key is not None:
-                if key in seen:
-                    continue
-                seen.add(key)
-            distinct.append(k)
-        self.distinct = tuple(distinct)
         self.closed = all(a.closed for a in self.alts)
         self.max_draws = 1 + max((a.max_draws for a in self.alts), default=0)
         self._table = None
@@ -418,6 +423,7 @@ class Multi(Node):
 
     __slots__ = (
         "alts", "weights", "lo", "hi", "joiner", "distinct", "_blocks", "_uniform", "_dlo", "_dhi",
+        "_merged",
     )
 
     def __init__(
@@ -435,16 +441,20 @@ class Multi(Node):
         self.hi = n if hi is None else min(hi, n)
         self.lo = min(lo, self.hi)
         self.joiner = joiner
-        seen: set = set()
+        first: dict = {}
         distinct = []
+        merged: list[float] = []  # weight of each distinct alternative (duplicates add up)
         for k, key in enumerate(keys):
-            if key is not None and key in seen:
+            if key is not None and key in first:
+                merged[first[key]] += self.weights[k]
                 continue
             if key is not None:
-                seen.add(key)
+                first[key] = len(distinct)
             distinct.append(k)
+            merged.append(self.weights[k])
         self.distinct = tuple(distinct)
-        self._uniform = len(set(self.weights)) <= 1
+        self._merged = tuple(merged)
+        self._uniform = len(set(merged)) <= 1
         self.closed = all(a.closed for a in self.alts)
         self.max_draws = 1 + self.hi * (1 + max((a.max_draws for a in self.alts), default=0))
         self._table = None
@@ -468,9 +478,10 @@ class Multi(Node):
 
     # random ------------------------------------------------------------------------------
     def _make_rand(self) -> RandFn:
-        fns = tuple(a.rand_fn() for a in self.alts)
-        n, lo, hi, joiner = len(self.alts), self.lo, self.hi, self.joiner
-        all_weights, uniform = self.weights, self._uniform
+        # distinct alternatives only, as in the combinatorial view: {2$$a|a|b} never gives a,a
+        fns = tuple(self.alts[k].rand_fn() for k in self.distinct)
+        n, lo, hi, joiner = len(self.distinct), self._dlo, self._dhi, self.joiner
+        all_weights, uniform = self._merged, self._uniform
 
         def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
             k = min(hi, lo + int(nxt() * (hi - lo + 1)))
@@ -487,16 +498,20 @@ class Multi(Node):
                 weights = list(all_weights)
                 for _ in range(k):
                     total = sum(weights)
+                    u = nxt()
                     if total <= 0:
-                        break
-                    x = nxt() * total
-                    acc = 0.0
-                    pos = len(remaining) - 1
-                    for p, w in enumerate(weights):
-                        acc += w
-                        if x < acc:
-                            pos = p
-                            break
+                        # only zero-weight alternatives are left and more must be chosen:
+                        # take one uniformly, so the sample stays in the combinatorial space
+                        pos = min(len(remaining) - 1, int(u * len(remaining)))
+                    else:
+                        x = u * total
+                        acc = 0.0
+                        pos = len(remaining) - 1
+                        for p, w in enumerate(weights):
+                            acc += w
+                            if x < acc:
+                                pos = p
+                                break
                     chosen.append(remaining.pop(pos))
                     weights.pop(pos)
             parts = []
