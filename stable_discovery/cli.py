@@ -473,6 +473,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MemoryError:
         sys.stderr.write("error: out of memory\n")
         return 1
+    except Exception as exc:  # a bug, not bad input: say so briefly
+        if os.environ.get("SDP_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "this is a bug in stable-discovery; rerun with SDP_DEBUG=1 for the traceback "
+            "and please report it\n"
+        )
+        return 70
 
 
 def entry_point() -> None:  # pragma: no cover - console script wrapper

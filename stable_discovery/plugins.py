@@ -64,7 +64,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="stable_discovery"):
-        if ep.name in wanted and not pm.is_registered(name=ep.name):
+        if ep.name in wanted and pm.get_plugin(ep.name) is None:
             pm.register(ep.load(), name=ep.name)
 
 
