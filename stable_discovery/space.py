@@ -545,8 +545,11 @@ class Multi(Node):
             if index < block:
                 break
             index -= block
+        # As items() orders them: the selection (which alternatives, in which order)
+        # varies slowest, then the chosen alternatives' own choices, leftmost slowest.
         remaining = list(self.distinct)
-        parts: list[str] = []
+        perm: list[int] = []
+        mult = 1  # expansions of the alternatives chosen so far
         for p in range(k):
             left = k - p - 1
             e_all = _elementary([counts[a] for a in remaining], left)
@@ -556,15 +559,21 @@ class Multi(Node):
                 for j in range(1, left + 1):
                     e_wo.append(e_all[j] - counts[a] * e_wo[j - 1])
                 rest = factorial(left) * e_wo[left]
-                size = counts[a] * rest
+                size = mult * counts[a] * rest
                 if index < size:
-                    sub, index = divmod(index, rest)
-                    piece: List[str] = []
-                    self.alts[a].decode(sub, piece, trace)
-                    parts.append("".join(piece))
+                    perm.append(a)
+                    mult *= counts[a]
                     remaining.pop(pos)
                     break
                 index -= size
+        # index < mult now: a mixed-radix number over the chosen alternatives
+        parts: list[str] = []
+        for a in perm:
+            mult //= counts[a]
+            sub, index = divmod(index, mult)
+            piece: List[str] = []
+            self.alts[a].decode(sub, piece, trace)
+            parts.append("".join(piece))
         out.append(self.joiner.join(parts))
 
 
