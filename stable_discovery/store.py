@@ -340,35 +340,29 @@ class Store:
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            for sample, file, seconds, batch_size in items:
-                self.db.execute(
-                    "INSERT OR REPLACE INTO samples (experiment_id, idx, prompt, negative, settings, "
-                    "seed, status, file, batch_size, seconds, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)",
-                    (
-                        experiment_id,
-                        sample.index,
-                        sample.prompt,
-                        sample.negative,
-                        json.dumps(dict(sample.settings), sort_keys=True),
-                        sample.seed,
-                        file,
-                        batch_size,
-                        seconds,
-                        now,
-                    ),
-                )
-                self.db.execute(
-                    "DELETE FROM choices WHERE experiment_id = ? AND idx = ?",
-                    (experiment_id, sample.index),
-                )
-                self.db.executemany(
-                    "INSERT INTO choices (experiment_id, idx, name, choice, text) VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (experiment_id, sample.index, name, c.index, c.text)
-                        for name, c in sample.trace.items()
-                    ],
-                )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO samples (experiment_id, idx, prompt, negative, settings, "
+                "seed, status, file, batch_size, seconds, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)",
+                [
+                    (experiment_id, sample.index, sample.prompt, sample.negative,
+                     json.dumps(dict(sample.settings), sort_keys=True), sample.seed, file,
+                     batch_size, seconds, now)
+                    for sample, file, seconds, batch_size in items
+                ],
+            )
+            self.db.executemany(
+                "DELETE FROM choices WHERE experiment_id = ? AND idx = ?",
+                [(experiment_id, sample.index) for sample, _f, _s, _b in items],
+            )
+            self.db.executemany(
+                "INSERT INTO choices (experiment_id, idx, name, choice, text) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (experiment_id, sample.index, name, c.index, c.text)
+                    for sample, _f, _s, _b in items
+                    for name, c in sample.trace.items()
+                ],
+            )
             self.db.execute(
                 "UPDATE experiments SET updated_at = ? WHERE id = ?", (now, experiment_id)
             )
