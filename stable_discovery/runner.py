@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, TextIO
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, TextIO
 
 from .backends.base import Backend, BackendError, Batch
 from .errors import UsageError
@@ -26,7 +26,7 @@ from .program import Program
 from .sample import Sample
 from .store import Experiment, ExperimentSpec, Store, StoreError
 
-__all__ = ["RunOptions", "RunResult", "run_experiment", "apply_overrides", "wildcards_hash",
+__all__ = ["Executor", "LocalExecutor", "RunOptions", "RunResult", "run_experiment", "apply_overrides", "wildcards_hash",
            "parse_overrides", "ExperimentLock", "sweep", "image_name", "Progress"]
 
 
@@ -213,6 +213,41 @@ def _duration(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+class Executor(Protocol):
+    """Where batches are generated. ``run`` yields (batch, images, seconds) for every
+    batch it is given, in any order; the driver writes files and rows, so resume and
+    exactly-once hold whatever the executor. ``stop["requested"]`` asks it to stop
+    taking new batches."""
+
+    needs_local_backend: bool
+
+    def run(
+        self, backend: Optional[Backend], batches: Iterator[Batch], stop: dict
+    ) -> Iterator[tuple[Batch, list[Any], float]]: ...
+
+    def describe_model(self, model: str) -> str: ...
+
+
+class LocalExecutor:
+    """The default: one backend in this process, one batch at a time."""
+
+    needs_local_backend = True
+
+    def run(
+        self, backend: Optional[Backend], batches: Iterator[Batch], stop: dict
+    ) -> Iterator[tuple[Batch, list[Any], float]]:
+        assert backend is not None
+        for batch in batches:
+            t0 = time.perf_counter()
+            images = list(backend.generate(batch))
+            yield batch, images, time.perf_counter() - t0
+            if stop.get("requested"):
+                return
+
+    def describe_model(self, model: str) -> str:  # pragma: no cover - the backend answers
+        return model
+
+
 def resolve_count(program: Program, sampler: Any, requested: Optional[int]) -> int:
     size = sampler.size(program)
     count = requested if requested is not None else program.setting("count")
@@ -240,6 +275,7 @@ def run_experiment(
     setting_specs: Optional[dict[str, Any]] = None,
     progress_stream: Optional[TextIO] = None,
     on_started: Optional[Callable[[Experiment], None]] = None,
+    executor: Optional["Executor"] = None,
 ) -> RunResult:
     """Generate every sample of an experiment that is not done yet."""
     from .samplers import get_sampler
@@ -288,13 +324,17 @@ def run_experiment(
         if len(done) >= count:
             return RunResult(exp.name, count, len(done), 0, 0.0, False)
 
-        backend = backend_factory(**options.backend_options)
+        backend = (
+            backend_factory(**options.backend_options)
+            if executor is None or executor.needs_local_backend
+            else None
+        )
         todo: Iterator[Sample] = (
             apply_overrides(s, overrides)
             for s in sampler.samples(program, 0, count, seed)
             if s.index not in done
         )
-        prepare = getattr(backend, "prepare", None)
+        prepare = getattr(backend, "prepare", None) if backend is not None else None
         if prepare is not None:
             models = sorted({str(overrides.get("model", m)) for m in _models(program)})
             prepare(models)
@@ -309,16 +349,17 @@ def run_experiment(
         if _main_thread():
             previous_handler = signal.signal(signal.SIGINT, on_sigint)
         progress = Progress(exp.name, count, len(done), progress_stream)
-        for batch in plan(todo, batch_size):
-            t0 = time.perf_counter()
-            images = list(backend.generate(batch))
-            seconds = time.perf_counter() - t0
+        run_batches = executor if executor is not None else LocalExecutor()
+        for batch, images, seconds in run_batches.run(backend, plan(todo, batch_size), stop):
             if len(images) != len(batch.samples):
                 raise BackendError(
                     f"backend {options.backend!r} returned {len(images)} images for "
                     f"{len(batch.samples)} samples"
                 )
-            model_name = backend.describe_model(batch.key.model)
+            model_name = (
+                backend.describe_model(batch.key.model) if backend is not None
+                else run_batches.describe_model(batch.key.model)
+            )
             items = []
             for sample, image in zip(batch.samples, images):
                 if image.size != (batch.key.width, batch.key.height):
@@ -343,12 +384,12 @@ def run_experiment(
                 tmp = folder / (fname + ".tmp")
                 image.save(tmp, format="PNG", pnginfo=png_info(params, record), compress_level=1)
                 os.replace(tmp, folder / fname)
-                items.append((sample, fname, seconds / len(batch.samples), len(batch.samples), record))
-            store.record_done(exp.id, [(s, f, sec, b) for s, f, sec, b, _ in items])
+                items.append((sample, fname, seconds / len(batch.samples), len(batch.samples), record, image))
+            store.record_done(exp.id, [(s, f, sec, b) for s, f, sec, b, _r, _i in items])
             generated += len(items)
-            for sample, fname, _sec, _b, record in items:
+            for sample, fname, _sec, _b, record, image in items:
                 for sink in sinks:
-                    sink.write(record, images[batch.samples.index(sample)], folder / fname)
+                    sink.write(record, image, folder / fname)
                 if hooks is not None:
                     hooks.image_saved(experiment=exp.name, record=record, path=str(folder / fname))
             progress.update(len(items))
