@@ -343,6 +343,43 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_fav(args: argparse.Namespace, out: TextIO) -> int:
+    with _store(args) as store:
+        exp = store.require(args.name)
+        store.rate(exp, args.indices, favourite=not args.off)
+    word = "unmarked" if args.off else "marked"
+    out.write(f"{word} {_plural(len(args.indices), 'favourite')} in {args.name}\n")
+    return 0
+
+
+def cmd_rate(args: argparse.Namespace, out: TextIO) -> int:
+    stars = None if args.stars == 0 else args.stars
+    with _store(args) as store:
+        exp = store.require(args.name)
+        store.rate(exp, [args.index], stars=stars)
+    out.write(f"{args.name} #{args.index}: " + (f"{stars} stars\n" if stars else "rating cleared\n"))
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace, out: TextIO) -> int:
+    with _store(args) as store:
+        exp = store.require(args.name)
+        store.rate(exp, args.indices, rejected=not args.off)
+    word = "restored" if args.off else "rejected"
+    out.write(f"{word} {_plural(len(args.indices), 'image')} in {args.name}\n")
+    return 0
+
+
+def _stars(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"stars are 1 to 5 (0 clears), not {text!r}") from None
+    if not 0 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"stars are 1 to 5 (0 clears), not {value}")
+    return value
+
+
 def cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
     from . import plugins
 
@@ -439,6 +476,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the record as JSON")
     _add_workspace_arg(p)
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("fav", help="mark samples as favourites (--off to unmark)")
+    p.add_argument("name", help="experiment name")
+    p.add_argument("indices", type=_nonneg, nargs="+", metavar="INDEX")
+    p.add_argument("--off", action="store_true", help="remove the mark")
+    _add_workspace_arg(p)
+    p.set_defaults(func=cmd_fav)
+
+    p = sub.add_parser("rate", help="rate a sample from 1 to 5 stars (0 clears)")
+    p.add_argument("name", help="experiment name")
+    p.add_argument("index", type=_nonneg)
+    p.add_argument("stars", type=_stars)
+    _add_workspace_arg(p)
+    p.set_defaults(func=cmd_rate)
+
+    p = sub.add_parser("reject", help="mark samples as rejected (--off to restore)")
+    p.add_argument("name", help="experiment name")
+    p.add_argument("indices", type=_nonneg, nargs="+", metavar="INDEX")
+    p.add_argument("--off", action="store_true", help="remove the mark")
+    _add_workspace_arg(p)
+    p.set_defaults(func=cmd_reject)
 
     p = sub.add_parser("plugins", help="list installed plugins and the hooks they implement")
     p.add_argument("--json", action="store_true")

@@ -89,6 +89,23 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX choices_by_value ON choices (experiment_id, name, choice);
         """,
     ),
+    (
+        "0002_ratings",
+        """
+        CREATE TABLE ratings (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            idx INTEGER NOT NULL,
+            favourite INTEGER NOT NULL DEFAULT 0,
+            stars INTEGER,
+            rejected INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (experiment_id, idx),
+            CHECK (favourite IN (0, 1) AND rejected IN (0, 1)
+                   AND (stars IS NULL OR stars BETWEEN 1 AND 5))
+        );
+        CREATE INDEX ratings_favourites ON ratings (experiment_id, favourite);
+        """,
+    ),
 )
 
 
@@ -371,6 +388,66 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
 
+    # ratings ---------------------------------------------------------------------------
+    def _require_done(self, experiment: Experiment, indices: Sequence[int]) -> None:
+        done = self.done_indices(experiment.id)
+        missing = [i for i in indices if i not in done]
+        if missing:
+            raise UsageError(
+                f"{experiment.name!r} has no generated sample {missing[0]}"
+                + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + f"; it has {len(done)} of {experiment.count}"
+            )
+
+    def rate(
+        self,
+        experiment: Experiment,
+        indices: Sequence[int],
+        *,
+        favourite: Optional[bool] = None,
+        stars: Optional[int] = -1,
+        rejected: Optional[bool] = None,
+    ) -> None:
+        """Set favourite, stars (1-5, ``None`` clears, -1 leaves) and/or rejected."""
+        if stars is not None and stars != -1 and not 1 <= stars <= 5:
+            raise UsageError(f"stars go from 1 to 5, not {stars}")
+        self._require_done(experiment, indices)
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for idx in indices:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO ratings (experiment_id, idx, updated_at) VALUES (?, ?, ?)",
+                    (experiment.id, idx, now),
+                )
+                sets, params = ["updated_at = ?"], [now]
+                if favourite is not None:
+                    sets.append("favourite = ?")
+                    params.append(int(favourite))
+                if stars != -1:
+                    sets.append("stars = ?")
+                    params.append(stars)
+                if rejected is not None:
+                    sets.append("rejected = ?")
+                    params.append(int(rejected))
+                self.db.execute(
+                    f"UPDATE ratings SET {', '.join(sets)} WHERE experiment_id = ? AND idx = ?",
+                    (*params, experiment.id, idx),
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def rating(self, experiment: Experiment, index: int) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT favourite, stars, rejected FROM ratings WHERE experiment_id = ? AND idx = ?",
+            (experiment.id, index),
+        ).fetchone()
+        if row is None:
+            return {"favourite": False, "stars": None, "rejected": False}
+        return {"favourite": bool(row[0]), "stars": row[1], "rejected": bool(row[2])}
+
     def record(self, experiment: Experiment, index: int) -> Optional[dict[str, Any]]:
         """A stored sample's full record, or None when it is not done."""
         row = self.db.execute(
@@ -397,6 +474,7 @@ class Store:
             "file": row["file"],
             "batch_size": row["batch_size"],
             "seconds": row["seconds"],
+            "rating": self.rating(experiment, index),
         }
 
     def records(self, experiment: Experiment) -> Iterator[dict[str, Any]]:
