@@ -193,7 +193,9 @@ class DiffusersBackend:
             default), ``"eager"`` (plain matmul + softmax), ``"xformers"`` or ``"default"``
             (whatever diffusers picks).
         compile: ``torch.compile`` the UNet (slow first batch of each shape, faster after;
-            worth it for long runs on a GPU).
+            worth it for long runs on a GPU). ``True`` uses the default backend
+            (inductor); a string names another ``torch.compile`` backend (``"eager"``,
+            ``"aot_eager"``, ``"cudagraphs"``, …).
         threads: torch's intra-op CPU threads (``torch.set_num_threads``); ``None`` leaves
             torch's default.
         generator_device: where the per-image random generators live: ``"device"`` (the
@@ -209,7 +211,7 @@ class DiffusersBackend:
         device: str = "auto",
         dtype: Optional[str] = None,
         attention: str = "sdpa",
-        compile: bool = False,
+        compile: bool | str = False,
         threads: Optional[int] = None,
         generator_device: str = "device",
         local_files_only: Optional[bool] = None,
@@ -366,7 +368,10 @@ class DiffusersBackend:
         if self.compile:
             if self._device.type == "cuda":
                 pipe.unet.to(memory_format=torch.channels_last)
-            pipe.unet = torch.compile(pipe.unet)
+            # static shapes: a run has one or two batch shapes (full and last partial
+            # batch); each gets its own specialised graph instead of a slower dynamic one
+            backend = self.compile if isinstance(self.compile, str) else "inductor"
+            pipe.unet = torch.compile(pipe.unet, backend=backend, dynamic=False)
         self._pipes[model] = pipe
         self._base_scheduler[model] = pipe.scheduler.config
         self._scheduler_of[model] = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""

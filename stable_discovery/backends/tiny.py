@@ -36,6 +36,7 @@ __all__ = [
     "tiny_model_path",
     "build_tiny_model",
     "is_tiny",
+    "write_tokenizer_files",
 ]
 
 #: The model name users give (``--model tiny``, ``@model = tiny``).
@@ -129,7 +130,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def _write_tokenizer_files(folder: Path) -> int:
+def write_tokenizer_files(folder: Path) -> int:
     """Write vocab.json, merges.txt and the tokenizer config of a byte-level CLIP
     tokenizer; return the vocabulary size."""
     chars = list(_bytes_to_unicode().values())
@@ -167,7 +168,7 @@ def build_tiny_model(folder: Path | str) -> Path:
 
     folder = Path(folder)
     with tempfile.TemporaryDirectory(prefix="sdp-tiny-tok-") as tok_dir:
-        vocab_size = _write_tokenizer_files(Path(tok_dir))
+        vocab_size = write_tokenizer_files(Path(tok_dir))
         # transformers 5: CLIPTokenizer(vocab_file=..., merges_file=...) silently builds a
         # broken 3-token tokenizer; loading from a folder reads the files properly
         tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
