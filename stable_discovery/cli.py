@@ -501,6 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed plugins and the hooks they implement")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
+
+    from .cli_gallery import add_commands as add_gallery_commands
+
+    add_gallery_commands(sub)
     return parser
 
 

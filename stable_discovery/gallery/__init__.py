@@ -1,0 +1,23 @@
+"""The screening gallery: a small local web app over a workspace's run store.
+
+``sdp gallery`` serves it with the standard library's ``http.server``; the page is plain
+HTML, CSS and JavaScript shipped in ``static/``. Modules:
+
+- :mod:`.paths`: which image files may be served (inside an experiment folder, nothing else);
+- :mod:`.thumbs`: thumbnails made once on demand and cached under ``.thumbs/``;
+- :mod:`.queries`: the SQL behind the JSON API (pages, filters, facets, summaries);
+- :mod:`.api`: validation of what the page sends;
+- :mod:`.server`: the HTTP server and its routes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GalleryServer", "make_server"]
+
+
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(name)

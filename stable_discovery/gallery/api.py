@@ -1,0 +1,158 @@
+"""What the page may send, checked: query parameters of the listing and rating bodies.
+
+Anything malformed raises :class:`ApiError` with an HTTP status (4xx) and a message that
+the page shows as it is; nothing is changed before a request has passed every check.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+__all__ = ["ApiError", "Filters", "RateRequest", "parse_filters", "parse_rate", "parse_int", "page_args", "MAX_BODY"]
+
+MAX_BODY = 16 * 1024
+MAX_LIMIT = 1000
+_INT_RE = re.compile(r"^-?[0-9]{1,18}$")
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+class ApiError(Exception):
+    """A request the gallery refuses: ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which samples of an experiment a listing shows.
+
+    ``values`` maps a slot or setting name to the choice indices it may take: several
+    choices of one name are alternatives (OR); several names must all match (AND).
+    ``stars`` is ``"none"`` (unrated) or a minimum from 1 to 5.
+    """
+
+    favourite: Optional[bool] = None
+    rejected: Optional[bool] = None
+    stars: Optional[str] = None
+    values: tuple[tuple[str, tuple[int, ...]], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RateRequest:
+    """A validated rating change: fields left as ``...`` are not touched."""
+
+    experiment: str
+    index: int
+    favourite: Any = ...
+    stars: Any = ...
+    rejected: Any = ...
+
+
+def parse_int(text: Optional[str], what: str, *, low: int = 0, high: Optional[int] = None) -> int:
+    """A whole number from a query parameter, within bounds, else a 400."""
+    if text is None or not _INT_RE.match(text):
+        raise ApiError(400, f"{what} must be a whole number, not {text!r}")
+    value = int(text)
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ApiError(400, f"{what} must be {bound}, not {value}")
+    return value
+
+
+def _one(params: Mapping[str, Sequence[str]], key: str) -> Optional[str]:
+    values = params.get(key)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ApiError(400, f"{key} given {len(values)} times")
+    return values[0]
+
+
+def _tristate(params: Mapping[str, Sequence[str]], key: str) -> Optional[bool]:
+    text = _one(params, key)
+    if text is None or text == "" or text == "any":
+        return None
+    if text.lower() not in _BOOL_WORDS:
+        raise ApiError(400, f"{key} must be 1, 0 or any, not {text!r}")
+    return _BOOL_WORDS[text.lower()]
+
+
+def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
+    """Filters from a query string parsed by ``urllib.parse.parse_qs``.
+
+    ``fav`` and ``rejected``: 1, 0 or any; ``stars``: none, 1..5 (at least) or any;
+    ``v``: ``NAME:CHOICE``, repeatable.
+    """
+    stars = _one(params, "stars")
+    if stars in (None, "", "any"):
+        stars = None
+    elif stars != "none":
+        stars = str(parse_int(stars, "stars", low=1, high=5))
+    values: dict[str, list[int]] = {}
+    for item in params.get("v", ()):
+        name, sep, choice = item.rpartition(":")
+        if not sep or not name or len(name) > 200:
+            raise ApiError(400, f"a value filter is NAME:CHOICE, not {item!r}")
+        values.setdefault(name, []).append(parse_int(choice, f"the choice of {name}"))
+    if len(values) > 64 or sum(len(v) for v in values.values()) > 512:
+        raise ApiError(400, "too many value filters")
+    return Filters(
+        favourite=_tristate(params, "fav"),
+        rejected=_tristate(params, "rejected"),
+        stars=stars,
+        values=tuple((name, tuple(sorted(set(cs)))) for name, cs in values.items()),
+    )
+
+
+def page_args(params: Mapping[str, Sequence[str]]) -> tuple[Optional[int], int]:
+    """``after`` (the last index already shown; absent for the first page) and ``limit``."""
+    after_text = _one(params, "after")
+    after = None if after_text in (None, "") else parse_int(after_text, "after", low=-1)
+    limit_text = _one(params, "limit")
+    limit = 200 if limit_text in (None, "") else parse_int(limit_text, "limit", low=1, high=MAX_LIMIT)
+    return after, limit
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_rate(body: bytes) -> RateRequest:
+    """A rating body: ``{"experiment": str, "index": int, "favourite": bool,
+    "stars": 1..5 or null, "rejected": bool}``, at least one of the last three."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    allowed = {"experiment", "index", "favourite", "stars", "rejected"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0]!r}; expected {', '.join(sorted(allowed))}")
+    experiment = data.get("experiment")
+    if not isinstance(experiment, str) or not experiment:
+        raise ApiError(400, "experiment must be a name (a string)")
+    index = data.get("index")
+    if not _is_int(index) or index < 0:
+        raise ApiError(400, "index must be a whole number, 0 or more")
+    changes: dict[str, Any] = {}
+    for key in ("favourite", "rejected"):
+        if key in data:
+            if not isinstance(data[key], bool):
+                raise ApiError(400, f"{key} must be true or false")
+            changes[key] = data[key]
+    if "stars" in data:
+        stars = data["stars"]
+        if stars is not None and (not _is_int(stars) or not 1 <= stars <= 5):
+            raise ApiError(400, "stars must be 1 to 5, or null to clear")
+        changes["stars"] = stars
+    if not changes:
+        raise ApiError(400, "nothing to change: give favourite, stars or rejected")
+    return RateRequest(experiment=experiment, index=index, **changes)

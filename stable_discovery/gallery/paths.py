@@ -1,0 +1,69 @@
+"""Which files the gallery may serve: images inside an experiment's folder, nothing else.
+
+A file route is ``/<kind>/<experiment>/<file>``. Each segment is percent-decoded on its
+own and must then match a strict pattern, so ``..``, encoded separators (``%2f``,
+``%5c``), NUL bytes and absolute paths never reach the file system. What remains is
+resolved (symlinks followed) and must still lie inside the experiment's folder, which
+must itself lie inside the workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+from urllib.parse import unquote
+
+__all__ = ["FILE_RE", "split_file_route", "safe_image_path"]
+
+#: experiment names, as ``store.check_name`` allows them
+EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+#: image files written by the runner (``00042.png``); never dot files, never a separator
+FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}\.png$")
+
+
+def _segment(raw: str) -> Optional[str]:
+    try:
+        text = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return text
+
+
+def split_file_route(path: str) -> Optional[tuple[str, str, str]]:
+    """``/thumb/exp/00001.png`` → ``("thumb", "exp", "00001.png")``; None when malformed.
+
+    ``path`` is the request path without its query string, still percent-encoded.
+    """
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != "":
+        return None
+    kind, exp, name = (_segment(p) for p in parts[1:])
+    if kind is None or exp is None or name is None:
+        return None
+    if not EXPERIMENT_RE.match(exp) or not FILE_RE.match(name):
+        return None
+    return kind, exp, name
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def safe_image_path(workspace: Path, experiment: str, name: str) -> Optional[Path]:
+    """The real path of ``workspace/experiment/name`` when it is a regular file inside the
+    experiment folder (after following symlinks), else None."""
+    if not EXPERIMENT_RE.match(experiment) or not FILE_RE.match(name):
+        return None
+    try:
+        root = os.path.realpath(workspace)
+        folder = os.path.realpath(os.path.join(root, experiment))
+        target = os.path.realpath(os.path.join(folder, name))
+    except (OSError, ValueError):
+        return None
+    if not _inside(folder, root) or folder == root or not _inside(target, folder) or target == folder:
+        return None
+    if not os.path.isfile(target):
+        return None
+    return Path(target)

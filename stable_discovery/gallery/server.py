@@ -1,0 +1,414 @@
+"""The gallery's HTTP server: the page, a JSON API over the run store, images and thumbnails.
+
+Routes (GET unless said)::
+
+    /                          the page (static/index.html); /static/<file> its assets
+    /api/experiments           every experiment with its counts
+    /api/samples?experiment=E  a page of samples; filters fav, rejected, stars, v=NAME:CHOICE;
+                               paging: after=<last index shown>, limit (default 200)
+    /api/facets?experiment=E   the values each slot and sampled setting took, with counts
+    /api/record?experiment=E&index=I   one sample's full record
+    /api/stats?experiment=E    per-value favourite statistics (stable_discovery.stats)
+    POST /api/rate             {"experiment", "index", "favourite"?, "stars"?, "rejected"?}
+    /img/E/FILE, /thumb/E/FILE an image of experiment E, or its cached thumbnail
+
+Only POST changes anything. Each request opens its own SQLite connection (a ``Store``)
+and closes it when done. Errors are answered as JSON ``{"error": message}`` with a 4xx
+status, or a 500 without details (one line goes to the terminal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Optional
+from urllib.parse import parse_qs
+
+from ..errors import SdpError, UsageError
+from ..store import Store
+from . import queries
+from .api import ApiError, MAX_BODY, page_args, parse_filters, parse_int, parse_rate
+from .paths import split_file_route, safe_image_path
+from .thumbs import ThumbnailError, thumbnail
+
+__all__ = ["GalleryServer", "make_server", "LOOPBACK_HOSTS"]
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    """The page's files, read once: URL path → (bytes, content type)."""
+    folder = resources.files(__package__) / "static"
+    files: dict[str, tuple[bytes, str]] = {}
+    for entry in folder.iterdir():
+        suffix = os.path.splitext(entry.name)[1]
+        if entry.is_file() and suffix in _STATIC_TYPES:
+            files[f"/static/{entry.name}"] = (entry.read_bytes(), _STATIC_TYPES[suffix])
+    files["/"] = files["/static/index.html"]
+    return files
+
+
+class GalleryServer(ThreadingHTTPServer):
+    """A threading HTTP server bound to one workspace."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], workspace: Path, *, log: Optional[Callable[[str], None]] = None) -> None:
+        self.workspace = Path(workspace)
+        self.static = _load_static()
+        self.log = log or (lambda line: sys.stderr.write(line + "\n"))
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+        self._facets: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        host = address[0]
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, GalleryHandler)
+        self.port = int(self.server_address[1])
+        self.allowed_hosts: Optional[set[str]] = None
+        if host in LOOPBACK_HOSTS:
+            self.allowed_hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}", f"[::1]:{self.port}"}
+
+    @property
+    def url(self) -> str:
+        host = self.server_address[0]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    def open_store(self) -> Store:
+        return Store(self.workspace)
+
+    def is_experiment(self, name: str) -> bool:
+        """Whether ``name`` is an experiment of the store (cached; refreshed on a miss)."""
+        with self._lock:
+            if name in self._names:
+                return True
+        db = sqlite3.connect(f"file:{self.workspace / 'discovery.db'}?mode=ro", uri=True, timeout=30)
+        try:
+            names = {row[0] for row in db.execute("SELECT name FROM experiments")}
+        finally:
+            db.close()
+        with self._lock:
+            self._names = names
+        return name in names
+
+    def cached_facets(self, key: tuple[Any, ...], make: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        with self._lock:
+            hit = self._facets.get(key)
+        if hit is None:
+            hit = make()
+            with self._lock:
+                if len(self._facets) > 64:
+                    self._facets.clear()
+                self._facets[key] = hit
+        return hit
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)):
+            return
+        if os.environ.get("SDP_DEBUG"):
+            super().handle_error(request, client_address)
+            return
+        self.log(f"gallery: internal error: {type(exc).__name__}: {exc}")
+
+
+class GalleryHandler(BaseHTTPRequestHandler):
+    """One request: route it, answer it, never leak a traceback."""
+
+    server: GalleryServer
+    protocol_version = "HTTP/1.1"
+    server_version = "sdp-gallery"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        return None
+
+    # methods -----------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _refuse_method(self) -> None:
+        self._t0 = time.perf_counter()
+        self._drain()
+        self._json(405, {"error": f"{self.command} is not allowed here"}, extra={"Allow": "GET, POST"})
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _refuse_method
+
+    def _drain(self) -> None:
+        """Read (and drop) a small body so the connection stays usable."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if 0 < length <= MAX_BODY:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+    def _dispatch(self, method: str) -> None:
+        self._t0 = time.perf_counter()
+        try:
+            self._check_host()
+            path, _, query = self.path.partition("?")
+            if method == "POST":
+                self._post(path)
+            else:
+                self._get(path, parse_qs(query, keep_blank_values=True, max_num_fields=1000))
+        except ApiError as exc:
+            self._json(exc.status, {"error": exc.message})
+        except UsageError as exc:
+            self._json(400, {"error": str(exc)})
+        except SdpError as exc:
+            self._json(500, {"error": str(exc)})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a bug: one line on the terminal, no details to the page
+            if os.environ.get("SDP_DEBUG"):
+                raise
+            self.server.log(f"gallery: internal error on {method} {self.path[:200]}: {type(exc).__name__}: {exc}")
+            self._json(500, {"error": "internal error; the terminal running sdp gallery says more"})
+
+    def _check_host(self) -> None:
+        allowed = self.server.allowed_hosts
+        if allowed is not None and (self.headers.get("Host") or "").lower() not in allowed:
+            raise ApiError(403, "unexpected Host header")
+
+    # GET ---------------------------------------------------------------------------
+    def _get(self, path: str, params: dict[str, list[str]]) -> None:
+        static = self.server.static.get(path)
+        if static is not None:
+            self._send(200, static[0], static[1], extra={"Cache-Control": "no-cache"})
+            return
+        if path.startswith("/api/"):
+            handler = _GET_ROUTES.get(path[len("/api/"):])
+            if handler is None:
+                raise ApiError(404, f"no such API: {path[:100]}")
+            self._json(200, handler(self, params))
+            return
+        route = split_file_route(path)
+        if route is None or route[0] not in ("img", "thumb"):
+            if ".." in path or "%" in path or "\\" in path:
+                raise ApiError(403, "refused")
+            raise ApiError(404, "not found")
+        kind, experiment, name = route
+        if not self.server.is_experiment(experiment):
+            raise ApiError(404, "not found")
+        source = safe_image_path(self.server.workspace, experiment, name)
+        if source is None:
+            raise ApiError(403 if (self.server.workspace / experiment / name).is_symlink() else 404,
+                           "not found")
+        if kind == "img":
+            self._file(source, "image/png")
+            return
+        try:
+            thumb = thumbnail(self.server.workspace, experiment, name, source)
+        except ThumbnailError as exc:
+            raise ApiError(404, str(exc)) from None
+        if isinstance(thumb, bytes):
+            self._send(200, thumb, "image/jpeg", extra={"Cache-Control": "private, max-age=86400"})
+        else:
+            self._file(thumb, "image/jpeg")
+
+    def _store_and_experiment(self, params: dict[str, list[str]]) -> tuple[Store, int, str]:
+        names = params.get("experiment") or [""]
+        name = names[0]
+        if not name:
+            raise ApiError(400, "which experiment? give experiment=NAME")
+        store = self.server.open_store()
+        row = store.db.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            store.close()
+            raise ApiError(404, f"no experiment named {name!r}")
+        return store, int(row[0]), name
+
+    def api_experiments(self, params: dict[str, list[str]]) -> Any:
+        with self.server.open_store() as store:
+            return {"workspace": str(self.server.workspace), "experiments": queries.experiment_summaries(store.db)}
+
+    def api_samples(self, params: dict[str, list[str]]) -> Any:
+        filters = parse_filters(params)
+        after, limit = page_args(params)
+        store, exp_id, name = self._store_and_experiment(params)
+        with store:
+            result = queries.page(store.db, exp_id, filters, after, limit)
+        result["experiment"] = name
+        return result
+
+    def api_facets(self, params: dict[str, list[str]]) -> Any:
+        store, exp_id, name = self._store_and_experiment(params)
+        with store:
+            key = (exp_id, *store.db.execute(
+                "SELECT created_at, updated_at FROM experiments WHERE id = ?", (exp_id,)).fetchone())
+            names = self.server.cached_facets(key, lambda: queries.facets(store.db, exp_id))
+        return {"experiment": name, "names": names}
+
+    def api_record(self, params: dict[str, list[str]]) -> Any:
+        index = parse_int((params.get("index") or [None])[0], "index")
+        store, _exp_id, name = self._store_and_experiment(params)
+        with store:
+            exp = store.require(name)
+            record = store.record(exp, index)
+        if record is None or record["status"] != "done":
+            raise ApiError(404, f"{name!r} has no generated sample {index}")
+        return record
+
+    def api_stats(self, params: dict[str, list[str]]) -> Any:
+        try:
+            from .. import stats as stats_module
+        except ImportError:
+            raise ApiError(501, "statistics are not available in this version") from None
+        min_text = (params.get("min_stars") or [""])[0]
+        min_stars = None if min_text in ("", "none") else parse_int(min_text, "min_stars", low=1, high=5)
+        store, exp_id, name = self._store_and_experiment(params)
+        with store:
+            exp = store.require(name)
+            report = getattr(stats_module, "experiment_stats", None)
+            if report is not None:  # the whole report: totals and base rate with the rows
+                data = report(store, exp, min_stars=min_stars).to_dict()
+                data.setdefault("experiment", name)
+                return data
+            values = stats_module.value_stats(store, exp)
+            base = queries.base_rate(store.db, exp_id)
+        return {"experiment": name, "base_rate": base["rate"], "images": base["images"],
+                "favourites": base["favourites"], "values": [v.to_dict() for v in values]}
+
+    # POST --------------------------------------------------------------------------
+    def _post(self, path: str) -> None:
+        if path != "/api/rate":
+            self._drain()
+            raise ApiError(404 if not path.startswith("/api/") or path[5:] not in _GET_ROUTES else 405,
+                           "nothing to post here")
+        origin = self.headers.get("Origin")
+        host = self.headers.get("Host") or ""
+        if origin is not None and origin.lower() != f"http://{host}".lower():
+            self._drain()
+            raise ApiError(403, "cross-origin requests are refused")
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            self._drain()
+            raise ApiError(415, "send JSON (Content-Type: application/json)")
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or not length_text.isdigit():
+            self.close_connection = True
+            raise ApiError(411, "Content-Length is required")
+        length = int(length_text)
+        if length > MAX_BODY:
+            self.close_connection = True
+            raise ApiError(413, "the body is too large")
+        body = self.rfile.read(length)
+        request = parse_rate(body)
+        with self.server.open_store() as store:
+            exp = store.get(request.experiment)
+            if exp is None:
+                raise ApiError(404, f"no experiment named {request.experiment!r}")
+            done = store.db.execute(
+                "SELECT 1 FROM samples WHERE experiment_id = ? AND idx = ? AND status = 'done'",
+                (exp.id, request.index),
+            ).fetchone()
+            if done is None:
+                raise ApiError(404, f"{request.experiment!r} has no generated sample {request.index}")
+            kwargs: dict[str, Any] = {}
+            if request.favourite is not ...:
+                kwargs["favourite"] = request.favourite
+            if request.rejected is not ...:
+                kwargs["rejected"] = request.rejected
+            if request.stars is not ...:
+                kwargs["stars"] = request.stars
+            store.rate(exp, [request.index], **kwargs)
+            rating = store.rating(exp, request.index)
+        self._json(200, {"experiment": exp.name, "index": request.index, "rating": rating})
+
+    # responses ---------------------------------------------------------------------
+    def _send(self, status: int, body: bytes, ctype: str, extra: Optional[dict[str, str]] = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        if ctype.startswith("text/html"):
+            self.send_header("Content-Security-Policy", _CSP)
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.send_header("Server-Timing", f"app;dur={(time.perf_counter() - self._t0) * 1000:.3f}")
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, data: Any, extra: Optional[dict[str, str]] = None) -> None:
+        body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        headers = {"Cache-Control": "no-store", **(extra or {})}
+        self._send(status, body, "application/json; charset=utf-8", headers)
+
+    def _file(self, path: Path, ctype: str) -> None:
+        try:
+            st = path.stat()
+            etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+            headers = {
+                "Cache-Control": "private, max-age=86400",
+                "ETag": etag,
+                "Last-Modified": formatdate(st.st_mtime, usegmt=True),
+            }
+            if self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Server-Timing", f"app;dur={(time.perf_counter() - self._t0) * 1000:.3f}")
+                self.end_headers()
+                return
+            data = path.read_bytes()
+        except OSError:
+            raise ApiError(404, "not found") from None
+        self._send(200, data, ctype, headers)
+
+
+_GET_ROUTES: dict[str, Callable[[GalleryHandler, dict[str, list[str]]], Any]] = {
+    "experiments": GalleryHandler.api_experiments,
+    "samples": GalleryHandler.api_samples,
+    "facets": GalleryHandler.api_facets,
+    "record": GalleryHandler.api_record,
+    "stats": GalleryHandler.api_stats,
+}
+
+
+def make_server(workspace: Path, host: str = "127.0.0.1", port: int = 0,
+                log: Optional[Callable[[str], None]] = None) -> GalleryServer:
+    """A gallery server over ``workspace`` (which must hold a run store), not yet serving."""
+    workspace = Path(workspace)
+    if not (workspace / "discovery.db").is_file():
+        raise UsageError(
+            f"no run store in {workspace} (discovery.db is missing): run `sdp run` first, "
+            "or point --workspace at the folder it wrote"
+        )
+    Store(workspace).close()  # applies pending migrations (indexes) once, up front
+    try:
+        return GalleryServer((host, port), workspace, log=log)
+    except OSError as exc:
+        if exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+            raise UsageError(f"port {port} is in use: pick another with --port, or --port 0 for any free one") from None
+        raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
