@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipe = backend._pipes["tiny"]  # the very pipeline the backend uses
     info = machine()
     print(info)
+    # the machine may be shared: the load says how much the figures can be trusted
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows: list[tuple[int, str, float, float, int]] = []  # size, mode, images/s, speedup, max diff
 
     for size in args.sizes:
@@ -160,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
 
     backend.close()
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average (1 min): {load_start:.1f} at the start, {load_end:.1f} at the end")
     if args.out:
         command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + list(sys.argv[1:]))
         lines = [
@@ -176,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "through `plan()` and `DiffusersBackend.generate`, one `torch.Generator` per image. "
             f"Best of {args.repeat} timed passes after a warm-up. Max diff: the largest "
             "difference of any pixel channel from the loop's image, in levels of 255.",
+            "",
+            f"Load average (1 min) on this {os.cpu_count()}-core machine: {load_start:.1f} at the "
+            f"start, {load_end:.1f} at the end (other jobs were running when it is above 1).",
             "",
             "| size | mode | images/s | speedup | max diff |",
             "|---|---|---:|---:|---:|",

@@ -294,7 +294,13 @@ class DiffusersBackend:
     def _source(self, model: str) -> tuple[str, bool]:
         """What to give ``from_pretrained`` for a model name, and whether it is local."""
         if is_tiny(model):
-            return str(tiny_model_path()), True
+            try:
+                return str(tiny_model_path()), True
+            except OSError as e:  # an unwritable or full cache folder
+                raise BackendError(
+                    f"cannot build the tiny model: {_first_line(e)}. Way out: set SDP_CACHE_DIR "
+                    "to a writable folder"
+                ) from e
         path = Path(model).expanduser()
         if path.exists():
             if path.is_file():
