@@ -135,8 +135,15 @@ def config_to_sdp(config: LegacyConfig, source: Source) -> str:
     def slot(name: str, key: str, values: tuple[str, ...]) -> list[str]:
         escaped = [_escape(v, source, key) for v in values]
         pad = " " * len(name)
-        lines = [f"{name} = {escaped[0]}"]
-        lines.extend(f"{pad} | {v}" for v in escaped[1:])
+        if escaped[0] == "" and len(escaped) > 1:
+            # `name =` followed by continuation lines has no empty first alternative:
+            # keep the empty value by writing the second on the first line
+            lines = [f"{name} = | {escaped[1]}"]
+            rest = escaped[2:]
+        else:
+            lines = [f"{name} = {escaped[0]}"]
+            rest = escaped[1:]
+        lines.extend(f"{pad} | {v}" for v in rest)
         return lines
 
     out = [
