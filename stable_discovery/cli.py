@@ -501,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list installed plugins and the hooks they implement")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plugins)
+    from .cli_loop import add_commands as add_loop_commands  # sdp stats, sdp refine
+
+    add_loop_commands(sub)
 
     from .cli_gallery import add_commands as add_gallery_commands
 

@@ -34,6 +34,7 @@ __all__ = [
 DEFAULT_PLUGINS = (
     "stable_discovery.builtin.samplers",
     "stable_discovery.builtin.backends",
+    "stable_discovery.builtin.exploit",
 )
 
 ENV_PLUGINS = "SDP_PLUGINS"

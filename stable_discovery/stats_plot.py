@@ -1,0 +1,161 @@
+"""A forest plot of favourite rates, drawn with Pillow (no plotting library needed).
+
+One row per value: its label on the left, the 95% interval as a bar and the rate as a
+dot in the middle, ``favourites/images`` on the right. A dashed line marks the base
+rate. Green rows are significant winners; red rows clearly lose (the whole interval is
+below the base rate); the rest are blue.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["draw"]
+
+WIDTH = 1200
+LABEL_W = 430
+COUNT_W = 120
+MARGIN = 16
+ROW_H = 24
+TOP = 84
+BOTTOM = 52
+
+WHITE = (255, 255, 255)
+INK = (33, 37, 41)
+GRID = (222, 226, 230)
+MUTED = (108, 117, 125)
+BASE = (214, 51, 132)
+WIN = (25, 135, 84)
+LOSE = (220, 53, 69)
+NEUTRAL = (13, 110, 253)
+STRIPE = (248, 249, 250)
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # pragma: no cover - Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if draw.textlength(text[:mid] + "…", font=font) <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + "…"
+
+
+def _axis_max(values: Sequence[Any], base: Optional[float]) -> float:
+    top = max([v.high for v in values] + [base or 0.0, 0.01])
+    for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0):
+        if top <= step * 5:
+            return min(1.0, -(-top // step) * step)
+    return 1.0
+
+
+def _ticks(xmax: float) -> list[float]:
+    for step in (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.25):
+        if xmax / step <= 10:
+            break
+    ticks, t = [], 0.0
+    while t <= xmax + 1e-12:
+        ticks.append(round(t, 6))
+        t += step
+    return ticks
+
+
+def _pct(x: float) -> str:
+    text = f"{x * 100:.1f}".rstrip("0").rstrip(".")
+    return text + "%"
+
+
+def draw(
+    rows: Sequence[Any],
+    path: Path,
+    *,
+    base_rate: Optional[float] = None,
+    title: Optional[str] = None,
+    limit: int = 60,
+) -> Path:
+    """Write the plot of ``rows`` (ValueStats) to ``path`` as a PNG; returns the path."""
+    shown = list(rows[: max(0, limit)])
+    hidden = len(rows) - len(shown)
+    n = max(1, len(shown))
+    height = TOP + n * ROW_H + BOTTOM + (ROW_H if hidden else 0)
+    img = Image.new("RGB", (WIDTH, height), WHITE)
+    d = ImageDraw.Draw(img)
+    font = _font(14)
+    small = _font(12)
+    bold = _font(16)
+
+    x0 = LABEL_W
+    x1 = WIDTH - COUNT_W - MARGIN
+    xmax = _axis_max(shown, base_rate)
+
+    def x_of(rate: float) -> float:
+        return x0 + (x1 - x0) * min(max(rate, 0.0), xmax) / xmax
+
+    d.text((MARGIN, 12), _fit(d, title or "favourite rate by value", bold, WIDTH - 2 * MARGIN),
+           fill=INK, font=bold)
+    d.text((MARGIN, 38), "favourite rate with its 95% Wilson interval; green: significant winner "
+           "(BH q < 0.05); red: interval below the base rate", fill=MUTED, font=small)
+    d.text((x1 + 10, TOP - 18), "favs/images", fill=MUTED, font=small)
+
+    plot_top, plot_bottom = TOP, TOP + n * ROW_H
+    for i in range(0, n, 2):
+        y = TOP + i * ROW_H
+        d.rectangle([MARGIN, y, WIDTH - MARGIN, y + ROW_H - 1], fill=STRIPE)
+    for t in _ticks(xmax):
+        x = x_of(t)
+        d.line([(x, plot_top), (x, plot_bottom)], fill=GRID, width=1)
+        label = _pct(t)
+        w = d.textlength(label, font=small)
+        d.text((x - w / 2, plot_bottom + 6), label, fill=MUTED, font=small)
+    d.line([(x0, plot_bottom), (x1, plot_bottom)], fill=MUTED, width=1)
+
+    if base_rate is not None:
+        xb = x_of(base_rate)
+        y = plot_top
+        while y < plot_bottom:
+            d.line([(xb, y), (xb, min(y + 5, plot_bottom))], fill=BASE, width=2)
+            y += 9
+        label = f"base {_pct(base_rate)}"
+        w = d.textlength(label, font=small)
+        d.text((min(max(xb - w / 2, x0), x1 - w), plot_top - 18), label, fill=BASE, font=small)
+
+    for i, v in enumerate(shown):
+        y = TOP + i * ROW_H
+        cy = y + ROW_H // 2
+        if v.significant:
+            colour = WIN
+        elif base_rate is not None and v.images > 0 and v.high < base_rate:
+            colour = LOSE
+        else:
+            colour = NEUTRAL
+        label = _fit(d, v.label, font, x0 - MARGIN - 12)
+        d.text((MARGIN + 4, cy - 8), label, fill=INK if not v.absent else MUTED, font=font)
+        if v.images > 0:
+            d.line([(x_of(v.low), cy), (x_of(v.high), cy)], fill=colour, width=3)
+            for edge in (v.low, v.high):
+                xe = x_of(edge)
+                d.line([(xe, cy - 5), (xe, cy + 5)], fill=colour, width=2)
+            xr = x_of(v.rate)
+            d.ellipse([xr - 5, cy - 5, xr + 5, cy + 5], fill=colour, outline=WHITE)
+        d.text((x1 + 10, cy - 8), f"{v.favourites:,}/{v.images:,}", fill=INK, font=font)
+    if not shown:
+        d.text((x0, TOP + 4), "no values to show", fill=MUTED, font=font)
+    if hidden:
+        d.text((MARGIN + 4, plot_bottom + 28), f"… and {hidden:,} more values (see sdp stats)",
+               fill=MUTED, font=small)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG")
+    return path
