@@ -28,7 +28,7 @@ from typing import Optional, Union
 
 from .errors import Source, UsageError
 from .parser import parse
-from .stats import StatsReport, ValueStats, experiment_stats
+from .stats import StatsReport, ValueStats, experiment_stats, wilson
 from .store import Experiment, Store
 from .syntax import Definition
 
@@ -137,8 +137,6 @@ def learn_from_report(
         values.setdefault(row.name, {})[text] = _estimate(
             row.images, row.favourites, row.high, base, k, strength
         )
-    from .stats import wilson
-
     for row in absent_rows:
         n = report.images - row.images
         f = report.favourites - row.favourites
