@@ -205,6 +205,51 @@ def test_value_filters(server: GalleryServer, ws: Path) -> None:
     assert all_indices(server, "&v=nosuchslot:0") == []
 
 
+def test_filter_combinations_match_a_reference(server: GalleryServer, ws: Path) -> None:
+    """Random mixes of value and mark filters, paged and counted, against plain Python."""
+    import random
+
+    marks = {1: (1, None, 0), 2: (1, 5, 0), 4: (0, 3, 0), 6: (0, None, 1), 7: (0, 1, 1), 11: (1, 2, 1),
+             13: (0, 4, 0), 17: (1, None, 0), 21: (0, 5, 1), 26: (1, 3, 0)}
+    for index, (fav, stars, rej) in marks.items():
+        assert rate(server, {"experiment": "pets", "index": index, "favourite": bool(fav),
+                             "stars": stars, "rejected": bool(rej)})[0] == 200
+    tr = traces(ws)
+    options = {"animal": 3, "style": 3, "steps": 2}
+    rng = random.Random(5)
+    for _ in range(40):
+        query, keep = "", set(tr)
+        for name, n in options.items():
+            if rng.random() < 0.6:
+                chosen = rng.sample(range(n), rng.randint(1, n - 1) if n > 1 else 1)
+                query += "".join(f"&v={name}:{c}" for c in chosen)
+                keep &= {i for i, t in tr.items() if t[name] in chosen}
+        fav, rej = rng.choice(["", "1", "0"]), rng.choice(["", "1", "0"])
+        stars = rng.choice(["", "none", "2", "4"])
+        if fav:
+            query += f"&fav={fav}"
+            keep &= {i for i in tr if marks.get(i, (0, None, 0))[0] == int(fav)}
+        if rej:
+            query += f"&rejected={rej}"
+            keep &= {i for i in tr if marks.get(i, (0, None, 0))[2] == int(rej)}
+        if stars == "none":
+            query += "&stars=none"
+            keep &= {i for i in tr if marks.get(i, (0, None, 0))[1] is None}
+        elif stars:
+            query += f"&stars={stars}"
+            keep &= {i for i in tr if (marks.get(i, (0, None, 0))[1] or 0) >= int(stars)}
+        assert all_indices(server, query) == sorted(keep), query
+        assert get_json(server, f"/api/samples?experiment=pets&limit=3{query}")["total"] == len(keep), query
+
+
+def test_store_has_the_gallery_indexes(ws: Path) -> None:
+    with Store(ws) as store:
+        names = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        applied = {r[0] for r in store.db.execute("SELECT name FROM _migrations")}
+    assert {"choices_by_value_idx", "samples_by_status"} <= names and "choices_by_value" not in names
+    assert "0003_gallery_indexes" in applied
+
+
 # ---------------------------------------------------------------------------------------
 # rating
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote
@@ -48,22 +49,37 @@ def split_file_route(path: str) -> Optional[tuple[str, str, str]]:
 
 
 def _inside(child: str, parent: str) -> bool:
-    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+    return child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def safe_image_path(workspace: Path, experiment: str, name: str) -> Optional[Path]:
-    """The real path of ``workspace/experiment/name`` when it is a regular file inside the
-    experiment folder (after following symlinks), else None."""
+def safe_image_path(workspace: Path, experiment: str, name: str, root: Optional[str] = None) -> Optional[Path]:
+    """The path of ``workspace/experiment/name`` when it is a regular file inside the
+    experiment folder, which is inside the workspace (symlinks followed), else None.
+
+    ``root`` is the workspace's real path when the caller knows it. The usual case, a
+    plain folder holding a plain file, costs two ``lstat`` calls; a symlink on the way
+    is resolved and must still land inside.
+    """
     if not EXPERIMENT_RE.match(experiment) or not FILE_RE.match(name):
         return None
     try:
-        root = os.path.realpath(workspace)
-        folder = os.path.realpath(os.path.join(root, experiment))
-        target = os.path.realpath(os.path.join(folder, name))
+        root = root or os.path.realpath(workspace)
+        folder = os.path.join(root, experiment)
+        folder_stat = os.lstat(folder)
+        if stat.S_ISLNK(folder_stat.st_mode):
+            folder = os.path.realpath(folder)
+            if not _inside(folder, root) or not os.path.isdir(folder):
+                return None
+        elif not stat.S_ISDIR(folder_stat.st_mode):
+            return None
+        target = os.path.join(folder, name)
+        target_stat = os.lstat(target)
+        if stat.S_ISLNK(target_stat.st_mode):
+            target = os.path.realpath(target)
+            if not _inside(target, folder) or not os.path.isfile(target):
+                return None
+        elif not stat.S_ISREG(target_stat.st_mode):
+            return None
     except (OSError, ValueError):
-        return None
-    if not _inside(folder, root) or folder == root or not _inside(target, folder) or target == folder:
-        return None
-    if not os.path.isfile(target):
         return None
     return Path(target)

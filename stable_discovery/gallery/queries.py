@@ -56,35 +56,82 @@ def experiment_summaries(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return out
 
 
-def _where(experiment_id: int, f: Filters) -> tuple[str, list[Any]]:
+def _where(
+    db: sqlite3.Connection, experiment_id: int, f: Filters, after: Optional[int] = None,
+    *, counting: bool = False,
+) -> tuple[str, list[Any], bool]:
+    """Conditions on ``samples s`` alone, each answered from an index, so that neither
+    counting nor paging reads a row or joins; and whether an ``IN`` list drives the query.
+
+    Marks are ``IN``/``NOT IN`` lists from ``ratings`` (made by hand, so short). When no
+    positive mark list drives the query, the value filter with the fewest samples does:
+    its index list, read from the covering index ``(experiment_id, name, choice, idx)``
+    from ``after`` on, walked in order so that a page stops early; when ``counting``
+    (every match is visited anyway) it is intersected with the next smallest one. Other
+    value filters are probed per candidate with ``EXISTS`` on that index, instead of
+    materializing lists of tens of thousands of indices each.
+    """
     conds = ["s.experiment_id = ?", "s.status = 'done'"]
     params: list[Any] = [experiment_id]
-    if f.favourite is True:
-        conds.append("r.favourite = 1")
-    elif f.favourite is False:
-        conds.append("COALESCE(r.favourite, 0) = 0")
-    if f.rejected is True:
-        conds.append("r.rejected = 1")
-    elif f.rejected is False:
-        conds.append("COALESCE(r.rejected, 0) = 0")
+    driven = False
+
+    def rated(condition: str, negate: bool, *extra: Any) -> None:
+        conds.append(
+            f"s.idx {'NOT IN' if negate else 'IN'} "
+            f"(SELECT idx FROM ratings WHERE experiment_id = ? AND {condition})"
+        )
+        params.extend([experiment_id, *extra])
+
+    if f.favourite is not None:
+        rated("favourite = 1", not f.favourite)
+        driven = driven or f.favourite
+    if f.rejected is not None:
+        rated("rejected = 1", not f.rejected)
+        driven = driven or f.rejected
     if f.stars == "none":
-        conds.append("r.stars IS NULL")
+        rated("stars IS NOT NULL", True)
     elif f.stars is not None:
-        conds.append("r.stars >= ?")
-        params.append(int(f.stars))
-    for name, choices in f.values:
+        rated("stars >= ?", False, int(f.stars))
+        driven = True
+    values = list(f.values)
+    if len(values) > 1 and not driven:
+        sizes = {}
+        for name, choices in values:
+            marks = ", ".join("?" * len(choices))
+            sizes[name] = db.execute(
+                f"SELECT COUNT(*) FROM choices WHERE experiment_id = ? AND name = ? AND choice IN ({marks})",
+                (experiment_id, name, *choices),
+            ).fetchone()[0]
+        values.sort(key=lambda item: sizes[item[0]])
+    if values and not driven:
+        # the driving list: the smallest value filter (intersected with the next one)
+        drivers = values[:2] if counting else values[:1]
+        parts = []
+        for name, choices in drivers:
+            marks = ", ".join("?" * len(choices))
+            parts.append(
+                f"SELECT idx FROM choices WHERE experiment_id = ? AND name = ? AND choice IN ({marks})"
+                + (" AND idx > ?" if after is not None else "")
+            )
+            params.extend([experiment_id, name, *choices])
+            if after is not None:
+                params.append(after)
+        conds.append(f"s.idx IN ({' INTERSECT '.join(parts)})")
+        values = values[len(drivers):]
+        driven = True
+    for name, choices in values:
         marks = ", ".join("?" * len(choices))
         conds.append(
-            "s.idx IN (SELECT c.idx FROM choices c WHERE c.experiment_id = ? AND c.name = ? "
-            f"AND c.choice IN ({marks}))"
+            "EXISTS (SELECT 1 FROM choices c INDEXED BY choices_by_value_idx "
+            "WHERE c.experiment_id = ? AND c.name = ? "
+            f"AND c.choice IN ({marks}) AND c.idx = s.idx)"
         )
         params.extend([experiment_id, name, *choices])
-    return " AND ".join(conds), params
-
-
-_FROM = (
-    "FROM samples s LEFT JOIN ratings r ON r.experiment_id = s.experiment_id AND r.idx = s.idx"
-)
+    if after is not None:
+        # with a driving list, '+' keeps the planner from walking the whole index instead
+        conds.append("+s.idx > ?" if driven else "s.idx > ?")
+        params.append(after)
+    return " AND ".join(conds), params, driven
 
 
 def page(
@@ -97,16 +144,27 @@ def page(
     """Up to ``limit`` samples with index above ``after``, in index order.
 
     ``total`` (how many match in all) comes with the first page only (``after`` None);
-    ``next`` is the cursor for the following page, or None at the end.
+    ``next`` is the cursor for the following page, or None at the end. The page's indices
+    come first, from the indexes alone; then their rows and marks.
     """
-    where, params = _where(experiment_id, filters)
-    rows = db.execute(
-        "SELECT s.idx, s.file, s.prompt, COALESCE(r.favourite, 0), r.stars, COALESCE(r.rejected, 0) "
-        f"{_FROM} WHERE {where} AND s.idx > ? ORDER BY s.idx LIMIT ?",
-        (*params, -1 if after is None else after, limit + 1),
-    ).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
+    where, params, _ = _where(db, experiment_id, filters, -1 if after is None else after)
+    indices = [
+        row[0]
+        for row in db.execute(
+            f"SELECT s.idx FROM samples s WHERE {where} ORDER BY s.idx LIMIT ?", (*params, limit + 1)
+        )
+    ]
+    more = len(indices) > limit
+    indices = indices[:limit]
+    rows = []
+    if indices:
+        marks = ", ".join("?" * len(indices))
+        rows = db.execute(
+            "SELECT s.idx, s.file, s.prompt, COALESCE(r.favourite, 0), r.stars, COALESCE(r.rejected, 0) "
+            "FROM samples s LEFT JOIN ratings r ON r.experiment_id = s.experiment_id AND r.idx = s.idx "
+            f"WHERE s.experiment_id = ? AND s.idx IN ({marks}) ORDER BY s.idx",
+            (experiment_id, *indices),
+        ).fetchall()
     items = [
         {
             "index": idx,
@@ -118,12 +176,13 @@ def page(
         }
         for idx, file, prompt, fav, stars, rej in rows
     ]
-    result: dict[str, Any] = {"items": items, "next": items[-1]["index"] if more else None}
+    result: dict[str, Any] = {"items": items, "next": items[-1]["index"] if more and items else None}
     if after is None:
         if not more:
             result["total"] = len(items)
         else:
-            result["total"] = db.execute(f"SELECT COUNT(*) {_FROM} WHERE {where}", params).fetchone()[0]
+            where, params, _ = _where(db, experiment_id, filters, counting=True)
+            result["total"] = db.execute(f"SELECT COUNT(*) FROM samples s WHERE {where}", params).fetchone()[0]
     return result
 
 

@@ -76,6 +76,7 @@ class GalleryServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], workspace: Path, *, log: Optional[Callable[[str], None]] = None) -> None:
         self.workspace = Path(workspace)
+        self.root = os.path.realpath(self.workspace)
         self.static = _load_static()
         self.log = log or (lambda line: sys.stderr.write(line + "\n"))
         self._lock = threading.Lock()
@@ -140,11 +141,16 @@ class GalleryHandler(BaseHTTPRequestHandler):
 
     server: GalleryServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small responses go out at once, not after a delayed ACK
     server_version = "sdp-gallery"
     sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         return None
+
+    def parse_request(self) -> bool:
+        self._t0 = time.perf_counter()  # Server-Timing counts header parsing too
+        return super().parse_request()
 
     # methods -----------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -154,7 +160,6 @@ class GalleryHandler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _refuse_method(self) -> None:
-        self._t0 = time.perf_counter()
         self._drain()
         self._json(405, {"error": f"{self.command} is not allowed here"}, extra={"Allow": "GET, POST"})
 
@@ -172,7 +177,6 @@ class GalleryHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _dispatch(self, method: str) -> None:
-        self._t0 = time.perf_counter()
         try:
             self._check_host()
             path, _, query = self.path.partition("?")
@@ -219,7 +223,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
         kind, experiment, name = route
         if not self.server.is_experiment(experiment):
             raise ApiError(404, "not found")
-        source = safe_image_path(self.server.workspace, experiment, name)
+        source = safe_image_path(self.server.workspace, experiment, name, self.server.root)
         if source is None:
             raise ApiError(403 if (self.server.workspace / experiment / name).is_symlink() else 404,
                            "not found")
