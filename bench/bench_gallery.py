@@ -226,7 +226,8 @@ def main() -> int:
             client.conn.request("POST", "/api/rate", body, {"Content-Type": "application/json"})
             resp = client.conn.getresponse()
             resp.read()
-            rate_ms.append(float(_TIMING.search(resp.getheader("Server-Timing") or "").group(1)))
+            match = _TIMING.search(resp.getheader("Server-Timing") or "")
+            rate_ms.append(float(match.group(1)) if match else float("nan"))
         server.shutdown()
         server.server_close()
 

@@ -57,6 +57,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     template.write_text(TEMPLATE)
     ws = root / "ws"
     assert main(["run", str(template), "--backend", "dummy", "--workspace", str(ws)]) == 0
+    other = root / "trees.sdp"
+    other.write_text("prompt = a tree | a bush\n@size = 64x64\n@count = 4\n")
+    assert main(["run", str(other), "--backend", "dummy", "--workspace", str(ws)]) == 0
     return ws
 
 
@@ -153,6 +156,12 @@ def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tm
     page.goto(server.url)
     page.wait_for_selector(".card")
     settle(page)
+    # the experiments list: the newest is open first; a click opens another
+    assert page.locator("#experiments li").count() == 2
+    assert page.locator(".card").count() == 4
+    page.locator('#experiments li[data-name="pets"]').click()
+    settle(page)
+    assert "exp=pets" in page.url
     assert page.locator(".card").count() == 24
     assert selected(page) == 0
     cols = columns(page)
@@ -313,8 +322,17 @@ def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tm
     if page.locator(".stats-table").count():
         assert page.locator(".chart svg .row").count() >= 5
         assert page.locator(".stats-table tbody tr").count() >= 5
+        first = page.locator(".stats-table tbody tr").first
+        label = first.locator("td").nth(1).inner_text()
+        if label != "(absent)":  # a click on a row shows that value's images
+            first.click()
+            settle(page)
+            assert page.locator("#grid-view").is_visible() and len(shown(page)) >= 1
+            page.locator("#clear-filters").click()
+            settle(page)
     page.keyboard.press("g")
     assert page.locator("#grid-view").is_visible()
+    assert len(shown(page)) == 24
 
     # what the store holds is exactly what was done
     assert store_marks(workspace) == expected

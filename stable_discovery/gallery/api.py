@@ -140,7 +140,7 @@ def parse_rate(body: bytes) -> RateRequest:
     if not isinstance(experiment, str) or not experiment:
         raise ApiError(400, "experiment must be a name (a string)")
     index = data.get("index")
-    if not _is_int(index) or index < 0:
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise ApiError(400, "index must be a whole number, 0 or more")
     changes: dict[str, Any] = {}
     for key in ("favourite", "rejected"):

@@ -93,7 +93,7 @@ class GalleryServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host = self.server_address[0]
+        host = str(self.server_address[0])
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}/"
@@ -183,7 +183,11 @@ class GalleryHandler(BaseHTTPRequestHandler):
             if method == "POST":
                 self._post(path)
             else:
-                self._get(path, parse_qs(query, keep_blank_values=True, max_num_fields=1000))
+                try:
+                    params = parse_qs(query, keep_blank_values=True, max_num_fields=1000)
+                except ValueError:
+                    raise ApiError(400, "too many query parameters") from None
+                self._get(path, params)
         except ApiError as exc:
             self._json(exc.status, {"error": exc.message})
         except UsageError as exc:
@@ -273,7 +277,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
         return {"experiment": name, "names": names}
 
     def api_record(self, params: dict[str, list[str]]) -> Any:
-        index = parse_int((params.get("index") or [None])[0], "index")
+        index = parse_int((params.get("index") or [""])[0], "index")
         store, _exp_id, name = self._store_and_experiment(params)
         with store:
             exp = store.require(name)
@@ -318,7 +322,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
             self._drain()
             raise ApiError(415, "send JSON (Content-Type: application/json)")
         length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
+        if length_text is None or not (length_text.isascii() and length_text.isdigit()):
             self.close_connection = True
             raise ApiError(411, "Content-Length is required")
         length = int(length_text)

@@ -35,11 +35,10 @@ def _render(source: Path) -> bytes:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(source) as im:
-            im.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
-            im.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-            if im.mode != "RGB":
-                im = im.convert("RGB")
+        with Image.open(source) as opened:
+            opened.draft("RGB", (THUMB_SIZE, THUMB_SIZE))
+            opened.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            im = opened if opened.mode == "RGB" else opened.convert("RGB")
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=_QUALITY, optimize=False)
             return buf.getvalue()
