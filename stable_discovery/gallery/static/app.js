@@ -232,7 +232,12 @@
     renderFilterControls();
     state.facets = [];
     renderFacets();
-    if (!name) return;
+    if (!name) {
+      const empty = $("empty");
+      empty.textContent = "No experiments in this workspace yet: run  sdp run TEMPLATE.sdp  first, then reload.";
+      empty.classList.remove("hidden");
+      return;
+    }
     try {
       const data = await api(`/api/facets?experiment=${enc(name)}`);
       if (state.exp !== name) return;
@@ -444,6 +449,8 @@
       const record = await api(`/api/record?experiment=${enc(state.exp)}&index=${item.index}`);
       if (token !== recordToken) return;
       $("v-record").replaceChildren(...recordView(record, null));
+      const next = state.items[state.sel + 1];
+      if (next) new Image().src = imageUrl(next); // the next image is likely wanted soon
     } catch (err) {
       if (token === recordToken) $("v-record").replaceChildren(h("p", { class: "muted" }, err.message));
     }
