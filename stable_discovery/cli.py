@@ -229,6 +229,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         sinks=tuple(args.sink or ()),
     )
     backend_factory = _backend_factory(backend)
+    from .executors import make_executor
+
+    executor = make_executor(getattr(args, "executor", "local"), backend, options.backend_options,
+                             getattr(args, "address", None), getattr(args, "workers", None), backend_factory)
     with _store(args) as store:
         def started(exp: Any) -> None:
             sys.stderr.write(
@@ -246,6 +250,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             hooks=plugins.get_plugin_manager().hook,
             setting_specs=specs,
             on_started=started,
+            executor=executor,
         )
     if result.interrupted:
         again = " ".join(_resume_command(args, result.experiment))
@@ -461,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a generation setting, e.g. --set size=256x256 (repeatable)")
     p.add_argument("--sink", action="append", metavar="NAME", help="an extra output from a plugin (repeatable)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default): this process; ray: Ray workers, one per GPU (pip install -e '.[ray]')")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --executor ray: the cluster to join ('auto': the one `ray start` made here)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="with --executor ray: how many workers (default: one per GPU; else per CPU, at most 4)")
     _add_workspace_arg(p)
     p.set_defaults(func=cmd_run)
 

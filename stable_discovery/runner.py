@@ -217,7 +217,8 @@ class Executor(Protocol):
     """Where batches are generated. ``run`` yields (batch, images, seconds) for every
     batch it is given, in any order; the driver writes files and rows, so resume and
     exactly-once hold whatever the executor. ``stop["requested"]`` asks it to stop
-    taking new batches."""
+    taking new batches. An executor with ``drains_on_stop = True`` then yields the batches
+    it has in flight (the driver writes them) before it ends; others are left at once."""
 
     needs_local_backend: bool
 
@@ -395,7 +396,9 @@ def run_experiment(
             progress.update(len(items))
             if stop["requested"]:
                 interrupted = True
-                break
+                if not getattr(run_batches, "drains_on_stop", False):
+                    break  # an executor that drains yields its batches in flight, then ends
+        interrupted = interrupted or bool(stop["requested"])
         progress.close()
     except KeyboardInterrupt:
         interrupted = True
