@@ -17,6 +17,7 @@ Figures (best of --repeat):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import shutil
@@ -139,7 +140,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     ray_start = time.perf_counter() - t0
     tmp = Path(tempfile.mkdtemp(prefix="sdp-bench-ray-"))
     path = tmp / "bench.sdp"

@@ -9,7 +9,7 @@ what a user without Ray is told.
 from __future__ import annotations
 
 import importlib.util
-import json
+import logging
 import os
 import signal
 import sqlite3
@@ -125,7 +125,7 @@ def ray_local() -> Iterator[Any]:
     # the test backends live in this module, which the workers cannot import
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     plugins.register(TestBackends(), name="ray-test-backends")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     try:
         yield ray
     finally:
@@ -177,7 +177,8 @@ def content(ws: Path, pixels: bool = True) -> dict[str, Any]:
 
 def max_pixel_difference(a: Path, b: Path) -> int:
     with Image.open(a) as x, Image.open(b) as y:
-        return max(hi for _lo, hi in ImageChops.difference(x.convert("RGB"), y.convert("RGB")).getextrema())
+        extrema = ImageChops.difference(x.convert("RGB"), y.convert("RGB")).getextrema()
+    return max(int(band[1]) for band in extrema)  # type: ignore[index]
 
 
 @pytest.fixture

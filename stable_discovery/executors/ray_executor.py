@@ -31,12 +31,13 @@ Ray is imported only when a run starts; without it, :class:`RayExecutor` raises 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, TextIO
 
 from ..backends.base import Backend, BackendError, Batch
@@ -158,13 +159,13 @@ class BatchWorker:
             "gpus": [str(g) for g in ray.get_gpu_ids()],
         }
 
-    def generate(self, batch: Batch, model: str) -> tuple[list[tuple[Any, ...]], float, str]:
-        """(packed images, seconds, the model as the backend describes ``model``)."""
+    def generate(self, batch: Batch) -> tuple[list[tuple[Any, ...]], float, str]:
+        """(packed images, seconds, the batch's model as the backend describes it)."""
         backend = self._backend()
         t0 = time.perf_counter()
         images = list(backend.generate(batch))
         seconds = time.perf_counter() - t0
-        return [pack_image(im) for im in images], seconds, backend.describe_model(model)
+        return [pack_image(im) for im in images], seconds, backend.describe_model(batch.key.model)
 
     def describe_model(self, model: str) -> str:
         return self._backend().describe_model(model)
@@ -205,6 +206,10 @@ def _span(batch: Batch) -> str:
     return ", ".join(map(str, idx))
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _first_line(text: str, limit: int = 300) -> str:
     line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -222,15 +227,6 @@ def _unreachable(address: str, timeout: float = 5.0) -> Optional[str]:
     except OSError as exc:
         return f"nothing answers at {host}:{port} ({exc.strerror or exc})"
     return None
-
-
-def _for_worker(batch: Batch) -> Batch:
-    """The batch as sent: a model that names an existing relative path here is made
-    absolute, so a worker whose working folder differs still finds it."""
-    model = batch.key.model
-    if model and not os.path.isabs(model) and not model.startswith("~") and os.path.exists(model):
-        return replace(batch, key=replace(batch.key, model=os.path.abspath(model)))
-    return batch
 
 
 class RayExecutor:
@@ -329,11 +325,9 @@ class RayExecutor:
         os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
         if ray.is_initialized():
             return ray
-        # Ray's own accelerator notice ("will no longer override …") is not for our users
-        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         common: dict[str, Any] = dict(
             include_dashboard=False,
-            logging_level="ERROR",
+            logging_level=logging.ERROR,
             log_to_driver=False,
             configure_logging=True,
         )
@@ -365,7 +359,7 @@ class RayExecutor:
             res = ray.cluster_resources()
             self._say(
                 f"joined the cluster at {self.address} ({int(res.get('CPU', 0))} CPUs, "
-                f"{int(res.get('GPU', 0))} GPUs, {len(ray.nodes())} nodes) in {time.monotonic() - t0:.1f} s"
+                f"{int(res.get('GPU', 0))} GPUs, {_plural(len(ray.nodes()), 'node')}) in {time.monotonic() - t0:.1f} s"
             )
         else:
             kwargs: dict[str, Any] = {}
@@ -533,7 +527,7 @@ class RayExecutor:
                 if task is None:
                     break
                 worker = min(free, key=lambda w: (w.in_flight, w.number))
-                ref = worker.handle.generate.remote(_for_worker(task.batch), task.batch.key.model)
+                ref = worker.handle.generate.remote(task.batch)
                 worker.in_flight += 1
                 in_flight[ref] = (task, worker)
             if not in_flight and (stop.get("requested") or (exhausted and not retry)):
