@@ -52,6 +52,30 @@ def _load(args: argparse.Namespace) -> Any:
     return load(args.file, args.wildcards, extra)
 
 
+def _template_sampler(program: Any, requested: Optional[str] = None) -> Any:
+    """The sampler a command uses, checked against the program: an unknown ``@sampler``
+    is an error at its place in the template, and ``legacy`` needs the original shape."""
+    from . import plugins
+    from .errors import TemplateError
+    from .samplers import get_sampler
+
+    name = requested or program.setting("sampler", "random")
+    if requested is None and name not in plugins.samplers():
+        info = program.settings["sampler"]
+        raise TemplateError(
+            f"unknown sampler {name!r}",
+            program.source,
+            info.start,
+            hint="known samplers: " + ", ".join(plugins.samplers()),
+        )
+    sampler = get_sampler(name)
+    if name == "legacy":
+        from .legacy import config_of
+
+        config_of(program)
+    return sampler
+
+
 def _add_workspace_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workspace",
@@ -97,6 +121,7 @@ def _plural(n: int, word: str) -> str:
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     program = _load(args)
+    sampler = _template_sampler(program).name
     name = program.source.name
     out.write(f"{name}: ok\n")
     if program.is_bare:
@@ -121,7 +146,6 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             values = " | ".join(sinfo.texts)
             note = "  (sampled)" if sinfo.sampled else ""
             out.write(f"  @{set_name}".ljust(width + 4) + values + note + "\n")
-    sampler = program.setting("sampler", "random")
     out.write(f"sampler: {sampler}\n")
     if program.setting("count") is not None:
         out.write(f"count: {program.setting('count'):,}\n")
@@ -147,11 +171,8 @@ def cmd_expand(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
-    from .samplers import get_sampler
-
     program = _load(args)
-    name = args.sampler or program.setting("sampler", "random")
-    sampler = get_sampler(name)
+    sampler = _template_sampler(program, args.sampler)
     seed = args.seed if args.seed is not None else program.setting("seed", 0)
     if args.index is not None:
         if args.index < 0:
@@ -200,7 +221,12 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from .runner import RunOptions, parse_overrides, run_experiment
     from .settings import BUILTIN_SETTINGS
 
+    from .store import ENV_WORKSPACE, workspace_path
+
+    # samplers that read the store (exploit) look where this run writes
+    os.environ[ENV_WORKSPACE] = str(workspace_path(args.workspace))
     program = _load(args)
+    _template_sampler(program, args.sampler)
     specs = {s.name: s for s in BUILTIN_SETTINGS}
     specs.update({s.name: s for s in plugins.setting_specs()})
     pairs = list(args.set or [])
@@ -523,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)  # counts can have any number of digits
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

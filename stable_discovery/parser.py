@@ -26,10 +26,15 @@ from .syntax import (
     WildcardRef,
 )
 
-__all__ = ["grammar_path", "parse", "parse_bare", "MAX_NESTING", "is_definitions_file"]
+__all__ = ["grammar_path", "parse", "parse_bare", "MAX_NESTING", "MAX_SPECIAL", "is_definitions_file"]
 
 #: Deepest nesting of ``{}`` and ``[]`` accepted; deeper input is refused with an error.
 MAX_NESTING = 64
+#: Most characters with a meaning (``{ } [ ] | < _ \``) in one template source. Parsing
+#: costs memory and time per token, so a 10 MB line made of choices is refused at once
+#: instead of taking minutes and gigabytes; long lists belong in wildcard files, whose
+#: lines are parsed one by one.
+MAX_SPECIAL = 100_000
 
 _DEFINITION_LINE = re.compile(r"^[ \t]*@?[A-Za-z_][A-Za-z0-9_]*[ \t]*=", re.M)
 _ESCAPABLE = set("{}[]<>|#$_\\")
@@ -63,7 +68,25 @@ def is_definitions_file(text: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------
-# bracket pre-check
+# size and bracket pre-checks
+
+_SPECIAL_CHARS = "{}[]|<_\\"
+_SPECIAL = re.compile(r"[{}\[\]|<_\\]")
+
+
+def _check_size(source: Source, text: str) -> None:
+    if sum(text.count(ch) for ch in _SPECIAL_CHARS) <= MAX_SPECIAL:
+        return
+    for k, m in enumerate(_SPECIAL.finditer(text)):
+        if k == MAX_SPECIAL:
+            raise TemplateError(
+                f"template too large: more than {MAX_SPECIAL:,} choices, slots and "
+                "special characters in one template",
+                source,
+                m.start(),
+                hint="put long lists of values in a wildcard file (one value per line)",
+            )
+
 
 
 def _check_brackets(source: Source, text: str, newline_closes: bool) -> None:
@@ -158,7 +181,7 @@ def _trim(parts: list[Node]) -> tuple[Node, ...]:
 
 _MULTI = re.compile(
     r"\{[ \t]*(?:(?P<low>\d+)[ \t]*(?:(?P<dash>-)[ \t]*(?P<high>\d*))?|-[ \t]*(?P<only_high>\d+))"
-    r"[ \t]*\$\$(?:(?P<joiner>[^$|{}\\\n]*)\$\$)?"
+    r"[ \t]*\$\$(?:(?P<joiner>[^${}\\\n]*)\$\$)?"
 )
 
 
@@ -245,6 +268,13 @@ class _Builder:
             opener = child.children[0]
             closer = child.children[-1]
             select = _select(str(opener)) if opener.type == "MULTI" else None
+            if select is not None and select.high is not None and select.high < select.low:
+                raise TemplateError(
+                    f"the range {select.low}-{select.high} runs backwards",
+                    self.source,
+                    opener.start_pos,
+                    hint=f"write {{{select.high}-{select.low}$$…}}",
+                )
             alts = self.alternatives(child.children[1:-1], opener.end_pos)
             return Choice(tuple(alts), opener.start_pos, select), closer.end_pos
         if child.data == "optional":
@@ -387,6 +417,7 @@ def parse_bare(source: Source, text: Optional[str] = None) -> tuple[Node, ...]:
     from lark.exceptions import LarkError
 
     prepared = _blank_comments_and_newlines(source.text if text is None else text)
+    _check_size(source, prepared)
     _check_brackets(source, prepared, newline_closes=False)
     try:
         tree = _lark("bare").parse(prepared)
@@ -401,6 +432,7 @@ def parse(source: Source) -> ParsedTemplate:
 
     if not is_definitions_file(source.text):
         return ParsedTemplate((), parse_bare(source))
+    _check_size(source, source.text)
     _check_brackets(source, source.text, newline_closes=True)
     try:
         tree = _lark("file").parse(source.text)

@@ -27,6 +27,9 @@ SEPARATOR = "\x00"
 
 ENTRY_POINTS = ("prompt", "negative")
 MAX_OPEN_MULTI = 10_000
+#: Most levels of slots, choices and wildcards inside one another (compiling and
+#: sampling recurse through them).
+MAX_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Program:
     is_bare: bool = False
     legacy: Optional[Any] = None  # a LegacyConfig when loaded from an original JSON config
     wildcard_files: tuple[Path, ...] = ()  # the wildcard files the template reads
+    run_settings: frozenset = frozenset()  # settings that steer the run, not each image
     _space: list = field(default_factory=list, repr=False)
 
     def setting(self, name: str, default: Any = None) -> Any:
@@ -132,6 +136,7 @@ class _Compiler:
         self.wild_lines: dict[str, list[tuple[Any, Source]]] = {}
         self.wild_in_progress: list[str] = []
         self.used: list[str] = []
+        self.depth = 0
         self.untraced: set[str] = set()
 
     # pass 1: how often is each slot referenced ---------------------------------------
@@ -144,6 +149,7 @@ class _Compiler:
                 visited_slots.add(name)
                 for alt in self.slots[name].alternatives:
                     stack.extend((p, self.slots[name].source, 1) for p in alt.parts)
+        stack.reverse()  # pop() then walks the references in source order
         while stack:
             node, src, mult = stack.pop()
             if isinstance(node, SlotRef):
@@ -153,11 +159,11 @@ class _Compiler:
                     self._unknown_slot(node, src)
                 if node.name not in visited_slots:
                     visited_slots.add(node.name)
-                    for alt in info.alternatives:
-                        stack.extend((p, info.source, 1) for p in alt.parts)
+                    for alt in reversed(info.alternatives):
+                        stack.extend((p, info.source, 1) for p in reversed(alt.parts))
             elif isinstance(node, Choice):
-                for alt in node.alternatives:
-                    stack.extend((p, src, mult) for p in alt.parts)
+                for alt in reversed(node.alternatives):
+                    stack.extend((p, src, mult) for p in reversed(alt.parts))
             elif isinstance(node, WildcardRef):
                 for parts, line_src in self.wildcard_lines(node, src):
                     key = line_src.name + ":" + str(line_src.first_line)
@@ -288,6 +294,23 @@ class _Compiler:
         return Pick(nodes, weights, name, [a.text for a in alts], [a.text for a in alts])
 
     def parts(self, parts: Sequence[Any], src: Source) -> Node:
+        # slots inside slots (and choices inside them) nest without bound in the source;
+        # compiling and sampling recurse, so depth is bounded here with a located error
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH and parts:
+                raise TemplateError(
+                    f"the template nests too deeply: more than {MAX_DEPTH} levels of "
+                    "slots, choices and wildcards inside one another",
+                    src,
+                    parts[0].start,
+                    hint="flatten it: fewer slots that refer to slots that refer to slots",
+                )
+            return self._parts(parts, src)
+        finally:
+            self.depth -= 1
+
+    def _parts(self, parts: Sequence[Any], src: Source) -> Node:
         nodes: list[Node] = []
         for p in parts:
             if isinstance(p, Text):
@@ -382,6 +405,30 @@ class _Compiler:
                 options.append(_seq(pieces))
                 option_weights.append(w)
         return Pick(options, option_weights or [1.0])
+
+
+def _node_depth(root: Node) -> int:
+    """The depth of the compiled tree (shared subtrees counted where used), iteratively."""
+    depth: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in depth:
+            continue
+        if isinstance(node, Seq):
+            kids: Sequence[Node] = node.children
+        elif isinstance(node, (Pick, Multi)):
+            kids = node.alts
+        elif isinstance(node, Ref):
+            kids = (node.pick,) if node.pick is not None else ()
+        else:
+            kids = ()
+        if ready:
+            depth[id(node)] = 1 + max((depth[id(k)] for k in kids), default=0)
+        else:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in depth)
+    return depth[id(root)]
 
 
 def _seq(nodes: list[Node]) -> Node:
@@ -549,6 +596,15 @@ def compile_source(
             )
             parts.append(Lit(SEPARATOR))
     root = Seq(parts) if len(parts) > 1 else parts[0]
+    if _node_depth(root) > 2 * MAX_DEPTH + 8:
+        # a shared slot or a wildcard compiled once and used again deeper down
+        raise TemplateError(
+            f"the template nests too deeply: more than {MAX_DEPTH} levels of slots, choices "
+            "and wildcards inside one another",
+            source,
+            slots["prompt"].start,
+            hint="flatten it: fewer slots that refer to slots that refer to slots",
+        )
     shared = tuple(n for n, c in comp.refcount.items() if c > 1)
     return Program(
         source=source,
@@ -562,6 +618,7 @@ def compile_source(
         is_bare=parsed.bare is not None,
         legacy=legacy,
         wildcard_files=tuple(library.files_read()),
+        run_settings=frozenset(name for name, spec in specs.items() if not spec.per_image),
     )
 
 

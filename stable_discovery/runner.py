@@ -88,11 +88,17 @@ def parse_overrides(pairs: Iterable[str], specs: dict[str, Any]) -> dict[str, st
 
 
 def apply_overrides(sample: Sample, overrides: dict[str, Any]) -> Sample:
+    """The sample with settings overridden (``--set``, ``--model``). An overridden
+    setting no longer varies, so its choice leaves the trace."""
     if not overrides:
         return sample
     settings = dict(sample.settings)
     settings.update(overrides)
-    return dataclasses.replace(sample, settings=settings)
+    gone = set(overrides)
+    if "width" in gone or "height" in gone:
+        gone.add("size")
+    trace = {k: v for k, v in sample.trace.items() if k not in gone}
+    return dataclasses.replace(sample, settings=settings, trace=trace)
 
 
 def _parsed_overrides(overrides: dict[str, str], specs: dict[str, Any]) -> dict[str, Any]:

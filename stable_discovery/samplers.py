@@ -31,9 +31,6 @@ __all__ = [
     "sampler_names",
 ]
 
-#: Settings that steer the sampler or the run rather than each image.
-RUN_SETTINGS = frozenset({"count", "seed", "sampler", "seed_mode", "batch"})
-
 _BLOCK = 1024
 _new_sample = object.__new__
 _MAX_BLOCK_DRAWS = 64
@@ -62,6 +59,7 @@ class SampleBuilder:
         self.program = program
         self.seed = seed
         base: dict[str, Any] = dict(GENERATION_DEFAULTS)
+        self.run_settings = program.run_settings
         for name, info in program.settings.items():
             if not info.sampled:
                 self._apply(base, name, info.values[0])
@@ -76,11 +74,10 @@ class SampleBuilder:
         self._combos: dict[tuple, Any] = {}
         self.key = seed_key(seed)
 
-    @staticmethod
-    def _apply(settings: dict[str, Any], name: str, value: Any) -> None:
+    def _apply(self, settings: dict[str, Any], name: str, value: Any) -> None:
         if name == "size":
             settings["width"], settings["height"] = value
-        elif name not in RUN_SETTINGS:
+        elif name not in self.run_settings:
             settings[name] = value
 
     def image_seed(self, index: int) -> int:

@@ -27,6 +27,7 @@ class SettingSpec:
     help: str
     multi: bool = True  # may list several values to sample from
     default: Any = None
+    per_image: bool = True  # False: steers the sampler or the run, not in sample.settings
 
 
 def _int(lo: int, hi: Optional[int] = None, what: str = "an integer") -> Callable[[str], int]:
@@ -102,15 +103,17 @@ SCHEDULERS = (
 )
 
 BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("count", _int(0), "number of samples (random sampler)", multi=False),
-    SettingSpec("seed", _any_int, "seed of the sampler", multi=False, default=0),
+    SettingSpec("count", _int(0), "number of samples (random sampler)", multi=False,
+                per_image=False),
+    SettingSpec("seed", _any_int, "seed of the sampler", multi=False, default=0,
+                per_image=False),
     SettingSpec("sampler", _word(), "random | combinatorial | shuffle | legacy | a plugin's",
-                multi=False, default="random"),
+                multi=False, default="random", per_image=False),
     SettingSpec("seed_mode", _word(("index", "random")),
                 "image seed: the sample index (default) or drawn from @seed",
-                multi=False, default="index"),
+                multi=False, default="index", per_image=False),
     SettingSpec("batch", _int(1, 4096, "a batch size"), "images per backend call",
-                multi=False),
+                multi=False, per_image=False),
     SettingSpec("steps", _int(1, 1000, "a step count"), "denoising steps", default=50),
     SettingSpec("guidance", _float, "classifier-free guidance scale", default=7.5),
     SettingSpec("size", _size, "WIDTHxHEIGHT, multiples of 8"),

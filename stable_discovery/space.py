@@ -161,21 +161,14 @@ class Lit(Node):
 
 
 class Seq(Node):
-    __slots__ = ("children", "_suffix")
+    __slots__ = ("children",)
 
     def __init__(self, children: Sequence[Node]) -> None:
         self.children = tuple(children)
         self.closed = all(c.closed for c in self.children)
         self.max_draws = sum(c.max_draws for c in self.children)
         self._table = None
-        self._suffix: Optional[list[int]] = None
-        if self.closed:
-            total = 1
-            for c in self.children:
-                total *= c.count
-            self.count = total
-        else:
-            self.count = -1
+        self.count = _product([c.count for c in self.children]) if self.closed else -1
 
     def rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
         acc: list[tuple[str, TraceItems, float]] = [("", (), 1.0)]
@@ -231,15 +224,24 @@ class Seq(Node):
         return _product_groups(groups)
 
     def decode(self, index: int, out: List[str], trace: List[tuple]) -> None:
-        suffix = self._suffix
-        if suffix is None:
-            suffix = [1] * (len(self.children) + 1)
-            for k in range(len(self.children) - 1, -1, -1):
-                suffix[k] = suffix[k + 1] * self.children[k].count
-            self._suffix = suffix
-        for k, c in enumerate(self.children):
-            digit, index = divmod(index, suffix[k + 1])
+        # mixed radix, leftmost digit slowest: peel digits off from the right
+        digits = []
+        for c in reversed(self.children):
+            index, digit = divmod(index, c.count)
+            digits.append(digit)
+        for c, digit in zip(self.children, reversed(digits)):
             c.decode(digit, out, trace)
+
+
+def _product(values: Sequence[int]) -> int:
+    """The product of many integers by balanced halves: fast when the result is huge."""
+    if len(values) <= 16:
+        total = 1
+        for v in values:
+            total *= v
+        return total
+    mid = len(values) // 2
+    return _product(values[:mid]) * _product(values[mid:])
 
 
 def _run_items(run: list[list]) -> Iterator[tuple[str, TraceItems]]:

@@ -40,11 +40,11 @@ def read_text_file(path: Path, what: str = "template") -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         prefix = data[: exc.start].decode("utf-8", "replace")
-        line = prefix.count("\n") + 1
-        col = len(prefix) - (prefix.rfind("\n") + 1) + 1
+        shown = _normalize_newlines(data.decode("utf-8", "replace").replace("\x00", "\ufffd"))
         raise TemplateError(
-            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at {line}:{col})",
-            Source(str(path), ""),
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+            Source(str(path), shown),
+            len(_normalize_newlines(prefix)),
             hint="save the file as UTF-8",
         ) from None
     if "\x00" in text:

@@ -431,7 +431,8 @@ def test_wildcard_file_with_invalid_utf8(tmp_path):
     d.mkdir()
     (d / "bin.txt").write_bytes(b"ok\n\xff\xfe\n")
     err = error("__bin__", [d])
-    assert err.message == "not valid UTF-8 (byte 0xff at 2:1)"
+    assert err.message == "not valid UTF-8 (byte 0xff)"
+    assert err.location.endswith("bin.txt:2:1")
     assert err.hint == "save the file as UTF-8"
 
 
@@ -472,7 +473,8 @@ def test_invalid_utf8_names_the_place(tmp_path):
     path.write_bytes(b"prompt = ok\nx = ab\xc3(\n")
     with pytest.raises(TemplateError) as info:
         load(path)
-    assert info.value.format() == f"{path}: error: not valid UTF-8 (byte 0xc3 at 2:7)\nhint: save the file as UTF-8"
+    assert info.value.format().splitlines()[0] == f"{path}:2:7: error: not valid UTF-8 (byte 0xc3)"
+    assert info.value.format().splitlines()[-1] == "hint: save the file as UTF-8"
 
 
 def test_nul_character(tmp_path):

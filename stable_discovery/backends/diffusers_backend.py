@@ -284,6 +284,12 @@ class DiffusersBackend:
         self._setup()
         return str(self._dtype).replace("torch.", "")
 
+    def prepare(self, models: "Sequence[str]") -> None:
+        """Load every model a run needs before any work, so a model that cannot be
+        reached fails the run at once (``sdp run`` calls this)."""
+        for model in models:
+            self.check_available(model)
+
     def check_available(self, model: str) -> None:
         """Load ``model`` now (it stays loaded for :meth:`generate`), so a run fails
         before doing any work; raises :class:`BackendError` when it cannot."""
