@@ -107,13 +107,14 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
     (
-        # The gallery's filtered pages and counts over 100,000 samples: a slot value's
-        # sample indices straight from the index (it replaces choices_by_value, which is
-        # its prefix), and done samples counted without reading their rows.
+        # The gallery's filtered pages and counts over 100,000 samples. A covering index
+        # gives a slot value's sample indices without reading rows; it is partial on a
+        # condition true of every row (``name <> ''``), so that only queries that say so
+        # use it and the plans of every other query stay as they were. Done samples are
+        # counted and checked from an index too.
         "0003_gallery_indexes",
         """
-        CREATE INDEX choices_by_value_idx ON choices (experiment_id, name, choice, idx);
-        DROP INDEX IF EXISTS choices_by_value;
+        CREATE INDEX choices_by_value_idx ON choices (experiment_id, name, choice, idx) WHERE name <> '';
         CREATE INDEX samples_by_status ON samples (experiment_id, status, idx);
         """,
     ),
@@ -307,6 +308,20 @@ class Store:
         existing = self.get(spec.name)
         if existing is not None:
             diffs = self.differences(existing, spec)
+            if diffs and existing.done == 0 and not self._has_rows(existing.id):
+                # nothing was made under the old spec (e.g. its model could not be
+                # loaded): there is nothing to overwrite, so the name takes the new spec
+                self.db.execute(
+                    "UPDATE experiments SET template_path = ?, template_text = ?, template_hash = ?, "
+                    "wildcards_hash = ?, sampler = ?, seed = ?, count = ?, backend = ?, overrides = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (spec.template_path, spec.template_text, spec.template_hash, spec.wildcards_hash,
+                     spec.sampler, spec.seed, spec.count, spec.backend,
+                     json.dumps(spec.overrides, sort_keys=True), time.time(), existing.id),
+                )
+                refreshed = self.get(spec.name)
+                assert refreshed is not None
+                return refreshed
             if diffs:
                 raise UsageError(
                     f"experiment {spec.name!r} already exists and differs: "
@@ -340,6 +355,11 @@ class Store:
         exp = self.get(spec.name)
         assert exp is not None
         return exp
+
+    def _has_rows(self, experiment_id: int) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM samples WHERE experiment_id = ? LIMIT 1", (experiment_id,)
+        ).fetchone() is not None
 
     def free_name(self, name: str) -> str:
         base = name

@@ -251,3 +251,20 @@ def test_bad_names_and_overrides(tmpl, tmp_path, capsys) -> None:
         from stable_discovery.store import check_name
 
         check_name("")
+
+
+def test_a_name_with_nothing_made_takes_a_new_spec(tmpl, tmp_path, capsys) -> None:
+    from stable_discovery.backends.base import BackendError
+
+    class Unreachable(DummyBackend):
+        def prepare(self, models):
+            raise BackendError("cannot load model 'x': offline")
+
+    with Store(tmp_path / "ws") as store:
+        with pytest.raises(BackendError):
+            run_experiment(store, load(tmpl), str(tmpl), RunOptions("pets", backend="other"),
+                           lambda **o: Unreachable(), {})
+        assert store.require("pets").done == 0
+    # nothing was made under the first spec, so the same name may change backend
+    assert sdp_run(tmp_path, str(tmpl), "--backend", "dummy") == 0
+    assert "12 of 12" in capsys.readouterr().err
