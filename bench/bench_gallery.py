@@ -124,7 +124,6 @@ def populate(ws: Path, samples: int) -> None:
         "INSERT INTO ratings (experiment_id, idx, favourite, stars, rejected, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
         rating_rows)
     db.execute("COMMIT")
-    db.execute("ANALYZE")
     store.close()
 
 

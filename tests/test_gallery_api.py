@@ -247,8 +247,30 @@ def test_store_has_the_gallery_indexes(ws: Path) -> None:
     with Store(ws) as store:
         names = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         applied = {r[0] for r in store.db.execute("SELECT name FROM _migrations")}
-    assert {"choices_by_value_idx", "samples_by_status"} <= names and "choices_by_value" not in names
+    assert {"choices_by_value", "choices_by_value_idx", "samples_by_status"} <= names
     assert "0003_gallery_indexes" in applied
+
+
+def test_gallery_queries_use_the_covering_index_and_others_do_not(ws: Path) -> None:
+    """The partial index is opt-in: the gallery's value filters use it, a plain join on
+    (experiment_id, idx), as the statistics write it, keeps the primary key."""
+    from stable_discovery.gallery.api import Filters
+
+    with Store(ws) as store:
+        db = store.db
+        where, params, _ = queries_where(db, Filters(values=(("animal", (1,)), ("style", (0, 2)))))
+        plan = " ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN SELECT COUNT(*) FROM samples s WHERE {where}", params))
+        assert "choices_by_value_idx" in plan
+        other = " ".join(r[3] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT c.name, COUNT(*) FROM ratings r JOIN choices c "
+            "ON c.experiment_id = r.experiment_id AND c.idx = r.idx WHERE r.experiment_id = 1 GROUP BY c.name"))
+        assert "choices_by_value_idx" not in other
+
+
+def queries_where(db: sqlite3.Connection, filters: Any) -> Any:
+    from stable_discovery.gallery import queries
+
+    return queries._where(db, 1, filters, counting=True)
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ from .api import Filters
 
 __all__ = ["experiment_summaries", "page", "facets", "base_rate"]
 
+#: The condition of the partial covering index ``choices_by_value_idx`` (migration 0003):
+#: true of every row, it must appear in a query for SQLite to use that index.
+_BY_VALUE = "name <> ''"
+
 
 def experiment_summaries(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every experiment with its image, favourite, rejected and rated counts."""
@@ -99,7 +103,8 @@ def _where(
         for name, choices in values:
             marks = ", ".join("?" * len(choices))
             sizes[name] = db.execute(
-                f"SELECT COUNT(*) FROM choices WHERE experiment_id = ? AND name = ? AND choice IN ({marks})",
+                f"SELECT COUNT(*) FROM choices WHERE experiment_id = ? AND name = ? AND {_BY_VALUE} "
+                f"AND choice IN ({marks})",
                 (experiment_id, name, *choices),
             ).fetchone()[0]
         values.sort(key=lambda item: sizes[item[0]])
@@ -110,7 +115,8 @@ def _where(
         for name, choices in drivers:
             marks = ", ".join("?" * len(choices))
             parts.append(
-                f"SELECT idx FROM choices WHERE experiment_id = ? AND name = ? AND choice IN ({marks})"
+                f"SELECT idx FROM choices WHERE experiment_id = ? AND name = ? AND {_BY_VALUE} "
+                f"AND choice IN ({marks})"
                 + (" AND idx > ?" if after is not None else "")
             )
             params.extend([experiment_id, name, *choices])
@@ -123,7 +129,7 @@ def _where(
         marks = ", ".join("?" * len(choices))
         conds.append(
             "EXISTS (SELECT 1 FROM choices c INDEXED BY choices_by_value_idx "
-            "WHERE c.experiment_id = ? AND c.name = ? "
+            f"WHERE c.experiment_id = ? AND c.name = ? AND c.{_BY_VALUE} "
             f"AND c.choice IN ({marks}) AND c.idx = s.idx)"
         )
         params.extend([experiment_id, name, *choices])
@@ -191,7 +197,8 @@ def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
     ``[{"name", "kind": "slot" | "setting", "values": [{"choice", "text", "count"}]}]``,
     names in the order a sample's trace lists them, values by choice index."""
     counts = db.execute(
-        "SELECT name, choice, COUNT(*) FROM choices WHERE experiment_id = ? GROUP BY name, choice",
+        f"SELECT name, choice, COUNT(*) FROM choices WHERE experiment_id = ? AND {_BY_VALUE} "
+        "GROUP BY name, choice",
         (experiment_id,),
     ).fetchall()
     if not counts:
