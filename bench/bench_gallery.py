@@ -258,6 +258,14 @@ def main() -> int:
             f"{statistics.median(facets_ms):.0f} ms; one full record: {statistics.median(record_ms):.1f} ms; "
             f"one rating (POST, through `Store.rate`): {statistics.median(rate_ms):.1f} ms (server, medians).",
             "",
+            "How: every filter is answered from an index (migration `0003_gallery_indexes`: a partial covering "
+            "index `choices (experiment_id, name, choice, idx) WHERE name <> ''` that only the gallery's queries "
+            "opt into, and `samples (experiment_id, status, idx)`); a page's indices are found first, in index "
+            "order, from the smallest value list (keyset paging on the sample index, no OFFSET), then its 200 "
+            "rows are read; the total is counted once, on the first page, by intersecting the two smallest value "
+            "lists and probing the rest. The store is not ANALYZEd, as users' stores are not. The machine is "
+            "shared with other jobs: the load average above says how busy it was.",
+            "",
         ]
         report = "\n".join(lines)
         print(report)
