@@ -196,8 +196,10 @@ class DiffusersBackend:
             worth it for long runs on a GPU). ``True`` uses the default backend
             (inductor); a string names another ``torch.compile`` backend (``"eager"``,
             ``"aot_eager"``, ``"cudagraphs"``, …).
-        threads: torch's intra-op CPU threads (``torch.set_num_threads``); ``None`` leaves
-            torch's default.
+        threads: torch's intra-op CPU threads (``torch.set_num_threads``); ``None`` takes
+            ``$SDP_TORCH_THREADS``, else, on a CPU, half the cores (at least one): all
+            cores oversubscribe a machine that does anything else and were measured
+            up to 20x slower on a busy 2-core machine; a GPU run leaves torch's default.
         generator_device: where the per-image random generators live: ``"device"`` (the
             pipeline's device, the default) or ``"cpu"`` (the same starting noise on every
             machine, a little slower on GPU for ancestral schedulers).
@@ -246,11 +248,19 @@ class DiffusersBackend:
         if self._torch is not None:
             return
         torch, diffusers = _modules()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
         dev = self.device_name
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
+        threads = self.threads
+        if threads is None and os.environ.get("SDP_TORCH_THREADS", "").strip():
+            try:
+                threads = max(1, int(os.environ["SDP_TORCH_THREADS"]))
+            except ValueError:
+                raise BackendError("SDP_TORCH_THREADS must be a whole number") from None
+        if threads is None and not dev.startswith("cuda"):
+            threads = max(1, (os.cpu_count() or 2) // 2)
+        if threads is not None:
+            torch.set_num_threads(threads)
         if dev.startswith("cuda") and not torch.cuda.is_available():
             build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
             raise BackendError(
