@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import signal
 import sys
@@ -110,6 +111,21 @@ def _parsed_overrides(overrides: dict[str, str], specs: dict[str, Any]) -> dict[
         else:
             parsed[key] = value
     return parsed
+
+
+def _write_atomically(folder: Path, fname: str, image: Any, pnginfo: Any) -> None:
+    """Encode in memory, write under a temporary name with one system call, rename."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=pnginfo, compress_level=1)
+    tmp = os.path.join(folder, fname + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = buffer.getbuffer()
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(folder, fname))
 
 
 def image_name(index: int, count: int) -> str:
@@ -255,6 +271,11 @@ class LocalExecutor:
         return model
 
 
+#: Rows are committed once this many images wait, or this many seconds passed.
+COMMIT_EVERY = 64
+COMMIT_SECONDS = 1.0
+
+
 def resolve_count(program: Program, sampler: Any, requested: Optional[int]) -> int:
     size = sampler.size(program)
     count = requested if requested is not None else program.setting("count")
@@ -317,6 +338,9 @@ def run_experiment(
     started = time.monotonic()
     previous_handler: Any = None
     stop = {"requested": False}
+    unrecorded: list[tuple] = []  # images renamed into place, rows not yet committed
+    last_commit = time.monotonic()
+    flush: Callable[[], int] = lambda: 0  # noqa: E731 - replaced once the store is open
     try:
         done = store.done_indices(exp.id)
         done_files = {
@@ -356,6 +380,19 @@ def run_experiment(
         if _main_thread():
             previous_handler = signal.signal(signal.SIGINT, on_sigint)
         progress = Progress(exp.name, count, len(done), progress_stream)
+
+        def flush() -> int:
+            """Mark written images done in one transaction, then tell sinks and hooks."""
+            batch_items = list(unrecorded)
+            unrecorded.clear()
+            store.record_done(exp.id, [(s, f, sec, b) for s, f, sec, b, _r, _i in batch_items])
+            for _sample, fname, _sec, _b, record, image in batch_items:
+                for sink in sinks:
+                    sink.write(record, image, folder / fname)
+                if hooks is not None:
+                    hooks.image_saved(experiment=exp.name, record=record, path=str(folder / fname))
+            return len(batch_items)
+
         run_batches = executor if executor is not None else LocalExecutor()
         for batch, images, seconds in run_batches.run(backend, plan(todo, batch_size), stop):
             if len(images) != len(batch.samples):
@@ -388,17 +425,12 @@ def run_experiment(
                 params = a1111_parameters(
                     sample.prompt, sample.negative, sample.settings, sample.seed, model_name
                 )
-                tmp = folder / (fname + ".tmp")
-                image.save(tmp, format="PNG", pnginfo=png_info(params, record), compress_level=1)
-                os.replace(tmp, folder / fname)
+                _write_atomically(folder, fname, image, png_info(params, record))
                 items.append((sample, fname, seconds / len(batch.samples), len(batch.samples), record, image))
-            store.record_done(exp.id, [(s, f, sec, b) for s, f, sec, b, _r, _i in items])
-            generated += len(items)
-            for sample, fname, _sec, _b, record, image in items:
-                for sink in sinks:
-                    sink.write(record, image, folder / fname)
-                if hooks is not None:
-                    hooks.image_saved(experiment=exp.name, record=record, path=str(folder / fname))
+            unrecorded.extend(items)
+            if len(unrecorded) >= COMMIT_EVERY or time.monotonic() - last_commit >= COMMIT_SECONDS:
+                generated += flush()
+                last_commit = time.monotonic()
             progress.update(len(items))
             if stop["requested"]:
                 interrupted = True
@@ -409,6 +441,10 @@ def run_experiment(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        # images already renamed into place are complete: mark them done whatever ended
+        # the run (a kill -9 skips this, and the next start sweeps their files instead)
+        if unrecorded:
+            generated += flush()
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
         for sink in sinks:
