@@ -30,6 +30,9 @@ MAX_OPEN_MULTI = 10_000
 #: Most levels of slots, choices and wildcards inside one another (compiling and
 #: sampling recurse through them).
 MAX_DEPTH = 100
+#: Longest prompt a template may make (a 10 MB line of text is fine; a slot doubling
+#: itself a hundred times is not).
+MAX_PROMPT_CHARS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class _Compiler:
         self.wild_nodes: dict[str, Node] = {}
         self.wild_lines: dict[str, list[tuple[Any, Source]]] = {}
         self.wild_in_progress: list[str] = []
+        self.wild_compiled: dict[str, tuple[list[Node], list[str]]] = {}
         self.used: list[str] = []
         self.depth = 0
         self.untraced: set[str] = set()
@@ -222,6 +226,9 @@ class _Compiler:
         return lines
 
     def wildcard(self, ref: WildcardRef, src: Source) -> tuple[list[Node], list[str]]:
+        done = self.wild_compiled.get(ref.pattern)
+        if done is not None:  # compiled once: {2$$__a__} inside __b__ inside ... stays linear
+            return done
         lines = self.wildcard_lines(ref, src)
         if ref.pattern in self.wild_in_progress:
             cycle = self.wild_in_progress[self.wild_in_progress.index(ref.pattern) :] + [
@@ -238,7 +245,9 @@ class _Compiler:
             nodes = [self.parts(parts, line_src) for parts, line_src in lines]
         finally:
             self.wild_in_progress.pop()
-        return nodes, [line_src.text for _, line_src in lines]
+        done = (nodes, [line_src.text for _, line_src in lines])
+        self.wild_compiled[ref.pattern] = done
+        return done
 
     # pass 2: compile -------------------------------------------------------------------
     def slot(self, name: str, at: Optional[SlotRef], src: Source) -> Node:
@@ -307,6 +316,8 @@ class _Compiler:
                     hint="flatten it: fewer slots that refer to slots that refer to slots",
                 )
             return self._parts(parts, src)
+        except SpaceTooComplex as exc:
+            raise TemplateError(str(exc), src, parts[0].start) from None
         finally:
             self.depth -= 1
 
@@ -321,7 +332,13 @@ class _Compiler:
                 cached = self.wild_nodes.get(p.pattern)
                 if cached is None:
                     lines, texts = self.wildcard(p, src)
-                    cached = lines[0] if len(lines) == 1 else Pick(lines, [1.0] * len(lines), None, texts, texts)
+                    if len(lines) == 1 and isinstance(lines[0], Lit) and len(lines[0].text) <= 1000:
+                        cached = lines[0]
+                    else:
+                        # kept whole: a wildcard used again and again is one shared node,
+                        # never copied into each use (__a__ = "__b__ __b__" ... would
+                        # otherwise double in size at each level)
+                        cached = Pick(lines, [1.0] * len(lines), None, texts, texts)
                     self.wild_nodes[p.pattern] = cached
                 nodes.append(cached)
             elif isinstance(p, Choice):
@@ -405,6 +422,38 @@ class _Compiler:
                 options.append(_seq(pieces))
                 option_weights.append(w)
         return Pick(options, option_weights or [1.0])
+
+
+def _max_length(root: Node) -> int:
+    """The length of the longest text the tree can make (an upper bound), iteratively."""
+    length: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in length:
+            continue
+        if isinstance(node, Seq):
+            kids: Sequence[Node] = node.children
+        elif isinstance(node, (Pick, Multi)):
+            kids = node.alts
+        elif isinstance(node, Ref):
+            kids = (node.pick,) if node.pick is not None else ()
+        else:
+            length[id(node)] = len(node.text) if isinstance(node, Lit) else 0
+            continue
+        if not ready:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in length)
+            continue
+        sizes = [length[id(k)] for k in kids]
+        if isinstance(node, Seq):
+            length[id(node)] = sum(sizes)
+        elif isinstance(node, Multi):
+            top = sorted(sizes, reverse=True)[: node.hi]
+            length[id(node)] = sum(top) + len(node.joiner) * max(0, node.hi - 1)
+        else:
+            length[id(node)] = max(sizes, default=0)
+    return length[id(root)]
 
 
 def _node_depth(root: Node) -> int:
@@ -595,7 +644,20 @@ def compile_source(
                 Pick([Lit(t) for t in info.texts], info.weights, name, info.texts, info.texts)
             )
             parts.append(Lit(SEPARATOR))
-    root = Seq(parts) if len(parts) > 1 else parts[0]
+    try:
+        root = Seq(parts) if len(parts) > 1 else parts[0]
+    except SpaceTooComplex as exc:
+        raise TemplateError(str(exc), source, slots["prompt"].start) from None
+    longest = _max_length(root)
+    if longest > MAX_PROMPT_CHARS:
+        # a slot or wildcard used twice inside one used twice ... doubles at each level
+        raise TemplateError(
+            f"the template can make prompts of up to {longest:,} characters "
+            f"(the limit is {MAX_PROMPT_CHARS:,})",
+            source,
+            slots["prompt"].start,
+            hint="a slot used twice inside a slot used twice doubles the text at each level",
+        )
     if _node_depth(root) > 2 * MAX_DEPTH + 8:
         # a shared slot or a wildcard compiled once and used again deeper down
         raise TemplateError(

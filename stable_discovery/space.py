@@ -37,6 +37,64 @@ class SpaceTooComplex(Exception):
     """The space cannot be counted within the bounds this module keeps."""
 
 
+#: Largest count kept exactly (about 10**100000): a few kilobytes of template can
+#: otherwise describe counts whose digits alone fill the memory.
+MAX_COUNT_BITS = 333_000
+
+
+def _too_many(bits: int) -> None:
+    if bits > MAX_COUNT_BITS:
+        raise SpaceTooComplex("more than 10^100000 combinations: too many to count exactly")
+
+
+def draw_function(skey: int, row: List[float]) -> Any:
+    """A draw function: the precomputed row first, then computed draws."""
+    from .draws import uniform
+
+    it = iter(row)
+    j = len(row)
+
+    def nxt() -> float:
+        nonlocal j
+        for u in it:
+            return u
+        j += 1
+        return uniform(skey, j - 1)
+
+    return nxt
+
+
+def _table_rand(paths: list[tuple[str, TraceItems, float]]) -> "RandFn":
+    """One draw chooses among precomputed paths (text, trace, probability)."""
+    texts = [t for t, _, _ in paths]
+    traces = [tr for _, tr, _ in paths]
+    cum: list[float] = []
+    acc = 0.0
+    for _, _, p in paths:
+        acc += p
+        cum.append(acc)
+    total, n1 = acc, len(paths) - 1
+    if n1 == 0:
+        text0, trace0 = texts[0], traces[0]
+
+        def one(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+            out.append(text0)
+            trace.extend(trace0)
+
+        return one
+
+    def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+        k = bisect_right(cum, nxt() * total)
+        if k > n1:
+            k = n1
+        out.append(texts[k])
+        trace.extend(traces[k])
+
+    return f
+
+
+RandFn = Callable[[List[str], List[tuple], Callable[[], float], dict], None]
+
 def draw_function(skey: int, row: List[float]) -> Any:
     """A draw function: the precomputed row first, then computed draws."""
     from .draws import uniform
@@ -168,7 +226,11 @@ class Seq(Node):
         self.closed = all(c.closed for c in self.children)
         self.max_draws = sum(c.max_draws for c in self.children)
         self._table = None
-        self.count = _product([c.count for c in self.children]) if self.closed else -1
+        if self.closed:
+            _too_many(sum(c.count.bit_length() for c in self.children))
+            self.count = _product([c.count for c in self.children])
+        else:
+            self.count = -1
 
     def rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
         acc: list[tuple[str, TraceItems, float]] = [("", (), 1.0)]
@@ -257,6 +319,10 @@ def _product_groups(groups: list[Any]) -> Iterator[tuple[str, TraceItems]]:
     if not groups:
         yield "", ()
         return
+    if len(groups) > 32:
+        # one generator per group nested in the next would overflow the stack
+        yield from _product_groups_flat(groups)
+        return
     first = groups[0]
     head = _run_items(first) if isinstance(first, list) else first.items()
     if len(groups) == 1:
@@ -266,6 +332,29 @@ def _product_groups(groups: list[Any]) -> Iterator[tuple[str, TraceItems]]:
     for t1, tr1 in head:
         for t2, tr2 in _product_groups(rest):
             yield t1 + t2, tr1 + tr2
+
+
+def _product_groups_flat(groups: list[Any]) -> Iterator[tuple[str, TraceItems]]:
+    """``_product_groups`` as an odometer over one iterator per group (no recursion)."""
+    makers = [
+        (lambda g=g: _run_items(g)) if isinstance(g, list) else g.items for g in groups
+    ]
+    n = len(makers)
+    iters: list[Any] = [makers[0]()] + [None] * (n - 1)
+    texts: list[str] = [""] * n
+    traces: list[TraceItems] = [()] * n
+    i = 0
+    while i >= 0:
+        item = next(iters[i], None)
+        if item is None:
+            i -= 1
+            continue
+        texts[i], traces[i] = item
+        if i == n - 1:
+            yield "".join(texts), tuple(itertools.chain.from_iterable(traces))
+        else:
+            i += 1
+            iters[i] = makers[i]()
 
 
 class Pick(Node):
@@ -467,6 +556,8 @@ class Multi(Node):
         dhi = min(self.hi, len(counts))
         dlo = min(self.lo, dhi)
         self._dlo, self._dhi = dlo, dhi
+        # count <= (n * max count) ** dhi
+        _too_many(dhi * (len(counts) * max(counts, default=1)).bit_length())
         if len(set(counts)) <= 1:
             c = counts[0] if counts else 1
             e = [_comb(len(counts), j) * c**j for j in range(dhi + 1)]
@@ -542,16 +633,37 @@ class Multi(Node):
 
     def decode(self, index: int, out: List[str], trace: List[tuple]) -> None:
         counts = {k: self.alts[k].count for k in self.distinct}
+        uniform = len(set(counts.values())) <= 1
+        c = next(iter(counts.values()), 1)
+        n = len(counts)
+        e_all_k = None if uniform else _elementary(list(counts.values()), self._dhi)
         for k in range(self._dlo, self._dhi + 1):
-            block = factorial(k) * _elementary(list(counts.values()), k)[k]
+            if uniform:
+                block = perm(n, k) * c**k
+            else:
+                block = factorial(k) * e_all_k[k]  # type: ignore[index]
             if index < block:
                 break
             index -= block
         # As items() orders them: the selection (which alternatives, in which order)
         # varies slowest, then the chosen alternatives' own choices, leftmost slowest.
         remaining = list(self.distinct)
-        perm: list[int] = []
+        perm_: list[int] = []
         mult = 1  # expansions of the alternatives chosen so far
+        if uniform:
+            # every candidate's block has the same size: one division per position
+            # (a selection of 500 among 1000 decodes at once)
+            rest = perm(n - 1, k - 1) * c ** (k - 1) if k else 1
+            for p in range(k):
+                left = k - p - 1
+                size = mult * c * rest
+                pos, index = divmod(index, size)
+                perm_.append(remaining.pop(pos))
+                mult *= c
+                if left:
+                    rest //= (len(remaining)) * c  # perm(m-2, left-1) c^(left-1)
+            self._decode_chosen(perm_, counts, mult, index, out, trace)
+            return
         for p in range(k):
             left = k - p - 1
             e_all = _elementary([counts[a] for a in remaining], left)
@@ -563,14 +675,17 @@ class Multi(Node):
                 rest = factorial(left) * e_wo[left]
                 size = mult * counts[a] * rest
                 if index < size:
-                    perm.append(a)
+                    perm_.append(a)
                     mult *= counts[a]
                     remaining.pop(pos)
                     break
                 index -= size
+        self._decode_chosen(perm_, counts, mult, index, out, trace)
+
+    def _decode_chosen(self, chosen, counts, mult, index, out, trace) -> None:  # type: ignore[no-untyped-def]
         # index < mult now: a mixed-radix number over the chosen alternatives
         parts: list[str] = []
-        for a in perm:
+        for a in chosen:
             mult //= counts[a]
             sub, index = divmod(index, mult)
             piece: List[str] = []
@@ -590,6 +705,12 @@ def _joined_product(nodes: list[Node], join: Any) -> Iterator[tuple[str, TraceIt
 
     for texts, tr in rec(0):
         yield join(texts), tr
+
+
+def perm(n: int, k: int) -> int:
+    from math import perm as _perm
+
+    return _perm(n, k)
 
 
 def _comb(n: int, k: int) -> int:
@@ -646,11 +767,9 @@ class OpenSpace:
         self._cells: dict = {}
         self._ends: dict = {}
         self._memo: dict = {}
+        self._stripped: dict = {}
         self._start = self._cons(root, None)
-        try:
-            self.count = self._count(self._start, frozenset())
-        except RecursionError:
-            raise SpaceTooComplex("the template nests too deeply to count") from None
+        self.count = self._count(self._start, frozenset())
 
     def _cons(self, item: Any, rest: Any) -> Any:
         key = (id(item), id(rest))
@@ -670,37 +789,82 @@ class OpenSpace:
             end = self._ends[name] = _End(name)
         return end
 
-    def _count(self, cell: Any, bound: frozenset) -> int:
-        if cell is None:
-            return 1
-        key = (id(cell), bound)
-        hit = self._memo.get(key)
-        if hit is not None:
-            return hit
-        item, rest = cell
-        if isinstance(item, _End):
-            result = self._count(rest, bound)
-        elif item.closed:
-            result = item.count * self._count(rest, bound) if item.count else 0
-        elif isinstance(item, Seq):
-            result = self._count(self._push(item.children, rest), bound)
-        elif isinstance(item, Pick):
-            result = sum(self._count(self._cons(item.alts[k], rest), bound) for k in item.distinct)
-        elif isinstance(item, Ref):
-            if item.name in bound:
-                result = self._count(rest, bound)
+    def _strip(self, cell: Any) -> tuple[Any, int]:
+        """A continuation without its closed items and end marks, which do not change
+        how it counts (closed items only multiply), and the product of their counts.
+
+        Counting memoizes on stripped continuations: continuations that differ only in
+        literal text still pending (``<s> x`` and ``<s> y``) count once, so nested shared
+        slots cost time in proportion to the template, not to the number of prompts.
+        """
+        stripped = self._stripped
+        chain = []
+        while cell is not None and id(cell) not in stripped:
+            chain.append(cell)
+            cell = cell[1]
+        result = (None, 1) if cell is None else stripped[id(cell)]
+        for cell in reversed(chain):
+            item = cell[0]
+            rest, mult = result
+            if isinstance(item, _End):
+                result = (rest, mult)
+            elif item.closed:
+                result = (rest, mult * item.count)
             else:
-                pick = item.pick
-                assert pick is not None
-                inner = bound | {item.name}
-                after = self._cons(self._end(item.name), rest)
-                result = sum(
-                    self._count(self._cons(pick.alts[k], after), inner) for k in pick.distinct
-                )
-        else:  # pragma: no cover
-            raise AssertionError(type(item))
-        self._memo[key] = result
+                result = (self._cons(item, rest), mult)
+            stripped[id(cell)] = result
         return result
+
+    def _terms(self, cell: Any, bound: frozenset) -> list[tuple[Any, frozenset, int]]:
+        """count(cell, bound) is the sum of mult * count(c, b) over these (c, b, mult)."""
+        item, rest = cell
+        if isinstance(item, Seq):
+            c, m = self._strip(self._push(item.children, rest))
+            return [(c, bound, m)]
+        if isinstance(item, Pick):
+            out = []
+            for k in item.distinct:
+                c, m = self._strip(self._cons(item.alts[k], rest))
+                out.append((c, bound, m))
+            return out
+        if isinstance(item, Ref):
+            if item.name in bound:
+                return [(rest, bound, 1)]
+            pick = item.pick
+            assert pick is not None
+            inner = bound | {item.name}
+            out = []
+            for k in pick.distinct:
+                c, m = self._strip(self._cons(pick.alts[k], rest))
+                out.append((c, inner, m))
+            return out
+        raise AssertionError(type(item))  # pragma: no cover - stripped cells are open
+
+    def _count(self, cell: Any, bound: frozenset) -> int:
+        start, mult = self._strip(cell)
+        if start is None or not mult:
+            return mult
+        memo = self._memo
+        key = (id(start), bound)
+        hit = memo.get(key)
+        if hit is not None:
+            return mult * hit
+        # depth-first with an explicit stack: long continuations cannot overflow it
+        stack = [(start, bound)]
+        while stack:
+            c, b = stack[-1]
+            k = (id(c), b)
+            if k in memo:
+                stack.pop()
+                continue
+            terms = self._terms(c, b)
+            missing = [(tc, tb) for tc, tb, _ in terms if tc is not None and (id(tc), tb) not in memo]
+            if missing:
+                stack.extend(missing)
+                continue
+            memo[k] = sum(tm * (1 if tc is None else memo[(id(tc), tb)]) for tc, tb, tm in terms)
+            stack.pop()
+        return mult * memo[key]
 
     def decode(self, index: int) -> tuple[List[str], List[tuple]]:
         out: List[str] = []
