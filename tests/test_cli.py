@@ -464,3 +464,13 @@ def test_version_and_help():
     for command in ("check", "count", "expand", "sample", "convert"):
         assert command in result.stdout
     assert sdp("--version").stdout.startswith("sdp ")
+
+
+def test_count_with_more_digits_than_python_prints_by_default(capsys):
+    # 10**5000: past Python's default limit of 4300 digits for int -> str
+    code, out, err = run(capsys, "count", "-e", "{0|1|2|3|4|5|6|7|8|9}" * 5000)
+    assert code == 0, err
+    assert out == "1" + "0" * 5000 + "\n"
+    code, out, err = run(capsys, "check", "-e", "{0|1|2|3|4|5|6|7|8|9}" * 5000)
+    assert code == 0, err
+    assert out.splitlines()[-1] == "combinations: 100" + ",000" * 1666
