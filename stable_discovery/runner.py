@@ -271,11 +271,6 @@ class LocalExecutor:
         return model
 
 
-#: Rows are committed once this many images wait, or this many seconds passed.
-COMMIT_EVERY = 64
-COMMIT_SECONDS = 1.0
-
-
 def resolve_count(program: Program, sampler: Any, requested: Optional[int]) -> int:
     size = sampler.size(program)
     count = requested if requested is not None else program.setting("count")
@@ -339,7 +334,6 @@ def run_experiment(
     previous_handler: Any = None
     stop = {"requested": False}
     unrecorded: list[tuple] = []  # images renamed into place, rows not yet committed
-    last_commit = time.monotonic()
     flush: Callable[[], int] = lambda: 0  # noqa: E731 - replaced once the store is open
     try:
         done = store.done_indices(exp.id)
@@ -428,9 +422,7 @@ def run_experiment(
                 _write_atomically(folder, fname, image, png_info(params, record))
                 items.append((sample, fname, seconds / len(batch.samples), len(batch.samples), record, image))
             unrecorded.extend(items)
-            if len(unrecorded) >= COMMIT_EVERY or time.monotonic() - last_commit >= COMMIT_SECONDS:
-                generated += flush()
-                last_commit = time.monotonic()
+            generated += flush()
             progress.update(len(items))
             if stop["requested"]:
                 interrupted = True
