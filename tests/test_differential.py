@@ -137,7 +137,7 @@ def write(folder: Path, files: dict[str, list[str]]) -> None:
         (folder / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-@settings(max_examples=100, derandomize=True, deadline=None,
+@settings(max_examples=200, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(common_templates())
 def test_same_expansion_set_as_dynamicprompts(case):

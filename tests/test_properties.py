@@ -34,7 +34,7 @@ RANDOM = get_sampler("random")
 SHUFFLE = get_sampler("shuffle")
 
 PROPS = settings(
-    max_examples=80,
+    max_examples=150,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
