@@ -189,8 +189,10 @@ class Reference:
         return out
 
     def lines(self, name: str) -> list:
-        """A wildcard's lines: identical lines count once, each line has weight 1."""
-        return [a for _, a, _ in self.distinct([Alt(a.parts) for a in self.t.wildcards[name]])]
+        """A wildcard's lines: blank lines are skipped, identical lines count once, each
+        line has weight 1."""
+        lines = [Alt(a.parts) for a in self.t.wildcards[name] if a.key]
+        return [a for _, a, _ in self.distinct(lines)]
 
     def seq(self, parts: list, env: Env, trim: bool) -> Iterator[tuple[str, Env, float]]:
         merged: list = []
