@@ -8,7 +8,9 @@ a 10,000-deep input is refused instead of exhausting the stack later on.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -37,7 +39,6 @@ MAX_NESTING = 64
 MAX_SPECIAL = 100_000
 
 _DEFINITION_LINE = re.compile(r"^[ \t]*@?[A-Za-z_][A-Za-z0-9_]*[ \t]*=", re.M)
-_ESCAPABLE = set("{}[]<>|#$_\\")
 
 
 def grammar_path() -> Path:
@@ -49,17 +50,63 @@ def grammar_path() -> Path:
     raise FileNotFoundError("sdp.lark not found beside the stable_discovery package")
 
 
+def _cache_dir() -> Optional[Path]:
+    """Where built parsers are cached: the user's cache folder, or None if there is none."""
+    try:
+        if sys.platform == "win32":
+            base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        elif sys.platform == "darwin":
+            base = str(Path.home() / "Library" / "Caches")
+        else:
+            xdg = os.environ.get("XDG_CACHE_HOME", "")
+            base = xdg if os.path.isabs(xdg) else str(Path.home() / ".cache")
+        return Path(base) / "stable-discovery"
+    except (RuntimeError, KeyError, OSError):  # no home folder
+        return None
+
+
+_LARK_OPTIONS: dict[str, Any] = {
+    "parser": "lalr",
+    "lexer": "contextual",
+    "maybe_placeholders": False,
+}
+
+
+def _lark_cache_file(grammar: str, start: str) -> Optional[str]:
+    """A cache file for one built parser, named by a hash of everything that shapes it:
+    a changed grammar, option, Lark or Python version gets a file of its own (and Lark
+    checks the same hash inside the file before using it)."""
+    folder = _cache_dir()
+    if folder is None:
+        return None
+    import hashlib
+
+    import lark
+
+    key = "\0".join(
+        [grammar, start, repr(sorted(_LARK_OPTIONS.items())), lark.__version__, sys.version]
+    )
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(folder / f"sdp-lark-{start}-{digest}.pickle")
+
+
 @lru_cache(maxsize=None)
 def _lark(start: str) -> Any:
+    """The LALR parser for one entry point, built once per process and cached on disk.
+
+    Building one takes ~30 ms; loading it from the cache a few. Lark reads and writes
+    the cache file itself and carries on without it when it cannot (a read-only or
+    missing folder, a damaged file): the parser is then built as if there were none.
+    """
     from lark import Lark
 
-    return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        start=start,
-        parser="lalr",
-        lexer="contextual",
-        maybe_placeholders=False,
-    )
+    grammar = grammar_path().read_text(encoding="utf-8")
+    cache = _lark_cache_file(grammar, start)
+    return Lark(grammar, start=start, cache=cache or False, **_LARK_OPTIONS)
 
 
 def is_definitions_file(text: str) -> bool:
@@ -89,30 +136,34 @@ def _check_size(source: Source, text: str) -> None:
 
 
 
+# escapes and comments are skipped whole; brackets and newlines are the events
+_BRACKET_EVENTS = re.compile(r"\\[{}\[\]<>|#$_\\]|\\|#[^\n]*|[{}\[\]\n]")
+_CLOSER = {"{": "}", "[": "]"}
+
+
 def _check_brackets(source: Source, text: str, newline_closes: bool) -> None:
+    if "{" not in text and "}" not in text and "[" not in text and "]" not in text:
+        return
     opens: list[tuple[str, int]] = []
-    i, n = 0, len(text)
     pairs = {"}": "{", "]": "["}
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2 if i + 1 < n and text[i + 1] in _ESCAPABLE else 1
+    for m in _BRACKET_EVENTS.finditer(text):
+        ch = m.group()
+        if len(ch) != 1 or ch == "\\" or ch == "#":
+            continue  # an escape, a lone backslash or a comment
+        i = m.start()
+        if ch == "\n":
+            if newline_closes and opens:
+                kind, at = opens[-1]
+                line, col = source.line_col(at)
+                raise TemplateError(
+                    f"unclosed '{kind}' opened at {line}:{col}",
+                    source,
+                    i,
+                    hint=f"close it with '{_CLOSER[kind]}' on the same line, "
+                    "or write \\" + kind + " for a literal character",
+                )
             continue
-        if ch == "#":
-            nl = text.find("\n", i)
-            i = n if nl == -1 else nl
-            continue
-        if ch == "\n" and newline_closes and opens:
-            kind, at = opens[-1]
-            line, col = source.line_col(at)
-            raise TemplateError(
-                f"unclosed '{kind}' opened at {line}:{col}",
-                source,
-                i,
-                hint=f"close it with '{'}' if kind == '{' else ']'}' on the same line, "
-                "or write \\" + kind + " for a literal character",
-            )
-        if ch in "{[":
+        if ch == "{" or ch == "[":
             opens.append((ch, i))
             if len(opens) > MAX_NESTING:
                 raise TemplateError(
@@ -121,7 +172,7 @@ def _check_brackets(source: Source, text: str, newline_closes: bool) -> None:
                     i,
                     hint="flatten the template, or move inner parts into slots",
                 )
-        elif ch in "}]":
+        else:
             if not opens:
                 raise TemplateError(
                     f"'{ch}' without a matching '{pairs[ch]}'",
@@ -136,9 +187,8 @@ def _check_brackets(source: Source, text: str, newline_closes: bool) -> None:
                     f"'{kind}' opened at {line}:{col} is closed by '{ch}'",
                     source,
                     i,
-                    hint=f"close it with '{'}' if kind == '{' else ']'}'",
+                    hint=f"close it with '{_CLOSER[kind]}'",
                 )
-        i += 1
     if opens:
         kind, at = opens[-1]
         line, col = source.line_col(at)
@@ -146,7 +196,7 @@ def _check_brackets(source: Source, text: str, newline_closes: bool) -> None:
             f"unclosed '{kind}' opened at {line}:{col}",
             source,
             len(text),
-            hint=f"add the closing '{'}' if kind == '{' else ']'}'",
+            hint=f"add the closing '{_CLOSER[kind]}'",
         )
 
 
@@ -413,12 +463,26 @@ def _blank_comments_and_newlines(text: str) -> str:
 
 
 def parse_bare(source: Source, text: Optional[str] = None) -> tuple[Node, ...]:
-    """Parse one template (no definitions): newlines are spaces, '|' outside braces is text."""
-    from lark.exceptions import LarkError
+    """Parse one template (no definitions): newlines are spaces, '|' outside braces is text.
 
+    Templates in the common subset (text, choices, weights, slots, wildcards) are parsed
+    by :mod:`stable_discovery.fastparse`; the rest, and every error, by Lark.
+    """
     prepared = _blank_comments_and_newlines(source.text if text is None else text)
+    from .fastparse import parse_bare_fast
+
+    fast = parse_bare_fast(prepared)
+    if fast is not None:  # the common subset, without Lark (same nodes)
+        return fast
+    return _parse_bare_lark(source, prepared)
+
+
+def _parse_bare_lark(source: Source, prepared: str) -> tuple[Node, ...]:
+    """``parse_bare`` by Lark alone, on text whose comments and newlines are blanked."""
     _check_size(source, prepared)
     _check_brackets(source, prepared, newline_closes=False)
+    from lark.exceptions import LarkError
+
     try:
         tree = _lark("bare").parse(prepared)
     except LarkError as exc:

@@ -8,11 +8,14 @@ suggested), cycles, unknown wildcards, unknown or malformed settings.
 from __future__ import annotations
 
 import difflib
+import gc
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from .errors import Source, TemplateError
+from .fastparse import parse_bare_fast
 from .parser import parse, parse_bare
 from .settings import BUILTIN_SETTINGS, SettingSpec, SettingValueError
 from .space import Lit, Multi, Node, Pick, Ref, Seq, SpaceTooComplex
@@ -176,7 +179,8 @@ class _Compiler:
                         stack.extend((p, line_src, 2) for p in parts if isinstance(p, SlotRef))
                         continue
                     visited_wild.add(key)
-                    stack.extend((p, line_src, 2) for p in parts)
+                    # (text refers to nothing: only references and choices are walked)
+                    stack.extend((p, line_src, 2) for p in parts if type(p) is not Text)
 
     def _unknown_slot(self, node: SlotRef, src: Source) -> None:
         names = [n for n in self.slots]
@@ -242,7 +246,14 @@ class _Compiler:
             )
         self.wild_in_progress.append(ref.pattern)
         try:
-            nodes = [self.parts(parts, line_src) for parts, line_src in lines]
+            # a line of plain text is a literal (what parts() makes of it, faster)
+            plain_ok = self.depth < MAX_DEPTH
+            nodes = [
+                Lit(parts[0].value)
+                if plain_ok and len(parts) == 1 and type(parts[0]) is Text
+                else self.parts(parts, line_src)
+                for parts, line_src in lines
+            ]
         finally:
             self.wild_in_progress.pop()
         done = (nodes, [line_src.text for _, line_src in lines])
@@ -424,13 +435,14 @@ class _Compiler:
         return Pick(options, option_weights or [1.0])
 
 
-def _max_length(root: Node) -> int:
-    """The length of the longest text the tree can make (an upper bound), iteratively."""
-    length: dict[int, int] = {}
+def _measure(root: Node) -> tuple[int, int]:
+    """The length of the longest text the tree can make (an upper bound) and the depth of
+    the tree (shared subtrees counted where used), in one iterative walk."""
+    measures: dict[int, tuple[int, int]] = {}  # id(node) -> (longest, depth)
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
         node, ready = stack.pop()
-        if id(node) in length:
+        if id(node) in measures:
             continue
         if isinstance(node, Seq):
             kids: Sequence[Node] = node.children
@@ -439,45 +451,29 @@ def _max_length(root: Node) -> int:
         elif isinstance(node, Ref):
             kids = (node.pick,) if node.pick is not None else ()
         else:
-            length[id(node)] = len(node.text) if isinstance(node, Lit) else 0
+            measures[id(node)] = (len(node.text) if isinstance(node, Lit) else 0, 1)
             continue
         if not ready:
             stack.append((node, True))
-            stack.extend((k, False) for k in kids if id(k) not in length)
+            for k in kids:
+                if id(k) not in measures:
+                    if type(k) is Lit:
+                        measures[id(k)] = (len(k.text), 1)  # most nodes: no visit of their own
+                    else:
+                        stack.append((k, False))
             continue
-        sizes = [length[id(k)] for k in kids]
+        kid_measures = [measures[id(k)] for k in kids]
+        sizes = [m[0] for m in kid_measures]
+        depth = 1 + max([m[1] for m in kid_measures], default=0)
         if isinstance(node, Seq):
-            length[id(node)] = sum(sizes)
+            longest = sum(sizes)
         elif isinstance(node, Multi):
             top = sorted(sizes, reverse=True)[: node.hi]
-            length[id(node)] = sum(top) + len(node.joiner) * max(0, node.hi - 1)
+            longest = sum(top) + len(node.joiner) * max(0, node.hi - 1)
         else:
-            length[id(node)] = max(sizes, default=0)
-    return length[id(root)]
-
-
-def _node_depth(root: Node) -> int:
-    """The depth of the compiled tree (shared subtrees counted where used), iteratively."""
-    depth: dict[int, int] = {}
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, ready = stack.pop()
-        if id(node) in depth:
-            continue
-        if isinstance(node, Seq):
-            kids: Sequence[Node] = node.children
-        elif isinstance(node, (Pick, Multi)):
-            kids = node.alts
-        elif isinstance(node, Ref):
-            kids = (node.pick,) if node.pick is not None else ()
-        else:
-            kids = ()
-        if ready:
-            depth[id(node)] = 1 + max((depth[id(k)] for k in kids), default=0)
-        else:
-            stack.append((node, True))
-            stack.extend((k, False) for k in kids if id(k) not in depth)
-    return depth[id(root)]
+            longest = max(sizes, default=0)
+        measures[id(node)] = (longest, depth)
+    return measures[id(root)]
 
 
 def _seq(nodes: list[Node]) -> Node:
@@ -511,17 +507,17 @@ def _seq(nodes: list[Node]) -> Node:
     return Seq(merged)
 
 
-_SIMPLE_LINE = None
+_SIMPLE_LINE = re.compile(r"[{}\[\]<\\#_]").search
 
 
 def _parse_line(text: str, source: Source) -> tuple[Any, ...]:
-    global _SIMPLE_LINE
-    if _SIMPLE_LINE is None:
-        import re
-
-        _SIMPLE_LINE = re.compile(r"[{}\[\]<\\#_]")
-    if _SIMPLE_LINE.search(text) is None:
+    """One wildcard line (already stripped): plain text at once, the common subset by
+    the hand-written parser, the rest (and every error) by Lark."""
+    if _SIMPLE_LINE(text) is None:
         return (Text(text, 0),)
+    nodes = parse_bare_fast(text)
+    if nodes is not None:
+        return nodes
     return parse_bare(source)
 
 
@@ -573,7 +569,28 @@ def compile_source(
     extra_settings: Sequence[SettingSpec] = (),
     legacy: Any = None,
 ) -> Program:
-    """Parse and compile a template source into a :class:`Program`."""
+    """Parse and compile a template source into a :class:`Program`.
+
+    The cyclic garbage collector is paused meanwhile: compiling a large template makes
+    a great many small objects that stay alive (and next to no cycles), and the
+    collector's passes over them took a fifth of the time.
+    """
+    enabled = gc.isenabled()
+    if enabled:
+        gc.disable()
+    try:
+        return _compile_source(source, wildcard_dirs, extra_settings, legacy)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _compile_source(
+    source: Source,
+    wildcard_dirs: Sequence[Path],
+    extra_settings: Sequence[SettingSpec],
+    legacy: Any,
+) -> Program:
     if "\x00" in source.text:
         raise TemplateError(
             "contains a NUL character; is this a binary file?", source, source.text.index("\x00")
@@ -648,7 +665,7 @@ def compile_source(
         root = Seq(parts) if len(parts) > 1 else parts[0]
     except SpaceTooComplex as exc:
         raise TemplateError(str(exc), source, slots["prompt"].start) from None
-    longest = _max_length(root)
+    longest, depth = _measure(root)
     if longest > MAX_PROMPT_CHARS:
         # a slot or wildcard used twice inside one used twice ... doubles at each level
         raise TemplateError(
@@ -658,7 +675,7 @@ def compile_source(
             slots["prompt"].start,
             hint="a slot used twice inside a slot used twice doubles the text at each level",
         )
-    if _node_depth(root) > 2 * MAX_DEPTH + 8:
+    if depth > 2 * MAX_DEPTH + 8:
         # a shared slot or a wildcard compiled once and used again deeper down
         raise TemplateError(
             f"the template nests too deeply: more than {MAX_DEPTH} levels of slots, choices "

@@ -18,6 +18,7 @@ Identical alternatives of one choice (same text as written) count once.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from bisect import bisect_right
 from math import factorial
@@ -95,53 +96,8 @@ def _table_rand(paths: list[tuple[str, TraceItems, float]]) -> "RandFn":
 
 RandFn = Callable[[List[str], List[tuple], Callable[[], float], dict], None]
 
-def draw_function(skey: int, row: List[float]) -> Any:
-    """A draw function: the precomputed row first, then computed draws."""
-    from .draws import uniform
-
-    it = iter(row)
-    j = len(row)
-
-    def nxt() -> float:
-        nonlocal j
-        for u in it:
-            return u
-        j += 1
-        return uniform(skey, j - 1)
-
-    return nxt
-
-
-def _table_rand(paths: list[tuple[str, TraceItems, float]]) -> "RandFn":
-    """One draw chooses among precomputed paths (text, trace, probability)."""
-    texts = [t for t, _, _ in paths]
-    traces = [tr for _, tr, _ in paths]
-    cum: list[float] = []
-    acc = 0.0
-    for _, _, p in paths:
-        acc += p
-        cum.append(acc)
-    total, n1 = acc, len(paths) - 1
-    if n1 == 0:
-        text0, trace0 = texts[0], traces[0]
-
-        def one(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
-            out.append(text0)
-            trace.extend(trace0)
-
-        return one
-
-    def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
-        k = bisect_right(cum, nxt() * total)
-        if k > n1:
-            k = n1
-        out.append(texts[k])
-        trace.extend(traces[k])
-
-    return f
-
-
-RandFn = Callable[[List[str], List[tuple], Callable[[], float], dict], None]
+#: The nodes holding memoised random paths while the outermost ``rand_fn()`` runs.
+_memoised: Optional[list] = None
 
 
 class Node:
@@ -150,7 +106,7 @@ class Node:
     to ``trace``, taking draws from ``next_draw()``; ``bound`` holds shared slots' values.
     """
 
-    __slots__ = ("count", "closed", "max_draws", "_table", "_rand")
+    __slots__ = ("count", "closed", "max_draws", "_table", "_rand", "_paths")
 
     count: int
     closed: bool
@@ -174,16 +130,50 @@ class Node:
     def rand_fn(self) -> RandFn:
         fn = getattr(self, "_rand", None)
         if fn is None:
-            paths = None if isinstance(self, Lit) else self.rand_paths(RAND_TABLE_LIMIT)
-            fn = self._rand = _table_rand(paths) if paths is not None else self._make_rand()
+            global _memoised
+            outermost: Optional[list] = None
+            gc_paused = False
+            if _memoised is None:
+                # building a large tree's functions makes many small objects that stay
+                # (and no garbage): the cyclic collector's passes over them took half
+                # the time, so it waits until the functions are built
+                outermost = _memoised = []
+                gc_paused = gc.isenabled()
+                if gc_paused:
+                    gc.disable()
+            try:
+                paths = None if isinstance(self, Lit) else self.rand_paths(RAND_TABLE_LIMIT)
+                fn = self._rand = _table_rand(paths) if paths is not None else self._make_rand()
+            finally:
+                if outermost is not None:
+                    # the functions hold what they need: free the memos
+                    _memoised = None
+                    for node in outermost:
+                        node._paths = None
+                if gc_paused:
+                    gc.enable()
         return fn
 
     def rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
         """Every evaluation path with its probability, when there are at most ``limit``.
 
         A small subtree is sampled with one draw over its paths: the same distribution
-        as drawing choice by choice, for a fraction of the work.
+        as drawing choice by choice, for a fraction of the work. While ``rand_fn()``
+        builds a tree's functions (asking every node, each of which asks its subtree)
+        the paths are memoised per node, so each subtree is computed once; the lists
+        returned are shared and must not be changed.
         """
+        memo = getattr(self, "_paths", None)
+        if memo is not None and memo[0] == limit:
+            return memo[1]  # type: ignore[no-any-return]
+        paths = self._rand_paths(limit)
+        memoised = _memoised
+        if memoised is not None:
+            self._paths = (limit, paths)
+            memoised.append(self)
+        return paths
+
+    def _rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
         return None
 
     def _make_rand(self) -> RandFn:  # pragma: no cover
@@ -232,7 +222,7 @@ class Seq(Node):
         else:
             self.count = -1
 
-    def rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
+    def _rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
         acc: list[tuple[str, TraceItems, float]] = [("", (), 1.0)]
         for c in self.children:
             sub = c.rand_paths(limit)
@@ -425,7 +415,9 @@ class Pick(Node):
         else:
             self.count = -1
 
-    def rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
+    def _rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
+        if len(self.alts) > limit:
+            return None  # every alternative has at least one path
         out: list[tuple[str, TraceItems, float]] = []
         weights = [b - a for a, b in zip([0.0] + self.cum[:-1], self.cum)]
         for k, a in enumerate(self.alts):
