@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -319,6 +320,7 @@ WORDS = [
     Text("<lora:q:1>", "<lora:q:1>"),
 ]
 JOINERS = [None, " and ", "-", "+"]
+JOINER_LIKE = re.compile(r"[^${}\\\n]*\$\$")  # what the grammar reads as a joiner
 WEIGHTS = [None, None, None, 1, 2, 3, 0.5]
 
 
@@ -368,7 +370,11 @@ def templates(draw, unique: bool = False) -> Template:
                 elif kind == "optional":
                     out.append(Optional_(alts))
                 else:
-                    out.append(Multi(prefix(), joiner(), alts))
+                    multi = Multi(prefix(), joiner(), alts)
+                    # `{2$$a $$b|c}` has the joiner `a `: literal `$$` right after the
+                    # prefix reads as a joiner, so the generator does not write that
+                    assume(multi.joiner is not None or not JOINER_LIKE.match(render(multi), len(multi.prefix) + 3))
+                    out.append(multi)
         return out
 
     def prefix() -> str:
