@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, TextIO
+from typing import Any, Iterable, Optional, Sequence, TextIO
 
 from . import __version__
 from .errors import SdpError, UsageError

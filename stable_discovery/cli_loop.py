@@ -17,15 +17,6 @@ from .errors import UsageError
 __all__ = ["add_commands", "cmd_stats", "cmd_refine", "format_table"]
 
 
-def _workspace_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workspace",
-        type=Path,
-        metavar="DIR",
-        help="where experiments are kept (default: $SDP_WORKSPACE, else ./sdp-runs)",
-    )
-
-
 def _winner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-stars", type=int, metavar="N",
@@ -172,17 +163,10 @@ def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
 def add_commands(sub: Any) -> None:
+    from .cli import _add_workspace_arg as _workspace_arg
+    from .cli import _nonneg as _nonneg_int
+
     """Add ``stats`` and ``refine`` to the ``sdp`` subcommands."""
     p = sub.add_parser(
         "stats",

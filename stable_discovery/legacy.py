@@ -14,7 +14,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from .errors import Source, TemplateError
 from .program import Program

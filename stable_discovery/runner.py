@@ -333,8 +333,6 @@ def run_experiment(
     started = time.monotonic()
     previous_handler: Any = None
     stop = {"requested": False}
-    unrecorded: list[tuple] = []  # images renamed into place, rows not yet committed
-    flush: Callable[[], int] = lambda: 0  # noqa: E731 - replaced once the store is open
     try:
         done = store.done_indices(exp.id)
         done_files = {
@@ -375,18 +373,6 @@ def run_experiment(
             previous_handler = signal.signal(signal.SIGINT, on_sigint)
         progress = Progress(exp.name, count, len(done), progress_stream)
 
-        def flush() -> int:
-            """Mark written images done in one transaction, then tell sinks and hooks."""
-            batch_items = list(unrecorded)
-            unrecorded.clear()
-            store.record_done(exp.id, [(s, f, sec, b) for s, f, sec, b, _r, _i in batch_items])
-            for _sample, fname, _sec, _b, record, image in batch_items:
-                for sink in sinks:
-                    sink.write(record, image, folder / fname)
-                if hooks is not None:
-                    hooks.image_saved(experiment=exp.name, record=record, path=str(folder / fname))
-            return len(batch_items)
-
         run_batches = executor if executor is not None else LocalExecutor()
         for batch, images, seconds in run_batches.run(backend, plan(todo, batch_size), stop):
             if len(images) != len(batch.samples):
@@ -421,8 +407,14 @@ def run_experiment(
                 )
                 _write_atomically(folder, fname, image, png_info(params, record))
                 items.append((sample, fname, seconds / len(batch.samples), len(batch.samples), record, image))
-            unrecorded.extend(items)
-            generated += flush()
+            # rows are marked done only once their files are in place
+            store.record_done(exp.id, [(s, f, sec, b) for s, f, sec, b, _r, _i in items])
+            generated += len(items)
+            for _sample, fname, _sec, _b, record, image in items:
+                for sink in sinks:
+                    sink.write(record, image, folder / fname)
+                if hooks is not None:
+                    hooks.image_saved(experiment=exp.name, record=record, path=str(folder / fname))
             progress.update(len(items))
             if stop["requested"]:
                 interrupted = True
@@ -433,10 +425,6 @@ def run_experiment(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        # images already renamed into place are complete: mark them done whatever ended
-        # the run (a kill -9 skips this, and the next start sweeps their files instead)
-        if unrecorded:
-            generated += flush()
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
         for sink in sinks:

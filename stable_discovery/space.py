@@ -244,7 +244,7 @@ class Seq(Node):
                 env[f"c{i}"], env[f"w{i}"], env[f"l{i}"] = c.cum, c.total, c.lits
                 n1 = len(c.alts) - 1
                 if n1 == 0:
-                    lines.append(f"    k = 0")
+                    lines.append("    k = 0")
                 else:
                     lines.append(f"    k = bisect_right(c{i}, nxt() * w{i})")
                     lines.append(f"    if k > {n1}: k = {n1}")
