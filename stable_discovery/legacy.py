@@ -124,9 +124,18 @@ def prompt_shape(config: LegacyConfig) -> str:
     """The prompt line that matches the original tool's prompt construction."""
     text = "<subject> <action>"
     for name, values in zip(SUFFIXES, config.suffixes):
-        if values:
+        # the original draws among the values and None alike: weighting the part by the
+        # number of values gives `absent` the same 1/(n+1) share under @sampler = random
+        if len(values) > 1:
+            text += f"[{len(values)}::, <{name}>]"
+        elif values:
             text += f"[, <{name}>]"
     return text
+
+
+def _unweighted(prompt: str) -> str:
+    """The prompt shape without weights on optional parts (legacy draws ignore them)."""
+    return re.sub(r"\[\s*(?:\d+(?:\.\d*)?|\.\d+)\s*::\s*", "[", prompt)
 
 
 def config_to_sdp(config: LegacyConfig, source: Source) -> str:
@@ -219,7 +228,7 @@ def config_of(program: Program) -> LegacyConfig:
     )
     prompt = program.slots["prompt"]
     written = " ".join(prompt.alternatives[0].text.split()) if len(prompt.alternatives) == 1 else ""
-    if extra or written != prompt_shape(config):
+    if extra or _unweighted(written) != _unweighted(prompt_shape(config)):
         raise TemplateError(
             "the legacy sampler builds prompts as the original tool did: "
             f"`prompt = {prompt_shape(config)}`",

@@ -196,7 +196,7 @@ def test_convert_to_a_file(tmp_path, capsys):
 def test_converted_golden_config_text(tmp_path, capsys):
     assert main(["convert", str(write_config(tmp_path, GOLDEN))]) == 0
     text = capsys.readouterr().out
-    assert "prompt = <subject> <action>[, <suffix_1>][, <suffix_3>]" in text
+    assert "prompt = <subject> <action>[2::, <suffix_1>][2::, <suffix_3>]" in text
     assert "suffix_2" not in text
     assert "@steps = 40 | 50 | 60" in text
     assert "@count = 10000" in text and "@seed = 1338" in text
