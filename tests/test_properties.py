@@ -338,30 +338,37 @@ def templates(draw, unique: bool = False) -> Template:
     wild_names = [f"w{i}" for i in range(n_wild)]
     n_slots = draw(st.integers(0, 3))
     slot_names = [f"s{i}" for i in range(n_slots)]
+    used_wilds: set = set()
 
     def parts(depth: int, slots: list, wilds: list, allow_empty: bool = True) -> list:
         lo = 0 if allow_empty else 1
         n = draw(st.integers(lo, 3 if depth >= 2 else 2))
         out = []
         for _ in range(n):
+            # with unique words, each wildcard is used once: `[__w__][__w__]` gives the
+            # same prompt on two paths (the documented limitation)
+            free = [w for w in wilds if not (unique and w in used_wilds)]
             kinds = ["text", "text"]
             if depth > 0:
                 kinds += ["choice", "optional", "multi"]
             if slots:
                 kinds += ["slot"]
-            if wilds:
+            if free:
                 kinds += ["wild"]
                 if depth > 0:
                     kinds += ["multiwild"]
             kind = draw(st.sampled_from(kinds))
+            if kind in ("wild", "multiwild"):
+                name = draw(st.sampled_from(free))
+                used_wilds.add(name)
             if kind == "text":
                 out.append(word())
             elif kind == "slot":
                 out.append(SlotRef(draw(st.sampled_from(slots))))
             elif kind == "wild":
-                out.append(Wild(draw(st.sampled_from(wilds))))
+                out.append(Wild(name))
             elif kind == "multiwild":
-                out.append(Multi(prefix(), joiner(), draw(st.sampled_from(wilds))))
+                out.append(Multi(prefix(), joiner(), name))
             else:
                 k = draw(st.integers(1 if kind == "optional" else 2, 3))
                 alts = [alt(depth - 1, slots, wilds) for _ in range(k)]
