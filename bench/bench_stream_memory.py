@@ -32,22 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _template_bench import machine_report, rss_kib, table  # noqa: E402
+from bench_sampling import GOLDEN_SDP  # noqa: E402  (the same golden template)
 
 #: RSS growth between the 1 M mark and the end that still counts as flat.
 FLAT_KIB = 4 * 1024
 POLL_S = 0.2
 
-GOLDEN_SDP = """\
-subject  = a Golden Retriever wearing sunglasses
-action   = walking on a tropical beach | floating in space
-         | floating in space with galaxies in the background
-         | floating in space with the moon in the background
-         | black background | grey background | white background
-suffix_1 = vector graphics | art deco
-suffix_3 = teal and pink - synthwave style | teal and pink
-prompt   = <subject> <action>{|2::, <suffix_1>}{|2::, <suffix_3>}
-@steps   = 40 | 50 | 60
-"""
 
 
 def big_template(slots: int = 10, alternatives: int = 1000, seed: int = 1) -> str:

@@ -48,6 +48,15 @@ _angle = re.compile(ANGLE_RE).match
 _wildcard = re.compile(WILDCARD_RE).match
 _multi = re.compile(MULTI_RE).match
 _weight = re.compile(WEIGHT_RE).match
+
+
+def _read_weight(text: str, i: int) -> tuple[float, int]:
+    """The weight ``N::`` at an alternative's start (1 when there is none) and where the
+    alternative's text begins."""
+    w = _weight(text, i)
+    if w is None:
+        return 1.0, i
+    return float(w.group().strip()[:-2].strip()), w.end()
 # characters outside the subset: optional parts, escapes, comments, newlines
 _outside = re.compile(r"[\[\]\\#\n]").search
 # the next character with a meaning; '|' is text outside braces
@@ -142,24 +151,14 @@ def parse_bare_fast(text: str) -> Optional[tuple[Node, ...]]:
             stack.append((j, [], parts, alt_start, weight))
             parts = []
             i = j + 1
-            w = _weight(text, i)
-            if w is None:
-                weight = 1.0
-            else:
-                weight = float(w.group().strip()[:-2].strip())
-                i = w.end()
+            weight, i = _read_weight(text, i)
             alt_start = seg = i
             search = _next_in
         elif ch == "|":  # only searched for inside braces
             stack[-1][1].append(_alternative(text, parts, weight, alt_start, seg, j))
             parts = []
             i = j + 1
-            w = _weight(text, i)
-            if w is None:
-                weight = 1.0
-            else:
-                weight = float(w.group().strip()[:-2].strip())
-                i = w.end()
+            weight, i = _read_weight(text, i)
             alt_start = seg = i
         else:  # '}'
             if not stack:
