@@ -36,9 +36,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
 
 from stable_discovery.gallery.server import make_server  # noqa: E402
 from stable_discovery.store import ExperimentSpec, Store  # noqa: E402
@@ -56,14 +57,7 @@ _TIMING = re.compile(r"dur=([0-9.]+)")
 
 
 def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import sqlite3
 
     try:
@@ -96,7 +90,6 @@ def populate(ws: Path, samples: int) -> None:
             draw.ellipse((x - r, y - r, x + r, y + r), fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
         im.save(folder / f"{i:05d}.png")
     now = time.time()
-    width = max(5, len(str(samples - 1)))
     sample_rows, choice_rows = [], []
     for idx in range(samples):
         picks = {name: rng.randrange(n) for name, n in SLOTS.items()}

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
 
 from stable_discovery.program import load  # noqa: E402
 from stable_discovery.runner import RunOptions, run_experiment  # noqa: E402
@@ -108,14 +109,7 @@ def best(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
 
 from stable_discovery.program import loads  # noqa: E402
 from stable_discovery.store import ExperimentSpec, Store  # noqa: E402
@@ -55,14 +56,7 @@ extra   = highly detailed | film grain | bokeh
 
 
 def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import sqlite3
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
