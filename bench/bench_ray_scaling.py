@@ -31,9 +31,9 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
 
-from stable_discovery.program import load  # noqa: E402
-from stable_discovery.runner import RunOptions, run_experiment  # noqa: E402
-from stable_discovery.store import Store  # noqa: E402
+from stable_discovery.language.program import load  # noqa: E402
+from stable_discovery.run.runner import RunOptions, run_experiment  # noqa: E402
+from stable_discovery.store.database import Store  # noqa: E402
 
 TEMPLATE = """\
 subject = a cat | a dog | a fox | an owl | a heron
@@ -98,7 +98,7 @@ def one_run(path: Path, ws: Path, count: int, batch: int, ms: float, executor: A
 
 
 def ray_executor(workers: int, in_flight: int) -> Any:
-    from stable_discovery.executors.ray_executor import RayExecutor
+    from stable_discovery.run.ray_executor import RayExecutor
 
     return RayExecutor(backend_name="sleep", backend_options={}, workers=workers,
                        in_flight_per_worker=in_flight, backend_factory=SleepBackend, quiet=True)

@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stable_discovery.backends.base import Batch, GenerationKey  # noqa: E402
 from stable_discovery.backends.dummy import DummyBackend  # noqa: E402
-from stable_discovery.pngmeta import a1111_parameters, png_info  # noqa: E402
-from stable_discovery.program import load  # noqa: E402
-from stable_discovery.runner import RunOptions, image_name, run_experiment  # noqa: E402
-from stable_discovery.samplers import get_sampler  # noqa: E402
-from stable_discovery.store import Store  # noqa: E402
+from stable_discovery.run.pngmeta import a1111_parameters, png_info  # noqa: E402
+from stable_discovery.language.program import load  # noqa: E402
+from stable_discovery.run.runner import RunOptions, image_name, run_experiment  # noqa: E402
+from stable_discovery.plugins import get_sampler  # noqa: E402
+from stable_discovery.store.database import Store  # noqa: E402
 
 TEMPLATE = """\
 subject = a cat | a dog | a fox | an owl | a heron

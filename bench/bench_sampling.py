@@ -37,8 +37,8 @@ from dynamicprompts.generators import (  # noqa: E402
 )
 from dynamicprompts.wildcards import WildcardManager  # noqa: E402
 
-from stable_discovery.program import load, loads  # noqa: E402
-from stable_discovery.samplers import get_sampler  # noqa: E402
+from stable_discovery.language.program import load, loads  # noqa: E402
+from stable_discovery.plugins import get_sampler  # noqa: E402
 
 RANDOM_TARGET = 10.0
 COMBINATORIAL_TARGET = 5.0

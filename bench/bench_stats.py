@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
 
-from stable_discovery.program import loads  # noqa: E402
-from stable_discovery.store import ExperimentSpec, Store  # noqa: E402
+from stable_discovery.language.program import loads  # noqa: E402
+from stable_discovery.store.database import ExperimentSpec, Store  # noqa: E402
 
 TEMPLATE = """\
 subject = a cat | a dog | a fox | an owl | a heron | a tortoise | a hare | a lynx
@@ -73,7 +73,7 @@ def machine() -> str:
 
 def build(workspace: Path, n: int, favourites: int, seed: int = 7) -> tuple[str, int]:
     """A fresh store with one experiment of ``n`` done samples; returns (name, choice rows)."""
-    from stable_discovery.parser import parse
+    from stable_discovery.language.parser import parse
     from stable_discovery.errors import Source
 
     program = loads(TEMPLATE, name="bench.sdp")
@@ -153,7 +153,7 @@ def main() -> int:
         name, rows = build(ws, args.samples, args.favourites)
         build_s = time.perf_counter() - t
 
-        from stable_discovery.stats import experiment_stats
+        from stable_discovery.analysis.stats import experiment_stats
 
         def in_process() -> None:
             with Store(ws) as store:

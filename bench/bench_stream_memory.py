@@ -108,8 +108,8 @@ def main() -> int:
     print(machine_report())
     print()
 
-    from stable_discovery.program import load
-    from stable_discovery.samplers import get_sampler
+    from stable_discovery.language.program import load
+    from stable_discovery.plugins import get_sampler
 
     tmp = Path(tempfile.mkdtemp(prefix="sdp-bench-stream-"))
     sdp = shutil.which("sdp") or "sdp"

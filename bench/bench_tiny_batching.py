@@ -2,7 +2,7 @@
 
 The original stable-discovery tool called the Stable Diffusion pipeline once per image
 (``pipe(prompt, generator=torch.Generator().manual_seed(seed))``). Here the same samples
-go through the planner (``stable_discovery.planner.plan``) and the diffusers backend in
+go through the planner (``stable_discovery.run.planner.plan``) and the diffusers backend in
 batches of several sizes. Both paths use the tiny random-weights model through the real
 diffusers code, on CPU with one torch thread (two threads are erratic on a shared
 2-core machine). Every batched image is checked against the loop's image: at most one
@@ -32,10 +32,10 @@ from typing import Any, Callable, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stable_discovery.planner import plan  # noqa: E402
-from stable_discovery.program import loads  # noqa: E402
-from stable_discovery.sample import Sample  # noqa: E402
-from stable_discovery.samplers import get_sampler  # noqa: E402
+from stable_discovery.run.planner import plan  # noqa: E402
+from stable_discovery.language.program import loads  # noqa: E402
+from stable_discovery.sampling.sample import Sample  # noqa: E402
+from stable_discovery.plugins import get_sampler  # noqa: E402
 
 TEMPLATE = """\
 prompt = {subject} {place}, {style}

@@ -139,8 +139,8 @@ def main() -> int:
 
         # ---- in process --------------------------------------------------------
         t0 = time.perf_counter()
-        from stable_discovery.program import load
-        from stable_discovery.samplers import get_sampler
+        from stable_discovery.language.program import load
+        from stable_discovery.plugins import get_sampler
         t_import = time.perf_counter() - t0
 
         c0, t0 = time.process_time(), time.perf_counter()
@@ -201,7 +201,7 @@ def main() -> int:
         ms = lambda t: f"{t * 1000:,.1f}"  # noqa: E731
         ok = lambda t: "met" if t * 1000 < TARGET_MS else "MISSED"  # noqa: E731
         rows = [
-            ["in process", "import stable_discovery.program + samplers", ms(t_import), "", "1x", "", ""],
+            ["in process", "import stable_discovery.language.program + samplers", ms(t_import), "", "1x", "", ""],
             ["in process", "load() + count(), first call (also builds the Lark parser)", ms(t_first),
              ms(c_first), "1x", "", ok(t_first)],
             ["in process", "load() + count()", ms(t_load), ms(c_load), f"best of {args.repeats}",

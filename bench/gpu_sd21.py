@@ -232,7 +232,7 @@ def unet_flops(unet_cfg: dict[str, Any], text_dim: int, size: int) -> int:
 
 
 def make_samples(count: int, size: int, steps: int) -> list[Any]:
-    from stable_discovery.sample import Sample
+    from stable_discovery.sampling.sample import Sample
 
     settings = {"model": "sd21-random", "width": size, "height": size, "steps": steps,
                 "guidance": 7.5, "scheduler": "ddim"}
@@ -244,7 +244,7 @@ def run_images(backend: Any, model: str, samples: list[Any], batch: int) -> list
     """Generate through the planner with batches of ``batch`` (1 = the naive loop)."""
     from dataclasses import replace
 
-    from stable_discovery.planner import plan
+    from stable_discovery.run.planner import plan
 
     out: list[Any] = [None] * len(samples)
     moved = [replace(s, settings={**s.settings, "model": model}) for s in samples]

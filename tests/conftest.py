@@ -8,8 +8,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 import pytest
 
 from stable_discovery.errors import TemplateError
-from stable_discovery.program import Program, loads
-from stable_discovery.samplers import get_sampler
+from stable_discovery.language.program import Program, loads
+from stable_discovery.plugins import get_sampler
 
 REPO = Path(__file__).resolve().parent.parent
 

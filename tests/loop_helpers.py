@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from stable_discovery import plugins
-from stable_discovery.program import loads
-from stable_discovery.sample import Sample
-from stable_discovery.samplers import get_sampler
-from stable_discovery.store import Experiment, ExperimentSpec, Store
+from stable_discovery.language.program import loads
+from stable_discovery.sampling.sample import Sample
+from stable_discovery.plugins import get_sampler
+from stable_discovery.store.database import Experiment, ExperimentSpec, Store
 
 Rule = Callable[[Sample, random.Random], bool]
 
@@ -77,8 +77,8 @@ def store_counts(
     """An experiment with exact counts: ``counts[slot]`` lists (alternative index, images,
     favourites); each image uses one value of one slot (the others stay absent)."""
     from stable_discovery.errors import Source
-    from stable_discovery.parser import parse
-    from stable_discovery.sample import Chosen
+    from stable_discovery.language.parser import parse
+    from stable_discovery.sampling.sample import Chosen
 
     defs = {d.name: d for d in parse(Source(name, template)).definitions}
     samples, favs = [], []

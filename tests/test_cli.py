@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 
 from conftest import REPO
 
@@ -425,7 +425,7 @@ def test_no_traceback_for_bad_json(tmp_path):
 
 IMPORTS = """
 import sys
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 
 CORPUS = Path(__file__).resolve().parent.parent / "grammar" / "corpus"
 VALID = sorted((CORPUS / "valid").glob("*.sdp"))

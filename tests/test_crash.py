@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stable_discovery.pngmeta import read_metadata
+from stable_discovery.run.pngmeta import read_metadata
 
 TEMPLATE = """\
 animal = cat | dog | fox | owl

@@ -28,8 +28,8 @@ dynamicprompts = pytest.importorskip("dynamicprompts")
 from dynamicprompts.generators import CombinatorialPromptGenerator  # noqa: E402
 from dynamicprompts.wildcards import WildcardManager  # noqa: E402
 
-from stable_discovery.program import loads  # noqa: E402
-from stable_discovery.samplers import get_sampler  # noqa: E402
+from stable_discovery.language.program import loads  # noqa: E402
+from stable_discovery.plugins import get_sampler  # noqa: E402
 
 COMB = get_sampler("combinatorial")
 LIMIT = 300

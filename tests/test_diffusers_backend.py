@@ -29,8 +29,8 @@ from stable_discovery.backends.diffusers_backend import (  # noqa: E402
     scheduler_label,
 )
 from stable_discovery.backends.tiny import build_tiny_model, tiny_model_path  # noqa: E402
-from stable_discovery.sample import Sample  # noqa: E402
-from stable_discovery.settings import SCHEDULERS  # noqa: E402
+from stable_discovery.sampling.sample import Sample  # noqa: E402
+from stable_discovery.language.settings import SCHEDULERS  # noqa: E402
 
 STEPS = 4
 

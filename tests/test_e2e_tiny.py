@@ -13,8 +13,8 @@ pytest.importorskip("diffusers")
 
 from PIL import Image  # noqa: E402
 
-from stable_discovery.cli import main  # noqa: E402
-from stable_discovery.pngmeta import parse_parameters, read_metadata  # noqa: E402
+from stable_discovery.cli.main import main  # noqa: E402
+from stable_discovery.run.pngmeta import parse_parameters, read_metadata  # noqa: E402
 
 TEMPLATE = """\
 subject = a red fox | a grey heron

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FILES = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".sdp", ".json"))

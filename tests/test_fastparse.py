@@ -18,13 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stable_discovery import fastparse, parser, space
+from stable_discovery.language import fastparse
+from stable_discovery.language import parser
+from stable_discovery.space import nodes as space
 from stable_discovery.errors import Source, TemplateError
-from stable_discovery.fastparse import parse_bare_fast
-from stable_discovery.parser import MAX_NESTING, _parse_bare_lark, parse_bare
-from stable_discovery.program import _parse_line, loads
-from stable_discovery.space import RAND_TABLE_LIMIT, Lit, Pick, Seq
-from stable_discovery.syntax import Alternative, Choice, SlotRef, Text, WildcardRef
+from stable_discovery.language.fastparse import parse_bare_fast
+from stable_discovery.language.parser import MAX_NESTING, _parse_bare_lark, parse_bare
+from stable_discovery.language.program import _parse_line, loads
+from stable_discovery.space.nodes import RAND_TABLE_LIMIT, Lit, Pick, Seq
+from stable_discovery.language.syntax import Alternative, Choice, SlotRef, Text, WildcardRef
 
 DIFF = settings(
     max_examples=400,
@@ -462,7 +464,7 @@ def test_a_pick_with_more_alternatives_than_the_limit_gives_up_at_once(monkeypat
 
 def _max_length_reference(root):
     """The two walks _measure replaced (as they were), for reference."""
-    from stable_discovery.space import Multi, Ref
+    from stable_discovery.space.nodes import Multi, Ref
 
     length = {}
     stack = [(root, False)]
@@ -495,7 +497,7 @@ def _max_length_reference(root):
 
 
 def _node_depth_reference(root):
-    from stable_discovery.space import Multi, Ref
+    from stable_discovery.space.nodes import Multi, Ref
 
     depth = {}
     stack = [(root, False)]
@@ -531,7 +533,7 @@ def _node_depth_reference(root):
 )
 def test_one_walk_measures_what_the_two_did(template, tmp_path):
     (tmp_path / "w.txt").write_text("x\n{y|zz}\nlong line of text\n<lora:a__b>\n", encoding="utf-8")
-    from stable_discovery.program import _measure
+    from stable_discovery.language.program import _measure
 
     root = loads(template, wildcard_dirs=[tmp_path]).root
     assert _measure(root) == (_max_length_reference(root), _node_depth_reference(root))

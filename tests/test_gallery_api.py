@@ -14,9 +14,9 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 from stable_discovery.gallery.server import GalleryServer, make_server
-from stable_discovery.store import Store
+from stable_discovery.store.database import Store
 
 TEMPLATE = """\
 animal = a cat | a dog | a fox
@@ -268,7 +268,7 @@ def test_gallery_queries_use_the_covering_index_and_others_do_not(ws: Path) -> N
 
 
 def queries_where(db: sqlite3.Connection, filters: Any) -> Any:
-    from stable_discovery.gallery import queries
+    from stable_discovery.store import gallery_queries as queries
 
     return queries._where(db, 1, filters, counting=True)
 
@@ -394,7 +394,7 @@ def test_stats_api(server: GalleryServer) -> None:
 
 
 def test_internal_errors_are_one_line_and_no_traceback(server: GalleryServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from stable_discovery.gallery import queries
+    from stable_discovery.store import gallery_queries as queries
 
     lines: list[str] = []
     server.log = lines.append
@@ -508,7 +508,7 @@ def test_gallery_command_reports_a_busy_port(server: GalleryServer, ws: Path, ca
 
 
 def test_gallery_command_options() -> None:
-    from stable_discovery.cli import build_parser
+    from stable_discovery.cli.main import build_parser
 
     args = build_parser().parse_args(["gallery", "--port", "0", "--host", "0.0.0.0", "--no-browser"])
     assert (args.port, args.host, args.no_browser) == (0, "0.0.0.0", True)

@@ -17,9 +17,9 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 from stable_discovery.gallery.server import GalleryServer, make_server
-from stable_discovery.store import Store
+from stable_discovery.store.database import Store
 
 CHROMIUM = os.environ.get("SDP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stable_discovery.program import load, loads
-from stable_discovery.samplers import get_sampler
+from stable_discovery.language.program import load, loads
+from stable_discovery.plugins import get_sampler
 
 from conftest import expand, records, traces
 

@@ -9,10 +9,10 @@ import random
 
 import pytest
 
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 from stable_discovery.errors import TemplateError
-from stable_discovery.program import load, loads
-from stable_discovery.samplers import get_sampler
+from stable_discovery.language.program import load, loads
+from stable_discovery.plugins import get_sampler
 
 LEGACY = get_sampler("legacy")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from stable_discovery.errors import SdpError, Source, TemplateError
-from stable_discovery.parser import MAX_NESTING, grammar_path, is_definitions_file, parse, parse_bare
-from stable_discovery.program import load, loads
-from stable_discovery.syntax import Choice, SlotRef, Text, WildcardRef
+from stable_discovery.language.parser import MAX_NESTING, grammar_path, is_definitions_file, parse, parse_bare
+from stable_discovery.language.program import load, loads
+from stable_discovery.language.syntax import Choice, SlotRef, Text, WildcardRef
 
 from conftest import error, expand
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stable_discovery import hookspecs, plugins
-from stable_discovery.cli import main
-from stable_discovery.hookspecs import hookimpl
-from stable_discovery.samplers import CombinatorialSampler, SampleBuilder
-from stable_discovery.settings import SettingSpec
+from stable_discovery.plugins import hookspecs
+from stable_discovery import plugins
+from stable_discovery.cli.main import main
+from stable_discovery.plugins.hookspecs import hookimpl
+from stable_discovery.sampling.samplers import CombinatorialSampler, SampleBuilder
+from stable_discovery.language.settings import SettingSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "plugins.md"
@@ -196,7 +197,7 @@ def test_hook_run_finished(registered, tmpl, tmp_path) -> None:
 def test_plugins_command_lists_builtins(capsys) -> None:
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "stable_discovery.builtin.samplers (built-in)" in out
+    assert "stable_discovery.plugins.builtin.samplers (built-in)" in out
     assert "register_backends" in out and "backends: dummy, diffusers" in out
 
 

@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from stable_discovery.errors import TemplateError
-from stable_discovery.program import load, loads
-from stable_discovery.samplers import get_sampler
+from stable_discovery.language.program import load, loads
+from stable_discovery.plugins import get_sampler
 
 COMB = get_sampler("combinatorial")
 RANDOM = get_sampler("random")

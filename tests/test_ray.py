@@ -25,12 +25,12 @@ from PIL import Image, ImageChops
 from stable_discovery import plugins
 from stable_discovery.backends.base import BackendError
 from stable_discovery.backends.dummy import DummyBackend
-from stable_discovery.cli import main
-from stable_discovery.hookspecs import hookimpl
-from stable_discovery.pngmeta import read_metadata
-from stable_discovery.program import load
-from stable_discovery.runner import RunOptions, RunResult, run_experiment
-from stable_discovery.store import Store
+from stable_discovery.cli.main import main
+from stable_discovery.plugins.hookspecs import hookimpl
+from stable_discovery.run.pngmeta import read_metadata
+from stable_discovery.language.program import load
+from stable_discovery.run.runner import RunOptions, RunResult, run_experiment
+from stable_discovery.store.database import Store
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install -e '.[ray]')")
@@ -134,7 +134,7 @@ def ray_local() -> Iterator[Any]:
 
 
 def executor(backend: str, options: Optional[dict[str, Any]] = None, workers: int = 2) -> Any:
-    from stable_discovery.executors.ray_executor import RayExecutor
+    from stable_discovery.run.ray_executor import RayExecutor
 
     return RayExecutor(backend_name=backend, backend_options=options or {}, workers=workers,
                        backend_factory=plugins.backends()[backend], quiet=True)
@@ -324,7 +324,7 @@ def test_ray_options_are_checked(tmpl, tmp_path, capsys, argv, message) -> None:
 def test_an_address_where_nothing_answers_is_reported_at_once() -> None:
     import socket
 
-    from stable_discovery.executors.ray_executor import _unreachable
+    from stable_discovery.run.ray_executor import _unreachable
 
     with socket.socket() as s:  # a port on this machine that nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -338,7 +338,7 @@ def test_an_address_where_nothing_answers_is_reported_at_once() -> None:
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16"])
 def test_images_travel_unchanged(mode) -> None:
-    from stable_discovery.executors.ray_executor import pack_image, unpack_image
+    from stable_discovery.run.ray_executor import pack_image, unpack_image
 
     im = Image.linear_gradient("L").resize((37, 21)).convert(mode if mode != "I;16" else "I").convert(mode) \
         if mode != "P" else Image.linear_gradient("L").resize((37, 21)).convert("RGB").convert("P")

@@ -13,14 +13,14 @@ import pytest
 
 from loop_helpers import make_experiment, rate_by, store_counts
 from stable_discovery import plugins
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 from stable_discovery.errors import Source, TemplateError, UsageError
-from stable_discovery.learn import learn
-from stable_discovery.parser import parse
-from stable_discovery.program import load, loads
-from stable_discovery.refine import HEADER_MARK, format_weight, refine, refine_result
-from stable_discovery.samplers import get_sampler
-from stable_discovery.store import Store
+from stable_discovery.analysis.learn import learn
+from stable_discovery.language.parser import parse
+from stable_discovery.language.program import load, loads
+from stable_discovery.analysis.refine import HEADER_MARK, format_weight, refine, refine_result
+from stable_discovery.plugins import get_sampler
+from stable_discovery.store.database import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_drop_never_removes_every_value(store: Store) -> None:
     store_counts(store, "all-lose", t, {"s": [(0, 300, 3), (1, 300, 9), (2, 300, 6)]})
     exp = store.require("all-lose")
     # and 600 images without <s>, half of them favourites
-    from stable_discovery.sample import Sample
+    from stable_discovery.sampling.sample import Sample
 
     extra = [Sample(900 + i, "x", "", {}, 900 + i, {}) for i in range(600)]
     store.record_done(exp.id, [(s, f"{s.index}.png", 0.0, 1) for s in extra])
@@ -424,7 +424,7 @@ def test_exploit_reads_sdp_workspace(ws: Path, monkeypatch) -> None:
 def test_exploit_is_listed_as_a_builtin_plugin(capsys) -> None:
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "stable_discovery.builtin.exploit (built-in)" in out
+    assert "stable_discovery.plugins.builtin.exploit (built-in)" in out
     assert "exploit" in out.split("samplers:", 1)[1].splitlines()[0]
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 from stable_discovery.errors import TemplateError
-from stable_discovery.parser import MAX_NESTING
-from stable_discovery.program import load, loads
-from stable_discovery.samplers import get_sampler
+from stable_discovery.language.parser import MAX_NESTING
+from stable_discovery.language.program import load, loads
+from stable_discovery.plugins import get_sampler
 
 COMB = get_sampler("combinatorial")
 RANDOM = get_sampler("random")

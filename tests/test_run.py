@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from stable_discovery.backends.dummy import DummyBackend
-from stable_discovery.cli import main
+from stable_discovery.cli.main import main
 from stable_discovery.errors import UsageError
-from stable_discovery.program import load
-from stable_discovery.pngmeta import JSON_KEY, parse_parameters, read_metadata
-from stable_discovery.runner import ExperimentLock, RunOptions, run_experiment
-from stable_discovery.store import Store, StoreError
+from stable_discovery.language.program import load
+from stable_discovery.run.pngmeta import JSON_KEY, parse_parameters, read_metadata
+from stable_discovery.run.runner import ExperimentLock, RunOptions, run_experiment
+from stable_discovery.store.database import Store, StoreError
 
 TEMPLATE = """\
 subject = a cat | a dog
@@ -60,7 +60,7 @@ def test_run_writes_pngs_with_metadata_and_rows(tmpl, tmp_path, capsys) -> None:
     assert files == sorted(r["file"] for r in stored)
     assert not list((ws / "pets").glob("*.tmp"))
     program = load(tmpl)
-    from stable_discovery.samplers import get_sampler
+    from stable_discovery.plugins import get_sampler
 
     expected = list(get_sampler("random").samples(program, 0, 12, 7))
     for row, sample in zip(stored, expected):
@@ -81,7 +81,7 @@ def test_run_writes_pngs_with_metadata_and_rows(tmpl, tmp_path, capsys) -> None:
 
 
 def test_a1111_quotes_values_with_commas(tmp_path) -> None:
-    from stable_discovery.pngmeta import a1111_parameters
+    from stable_discovery.run.pngmeta import a1111_parameters
 
     text = a1111_parameters("p", "", {"steps": 5, "scheduler": "euler_a", "guidance": 7.0,
                                       "width": 64, "height": 64}, 3, "my, model: v2")
@@ -248,7 +248,7 @@ def test_bad_names_and_overrides(tmpl, tmp_path, capsys) -> None:
     assert sdp_run(tmp_path, str(tmpl), "--backend", "nope") == 2
     assert "unknown backend 'nope'" in capsys.readouterr().err
     with pytest.raises(UsageError):
-        from stable_discovery.store import check_name
+        from stable_discovery.store.database import check_name
 
         check_name("")
 

@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 
 from stable_discovery.errors import UsageError
-from stable_discovery.permutation import Permutation
-from stable_discovery.program import loads
-from stable_discovery.samplers import get_sampler, sampler_names
+from stable_discovery.space.permutation import Permutation
+from stable_discovery.language.program import loads
+from stable_discovery.plugins import get_sampler, sampler_names
 
 from conftest import records, traces
 
@@ -107,7 +107,7 @@ def test_random_samples_are_pinned():
 
 
 def test_draws_are_pinned():
-    from stable_discovery.draws import sample_key, seed_key, uniform
+    from stable_discovery.space.draws import sample_key, seed_key, uniform
 
     assert seed_key(0) == 6249075241834828744
     assert sample_key(seed_key(0), 0) == 12852419521581089378

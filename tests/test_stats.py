@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from loop_helpers import make_experiment, rate_by
-from stable_discovery.cli import main
-from stable_discovery.stats import (
+from stable_discovery.cli.main import main
+from stable_discovery.analysis.stats import (
     ABSENT,
     benjamini_hochberg,
     experiment_stats,
@@ -22,7 +22,7 @@ from stable_discovery.stats import (
     value_stats,
     wilson,
 )
-from stable_discovery.store import Store
+from stable_discovery.store.database import Store
 
 TEMPLATE = """\
 # a planted-effect experiment

@@ -58,8 +58,11 @@ def test_wheel_contains_the_grammar(wheel):
         names = set(z.namelist())
         assert "stable_discovery/_grammar/sdp.lark" in names
         assert z.read("stable_discovery/_grammar/sdp.lark") == (REPO / "grammar" / "sdp.lark").read_bytes()
-        for module in ("__init__", "parser", "program", "space", "samplers", "cli", "legacy"):
+        for module in ("__init__", "language/parser", "language/program", "space/nodes",
+                       "sampling/samplers", "cli/__init__", "sampling/legacy", "store/migrations"):
             assert f"stable_discovery/{module}.py" in names
+        assert "stable_discovery/py.typed" in names
+        assert "stable_discovery/gallery/static/app.js" in names
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         assert "sdp = stable_discovery.cli:entry_point" in z.read(entry_points).decode()
 
@@ -68,9 +71,9 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     import stable_discovery
-    from stable_discovery.parser import grammar_path
-    from stable_discovery.program import loads
-    from stable_discovery.samplers import get_sampler
+    from stable_discovery.language.parser import grammar_path
+    from stable_discovery.language.program import loads
+    from stable_discovery.plugins import get_sampler
 
     print("PACKAGE", stable_discovery.__file__)
     print("GRAMMAR", grammar_path())

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 from typing import Any, Callable
 
-from stable_discovery.hookspecs import hookimpl
+from stable_discovery.plugins.hookspecs import hookimpl
 
 FIELDS = ["index", "file", "seed", "prompt", "negative", "trace"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
-from ..errors import SdpError
-from ..sample import Sample
+from stable_discovery.errors import SdpError
+from stable_discovery.sampling.sample import Sample
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image

@@ -22,8 +22,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from .base import Batch, BackendError
-from .tiny import TINY_MODEL, TINY_VERSION, is_tiny, tiny_model_path
+from stable_discovery.backends.base import Batch, BackendError
+from stable_discovery.backends.tiny import TINY_MODEL, TINY_VERSION, is_tiny, tiny_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image

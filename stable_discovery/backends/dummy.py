@@ -7,7 +7,7 @@ import hashlib
 import random
 from typing import Any, Sequence
 
-from .base import Batch
+from stable_discovery.backends.base import Batch
 
 __all__ = ["DummyBackend"]
 

@@ -17,7 +17,7 @@ __all__ = ["GalleryServer", "make_server"]
 
 def __getattr__(name: str) -> object:
     if name in __all__:
-        from . import server
+        from stable_discovery.gallery import server
 
         return getattr(server, name)
     raise AttributeError(name)

@@ -8,7 +8,7 @@ Routes (GET unless said)::
                                paging: after=<last index shown>, limit (default 200)
     /api/facets?experiment=E   the values each slot and sampled setting took, with counts
     /api/record?experiment=E&index=I   one sample's full record
-    /api/stats?experiment=E    per-value favourite statistics (stable_discovery.stats)
+    /api/stats?experiment=E    per-value favourite statistics (stable_discovery.analysis.stats)
     POST /api/rate             {"experiment", "index", "favourite"?, "stars"?, "rejected"?}
     /img/E/FILE, /thumb/E/FILE an image of experiment E, or its cached thumbnail
 
@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs
 
-from ..errors import SdpError, UsageError
-from ..store import Store
-from . import queries
-from .api import ApiError, MAX_BODY, page_args, parse_filters, parse_int, parse_rate
-from .paths import split_file_route, safe_image_path
-from .thumbs import ThumbnailError, thumbnail
+from stable_discovery.errors import SdpError, UsageError
+from stable_discovery.store.database import Store
+from stable_discovery.store import gallery_queries as queries
+from stable_discovery.gallery.api import ApiError, MAX_BODY, page_args, parse_filters, parse_int, parse_rate
+from stable_discovery.gallery.paths import split_file_route, safe_image_path
+from stable_discovery.gallery.thumbs import ThumbnailError, thumbnail
 
 __all__ = ["GalleryServer", "make_server", "LOOPBACK_HOSTS"]
 
@@ -288,7 +288,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
 
     def api_stats(self, params: dict[str, list[str]]) -> Any:
         try:
-            from .. import stats as stats_module
+            from stable_discovery.analysis import stats as stats_module
         except ImportError:
             raise ApiError(501, "statistics are not available in this version") from None
         min_text = (params.get("min_stars") or [""])[0]

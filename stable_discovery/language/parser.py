@@ -1,0 +1,505 @@
+"""Text → syntax tree, with the Lark grammar in ``grammar/sdp.lark``.
+
+Every failure becomes a :class:`TemplateError` that names file:line:col, shows the line
+with a caret and says what was expected. Brackets are checked before Lark runs, which
+gives the friendliest messages (``unclosed '{' opened at 3:14``) and bounds nesting, so
+a 10,000-deep input is refused instead of exhausting the stack later on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+from stable_discovery.errors import Source, TemplateError
+from stable_discovery.language.syntax import (
+    Alternative,
+    Choice,
+    Definition,
+    Node,
+    ParsedTemplate,
+    Select,
+    SlotRef,
+    Text,
+    WildcardRef,
+)
+
+__all__ = ["grammar_path", "parse", "parse_bare", "MAX_NESTING", "MAX_SPECIAL", "is_definitions_file"]
+
+#: Deepest nesting of ``{}`` and ``[]`` accepted; deeper input is refused with an error.
+MAX_NESTING = 64
+#: Most characters with a meaning (``{ } [ ] | < _ \``) in one template source. Parsing
+#: costs memory and time per token, so a 10 MB line made of choices is refused at once
+#: instead of taking minutes and gigabytes; long lists belong in wildcard files, whose
+#: lines are parsed one by one.
+MAX_SPECIAL = 100_000
+
+_DEFINITION_LINE = re.compile(r"^[ \t]*@?[A-Za-z_][A-Za-z0-9_]*[ \t]*=", re.M)
+
+
+def grammar_path() -> Path:
+    """The grammar file, from an installed wheel or from a source checkout."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "_grammar" / "sdp.lark", package.parent / "grammar" / "sdp.lark"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("sdp.lark not found beside the stable_discovery package")
+
+
+def _cache_dir() -> Optional[Path]:
+    """Where built parsers are cached: the user's cache folder, or None if there is none."""
+    try:
+        if sys.platform == "win32":
+            base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        elif sys.platform == "darwin":
+            base = str(Path.home() / "Library" / "Caches")
+        else:
+            xdg = os.environ.get("XDG_CACHE_HOME", "")
+            base = xdg if os.path.isabs(xdg) else str(Path.home() / ".cache")
+        return Path(base) / "stable-discovery"
+    except (RuntimeError, KeyError, OSError):  # no home folder
+        return None
+
+
+_LARK_OPTIONS: dict[str, Any] = {
+    "parser": "lalr",
+    "lexer": "contextual",
+    "maybe_placeholders": False,
+}
+
+
+def _lark_cache_file(grammar: str, start: str) -> Optional[str]:
+    """A cache file for one built parser, named by a hash of everything that shapes it:
+    a changed grammar, option, Lark or Python version gets a file of its own (and Lark
+    checks the same hash inside the file before using it)."""
+    folder = _cache_dir()
+    if folder is None:
+        return None
+    import hashlib
+
+    import lark
+
+    key = "\0".join(
+        [grammar, start, repr(sorted(_LARK_OPTIONS.items())), lark.__version__, sys.version]
+    )
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(folder / f"sdp-lark-{start}-{digest}.pickle")
+
+
+@lru_cache(maxsize=None)
+def _lark(start: str) -> Any:
+    """The LALR parser for one entry point, built once per process and cached on disk.
+
+    Building one takes ~30 ms; loading it from the cache a few. Lark reads and writes
+    the cache file itself and carries on without it when it cannot (a read-only or
+    missing folder, a damaged file): the parser is then built as if there were none.
+    """
+    from lark import Lark
+
+    grammar = grammar_path().read_text(encoding="utf-8")
+    cache = _lark_cache_file(grammar, start)
+    return Lark(grammar, start=start, cache=cache or False, **_LARK_OPTIONS)
+
+
+def is_definitions_file(text: str) -> bool:
+    """True when some line defines a slot or a setting (``name = …``, ``@name = …``)."""
+    return _DEFINITION_LINE.search(text) is not None
+
+
+# ---------------------------------------------------------------------------------------
+# size and bracket pre-checks
+
+_SPECIAL_CHARS = "{}[]|<_\\"
+_SPECIAL = re.compile(r"[{}\[\]|<_\\]")
+
+
+def _check_size(source: Source, text: str) -> None:
+    if sum(text.count(ch) for ch in _SPECIAL_CHARS) <= MAX_SPECIAL:
+        return
+    for k, m in enumerate(_SPECIAL.finditer(text)):
+        if k == MAX_SPECIAL:
+            raise TemplateError(
+                f"template too large: more than {MAX_SPECIAL:,} choices, slots and "
+                "special characters in one template",
+                source,
+                m.start(),
+                hint="put long lists of values in a wildcard file (one value per line)",
+            )
+
+
+
+# escapes and comments are skipped whole; brackets and newlines are the events
+_BRACKET_EVENTS = re.compile(r"\\[{}\[\]<>|#$_\\]|\\|#[^\n]*|[{}\[\]\n]")
+_CLOSER = {"{": "}", "[": "]"}
+
+
+def _check_brackets(source: Source, text: str, newline_closes: bool) -> None:
+    if "{" not in text and "}" not in text and "[" not in text and "]" not in text:
+        return
+    opens: list[tuple[str, int]] = []
+    pairs = {"}": "{", "]": "["}
+    for m in _BRACKET_EVENTS.finditer(text):
+        ch = m.group()
+        if len(ch) != 1 or ch == "\\" or ch == "#":
+            continue  # an escape, a lone backslash or a comment
+        i = m.start()
+        if ch == "\n":
+            if newline_closes and opens:
+                kind, at = opens[-1]
+                line, col = source.line_col(at)
+                raise TemplateError(
+                    f"unclosed '{kind}' opened at {line}:{col}",
+                    source,
+                    i,
+                    hint=f"close it with '{_CLOSER[kind]}' on the same line, "
+                    "or write \\" + kind + " for a literal character",
+                )
+            continue
+        if ch == "{" or ch == "[":
+            opens.append((ch, i))
+            if len(opens) > MAX_NESTING:
+                raise TemplateError(
+                    f"nesting deeper than {MAX_NESTING} levels of {{}} and []",
+                    source,
+                    i,
+                    hint="flatten the template, or move inner parts into slots",
+                )
+        else:
+            if not opens:
+                raise TemplateError(
+                    f"'{ch}' without a matching '{pairs[ch]}'",
+                    source,
+                    i,
+                    hint=f"write \\{ch} for a literal '{ch}'",
+                )
+            kind, at = opens.pop()
+            if kind != pairs[ch]:
+                line, col = source.line_col(at)
+                raise TemplateError(
+                    f"'{kind}' opened at {line}:{col} is closed by '{ch}'",
+                    source,
+                    i,
+                    hint=f"close it with '{_CLOSER[kind]}'",
+                )
+    if opens:
+        kind, at = opens[-1]
+        line, col = source.line_col(at)
+        raise TemplateError(
+            f"unclosed '{kind}' opened at {line}:{col}",
+            source,
+            len(text),
+            hint=f"add the closing '{_CLOSER[kind]}'",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# building the syntax tree from Lark's parse tree
+
+
+def _merge_texts(nodes: list[Node]) -> list[Node]:
+    out: list[Node] = []
+    for node in nodes:
+        if isinstance(node, Text):
+            if not node.value:
+                continue
+            if out and isinstance(out[-1], Text):
+                prev = out[-1]
+                out[-1] = Text(prev.value + node.value, prev.start)
+                continue
+        out.append(node)
+    return out
+
+
+def _trim(parts: list[Node]) -> tuple[Node, ...]:
+    if parts and isinstance(parts[0], Text):
+        first = parts[0]
+        stripped = first.value.lstrip()
+        parts[0] = Text(stripped, first.start + len(first.value) - len(stripped))
+    if parts and isinstance(parts[-1], Text):
+        last = parts[-1]
+        parts[-1] = Text(last.value.rstrip(), last.start)
+    return tuple(p for p in parts if not (isinstance(p, Text) and not p.value))
+
+
+_MULTI = re.compile(
+    r"\{[ \t]*(?:(?P<low>\d+)[ \t]*(?:(?P<dash>-)[ \t]*(?P<high>\d*))?|-[ \t]*(?P<only_high>\d+))"
+    r"[ \t]*\$\$(?:(?P<joiner>[^${}\\\n]*)\$\$)?"
+)
+
+
+def _select(token_value: str) -> Select:
+    m = _MULTI.fullmatch(token_value)
+    assert m is not None
+    joiner = m.group("joiner")
+    joiner = "," if joiner is None else joiner
+    if m.group("only_high") is not None:
+        return Select(1, int(m.group("only_high")), joiner)
+    low = int(m.group("low"))
+    if m.group("dash") is None:
+        return Select(low, low, joiner)
+    high = m.group("high")
+    return Select(low, int(high) if high else None, joiner)
+
+
+class _Builder:
+    """Turns Lark's tree into syntax nodes. Iterative: deep input cannot overflow."""
+
+    def __init__(self, source: Source, text: str) -> None:
+        self.source = source
+        self.text = text
+
+    # token → node ----------------------------------------------------------------------
+    def item(self, tok: Any) -> Node:
+        kind = tok.type
+        value = str(tok)
+        start = tok.start_pos
+        if kind == "TEXT" or kind == "ANGLE":
+            return Text(value, start)
+        if kind == "ESCAPE":
+            return Text(value[1], start)
+        if kind in ("BACKSLASH", "LT", "UNDERSCORE", "BAR"):
+            return Text(value, start)
+        if kind == "SLOT":
+            return SlotRef(value[1:-1], start)
+        if kind == "WILDCARD":
+            return WildcardRef(value[2:-2], start)
+        raise AssertionError(f"unexpected token {kind}")  # pragma: no cover
+
+    def alternatives(self, children: list[Any], after: int) -> list[Alternative]:
+        """Alternatives separated by BAR/CONT tokens; ``after`` is where the first starts."""
+        alts: list[Alternative] = []
+        start = after
+        drop_first_empty = False
+        for child in children:
+            if getattr(child, "type", None) in ("BAR", "CONT"):
+                if not alts or alts[-1] is None:  # pragma: no cover - grammar guarantees
+                    pass
+                if len(alts) == 1 and child.type == "CONT" and not alts[0].parts:
+                    drop_first_empty = True
+                start = child.end_pos
+                continue
+            alts.append(self.alternative(child, start))
+        if drop_first_empty:
+            alts = alts[1:]
+        return alts
+
+    def alternative(self, tree: Any, start: int) -> Alternative:
+        weight = 1.0
+        parts: list[Node] = []
+        text_start = start
+        end = start
+        for child in tree.children:
+            if getattr(child, "type", None) == "WEIGHT":
+                weight = float(str(child).strip()[:-2].strip())
+                text_start = end = child.end_pos
+                continue
+            node, child_end = self.node(child)
+            parts.append(node)
+            end = child_end
+        trimmed = _trim(_merge_texts(parts))
+        raw = self.text[text_start:end]
+        text = raw.strip()
+        # errors about an alternative point at its first character, not the space before
+        first = text_start + (len(raw) - len(raw.lstrip()) if text else 0)
+        return Alternative(trimmed, weight, text, first)
+
+    def node(self, child: Any) -> tuple[Node, int]:
+        if hasattr(child, "type"):
+            return self.item(child), child.end_pos
+        if child.data == "choice":
+            opener = child.children[0]
+            closer = child.children[-1]
+            select = _select(str(opener)) if opener.type == "MULTI" else None
+            if select is not None and select.high is not None and select.high < select.low:
+                raise TemplateError(
+                    f"the range {select.low}-{select.high} runs backwards",
+                    self.source,
+                    opener.start_pos,
+                    hint=f"write {{{select.high}-{select.low}$$…}}",
+                )
+            alts = self.alternatives(child.children[1:-1], opener.end_pos)
+            return Choice(tuple(alts), opener.start_pos, select), closer.end_pos
+        if child.data == "optional":
+            opener = child.children[0]
+            closer = child.children[-1]
+            alts = self.alternatives(child.children[1:-1], opener.end_pos)
+            empty = Alternative((), 1.0, "", opener.start_pos)
+            if len(alts) == 1:
+                inner = alts[0]
+                present = Alternative(inner.parts, 1.0, inner.text, inner.start)
+                if inner.weight != 1.0:
+                    present = Alternative(inner.parts, inner.weight, inner.text, inner.start)
+            else:
+                text = self.text[opener.end_pos : closer.start_pos].strip()
+                present = Alternative(
+                    (Choice(tuple(alts), opener.start_pos),), 1.0, text, opener.end_pos
+                )
+            return Choice((empty, present), opener.start_pos, optional=True), closer.end_pos
+        raise AssertionError(child.data)  # pragma: no cover
+
+    # whole files ------------------------------------------------------------------------
+    def definitions(self, tree: Any) -> tuple[Definition, ...]:
+        out = []
+        for stmt in tree.children:
+            name_tok, eq_tok, alts_tree = stmt.children
+            alts = self.alternatives(alts_tree.children, eq_tok.end_pos)
+            out.append(
+                Definition(
+                    str(name_tok),
+                    tuple(alts),
+                    stmt.data == "setting",
+                    name_tok.start_pos - (1 if stmt.data == "setting" else 0),
+                )
+            )
+        return tuple(out)
+
+    def bare(self, tree: Any) -> tuple[Node, ...]:
+        parts = [self.node(child)[0] for child in tree.children]
+        return _trim(_merge_texts(parts))
+
+
+# ---------------------------------------------------------------------------------------
+# Lark errors → TemplateError
+
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "EQ": "'='",
+    "_AT": "'@'",
+    "BAR": "'|'",
+    "CONT": "a line starting with '|'",
+    "RBRACE": "'}'",
+    "RBRACKET": "']'",
+    "_NL": "the end of the line",
+    "$END": "the end of the file",
+}
+
+
+def _describe_expected(expected: set[str]) -> str:
+    words = sorted({_TERMINAL_WORDS.get(t, "") for t in expected} - {""})
+    if not words:
+        return "something else"
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateError:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+    if isinstance(exc, UnexpectedToken):
+        tok = exc.token
+        pos = tok.start_pos if tok.start_pos is not None else len(source.text)
+        expected = set(exc.expected)
+        if tok.type == "$END":
+            # Lark's $END token borrows the last token's position: report the real end
+            return TemplateError(
+                f"unexpected end of input, expected {_describe_expected(expected)}",
+                source,
+                len(source.text),
+            )
+        if file_mode and {"EQ"} >= expected:
+            return TemplateError(
+                f"expected '=' after the name {source.text[_line_start(source, pos):pos].strip()!r}",
+                source,
+                pos,
+                hint="a definition is `name = alternative | alternative`",
+            )
+        return TemplateError(
+            f"unexpected {str(tok)!r}, expected {_describe_expected(expected)}", source, pos
+        )
+    if isinstance(exc, UnexpectedCharacters):
+        pos = exc.pos_in_stream
+        char = source.text[pos : pos + 1]
+        allowed = set(exc.allowed or ())
+        if file_mode and ("NAME" in allowed or "EQ" in allowed):
+            if "EQ" in allowed:
+                return TemplateError(
+                    "expected '=' after the name",
+                    source,
+                    pos,
+                    hint="a definition is `name = alternative | alternative`",
+                )
+            return TemplateError(
+                "expected a definition `name = …` or a setting `@name = …`",
+                source,
+                pos,
+                hint="to continue the previous definition, start the line with '|'; "
+                "names are letters, digits and '_'",
+            )
+        return TemplateError(f"unexpected character {char!r}", source, pos)
+    if isinstance(exc, UnexpectedEOF):
+        return TemplateError("unexpected end of input", source, len(source.text))
+    return TemplateError(f"cannot parse: {exc}", source, 0)
+
+
+def _line_start(source: Source, pos: int) -> int:
+    return source.text.rfind("\n", 0, pos) + 1
+
+
+# ---------------------------------------------------------------------------------------
+# entry points
+
+_COMMENT_OR_ESCAPE = re.compile(r"\\[{}\[\]<>|#$_\\]|#[^\n]*")
+
+
+def _blank_comments_and_newlines(text: str) -> str:
+    """For bare templates: comments become spaces, newlines become spaces (offsets kept)."""
+
+    def repl(m: "re.Match[str]") -> str:
+        s = m.group(0)
+        return s if s.startswith("\\") else " " * len(s)
+
+    if "#" in text:
+        text = _COMMENT_OR_ESCAPE.sub(repl, text)
+    return text.replace("\n", " ")
+
+
+def parse_bare(source: Source, text: Optional[str] = None) -> tuple[Node, ...]:
+    """Parse one template (no definitions): newlines are spaces, '|' outside braces is text.
+
+    Templates in the common subset (text, choices, weights, slots, wildcards) are parsed
+    by :mod:`stable_discovery.language.fastparse`; the rest, and every error, by Lark.
+    """
+    prepared = _blank_comments_and_newlines(source.text if text is None else text)
+    from stable_discovery.language.fastparse import parse_bare_fast
+
+    fast = parse_bare_fast(prepared)
+    if fast is not None:  # the common subset, without Lark (same nodes)
+        return fast
+    return _parse_bare_lark(source, prepared)
+
+
+def _parse_bare_lark(source: Source, prepared: str) -> tuple[Node, ...]:
+    """``parse_bare`` by Lark alone, on text whose comments and newlines are blanked."""
+    _check_size(source, prepared)
+    _check_brackets(source, prepared, newline_closes=False)
+    from lark.exceptions import LarkError
+
+    try:
+        tree = _lark("bare").parse(prepared)
+    except LarkError as exc:
+        raise _lark_error(exc, source, file_mode=False) from None
+    return _Builder(source, prepared).bare(tree)
+
+
+def parse(source: Source) -> ParsedTemplate:
+    """Parse a template file: definitions, or one bare template when it has none."""
+    from lark.exceptions import LarkError
+
+    if not is_definitions_file(source.text):
+        return ParsedTemplate((), parse_bare(source))
+    _check_size(source, source.text)
+    _check_brackets(source, source.text, newline_closes=True)
+    try:
+        tree = _lark("file").parse(source.text)
+    except LarkError as exc:
+        raise _lark_error(exc, source, file_mode=True) from None
+    return ParsedTemplate(_Builder(source, source.text).definitions(tree))

@@ -1,0 +1,547 @@
+"""The run store: one workspace folder with ``discovery.db`` (SQLite, WAL) and one folder
+of images per experiment. Plain SQLite: ``datasette discovery.db`` or any client reads it.
+
+Schema changes are named migrations applied in order and recorded in ``_migrations``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from stable_discovery.errors import SdpError, UsageError
+from stable_discovery.sampling.sample import Chosen, Sample
+
+__all__ = [
+    "ENV_WORKSPACE",
+    "DEFAULT_WORKSPACE",
+    "Store",
+    "ExperimentSpec",
+    "Experiment",
+    "StoreError",
+    "workspace_path",
+    "MIGRATIONS",
+]
+
+ENV_WORKSPACE = "SDP_WORKSPACE"
+DEFAULT_WORKSPACE = "sdp-runs"
+
+
+class StoreError(SdpError):
+    exit_code = 1
+
+
+def workspace_path(option: Optional[Path]) -> Path:
+    """``--workspace``, else ``$SDP_WORKSPACE``, else ``./sdp-runs``."""
+    if option is not None:
+        return option
+    env = os.environ.get(ENV_WORKSPACE)
+    return Path(env) if env else Path(DEFAULT_WORKSPACE)
+
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_experiments_and_samples",
+        """
+        CREATE TABLE experiments (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            template_path TEXT,
+            template_text TEXT NOT NULL,
+            template_hash TEXT NOT NULL,
+            wildcards_hash TEXT NOT NULL,
+            sampler TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            backend TEXT NOT NULL,
+            overrides TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE samples (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            idx INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            negative TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            file TEXT,
+            batch_size INTEGER,
+            seconds REAL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (experiment_id, idx)
+        );
+        CREATE TABLE choices (
+            experiment_id INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            choice INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, idx, name)
+        );
+        CREATE INDEX choices_by_value ON choices (experiment_id, name, choice);
+        """,
+    ),
+    (
+        "0002_ratings",
+        """
+        CREATE TABLE ratings (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            idx INTEGER NOT NULL,
+            favourite INTEGER NOT NULL DEFAULT 0,
+            stars INTEGER,
+            rejected INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (experiment_id, idx),
+            CHECK (favourite IN (0, 1) AND rejected IN (0, 1)
+                   AND (stars IS NULL OR stars BETWEEN 1 AND 5))
+        );
+        CREATE INDEX ratings_favourites ON ratings (experiment_id, favourite);
+        """,
+    ),
+    (
+        # The gallery's filtered pages and counts over 100,000 samples. A covering index
+        # gives a slot value's sample indices without reading rows; it is partial on a
+        # condition true of every row (``name <> ''``), so that only queries that say so
+        # use it and the plans of every other query stay as they were. Done samples are
+        # counted and checked from an index too.
+        "0003_gallery_indexes",
+        """
+        CREATE INDEX choices_by_value_idx ON choices (experiment_id, name, choice, idx) WHERE name <> '';
+        CREATE INDEX samples_by_status ON samples (experiment_id, status, idx);
+        """,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """What makes an experiment itself: running it again must give the same samples."""
+
+    name: str
+    template_path: Optional[str]
+    template_text: str
+    wildcards_hash: str
+    sampler: str
+    seed: int
+    count: int
+    backend: str
+    overrides: dict[str, str]
+
+    @property
+    def template_hash(self) -> str:
+        return hashlib.sha256(self.template_text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: int
+    name: str
+    template_path: Optional[str]
+    template_text: str
+    template_hash: str
+    wildcards_hash: str
+    sampler: str
+    seed: int
+    count: int
+    backend: str
+    overrides: dict[str, str]
+    created_at: float
+    updated_at: float
+    done: int = 0
+
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def check_name(name: str) -> str:
+    if (
+        not name
+        or len(name) > 100
+        or not set(name) <= _NAME_CHARS
+        or name[0] in ".-"
+    ):
+        raise UsageError(
+            f"bad experiment name {name!r}: use letters, digits, '.', '_' and '-' "
+            "(not first), at most 100 characters"
+        )
+    return name
+
+
+class Store:
+    """The workspace's database and image folders."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = Path(workspace)
+        try:
+            self.workspace.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the workspace {self.workspace}: {exc.strerror}") from None
+        self.db_path = self.workspace / "discovery.db"
+        try:
+            self.db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.db_path} is not a usable SQLite database: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # migrations ------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        applied = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
+        for name, sql in MIGRATIONS:
+            if name in applied:
+                continue
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                    self.db.execute("COMMIT")
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    # experiments -----------------------------------------------------------------------
+    def experiment_dir(self, name: str) -> Path:
+        return self.workspace / check_name(name)
+
+    def _experiment(self, row: sqlite3.Row, done: int = 0) -> Experiment:
+        return Experiment(
+            id=row["id"],
+            name=row["name"],
+            template_path=row["template_path"],
+            template_text=row["template_text"],
+            template_hash=row["template_hash"],
+            wildcards_hash=row["wildcards_hash"],
+            sampler=row["sampler"],
+            seed=row["seed"],
+            count=row["count"],
+            backend=row["backend"],
+            overrides=json.loads(row["overrides"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            done=done,
+        )
+
+    def get(self, name: str) -> Optional[Experiment]:
+        row = self.db.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        return self._experiment(row, self.done_count(row["id"]))
+
+    def require(self, name: str) -> Experiment:
+        exp = self.get(name)
+        if exp is None:
+            names = [e.name for e in self.experiments()]
+            import difflib
+
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(f"no experiment named {name!r} in {self.workspace}{hint}")
+        return exp
+
+    def experiments(self) -> list[Experiment]:
+        counts = dict(
+            self.db.execute(
+                "SELECT experiment_id, COUNT(*) FROM samples WHERE status = 'done' GROUP BY experiment_id"
+            ).fetchall()
+        )
+        rows = self.db.execute("SELECT * FROM experiments ORDER BY created_at, id").fetchall()
+        return [self._experiment(r, counts.get(r["id"], 0)) for r in rows]
+
+    def done_count(self, experiment_id: int) -> int:
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM samples WHERE experiment_id = ? AND status = 'done'",
+                (experiment_id,),
+            ).fetchone()[0]
+        )
+
+    def differences(self, exp: Experiment, spec: ExperimentSpec) -> list[str]:
+        """What differs between a stored experiment and a new run's spec, in words."""
+        diffs = []
+        if exp.template_hash != spec.template_hash:
+            diffs.append(_text_difference(exp.template_text, spec.template_text))
+        if exp.wildcards_hash != spec.wildcards_hash:
+            diffs.append("the wildcard files it uses changed")
+        for field, label in (("sampler", "sampler"), ("seed", "seed"), ("count", "count"),
+                             ("backend", "backend")):
+            old, new = getattr(exp, field), getattr(spec, field)
+            if old != new:
+                diffs.append(f"{label} {old} → {new}")
+        if exp.overrides != spec.overrides:
+            diffs.append(f"overrides {exp.overrides or 'none'} → {spec.overrides or 'none'}")
+        return diffs
+
+    def open_experiment(self, spec: ExperimentSpec) -> Experiment:
+        """Create the experiment, or return it when ``spec`` matches what is stored.
+
+        A different spec under a used name is refused with what changed and a free name.
+        """
+        check_name(spec.name)
+        existing = self.get(spec.name)
+        if existing is not None:
+            diffs = self.differences(existing, spec)
+            if diffs and existing.done == 0 and not self._has_rows(existing.id):
+                # nothing was made under the old spec (e.g. its model could not be
+                # loaded): there is nothing to overwrite, so the name takes the new spec
+                self.db.execute(
+                    "UPDATE experiments SET template_path = ?, template_text = ?, template_hash = ?, "
+                    "wildcards_hash = ?, sampler = ?, seed = ?, count = ?, backend = ?, overrides = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (spec.template_path, spec.template_text, spec.template_hash, spec.wildcards_hash,
+                     spec.sampler, spec.seed, spec.count, spec.backend,
+                     json.dumps(spec.overrides, sort_keys=True), time.time(), existing.id),
+                )
+                refreshed = self.get(spec.name)
+                assert refreshed is not None
+                return refreshed
+            if diffs:
+                raise UsageError(
+                    f"experiment {spec.name!r} already exists and differs: "
+                    + "; ".join(diffs)
+                    + f". Nothing was changed. Run it under a new name, e.g. --name {self.free_name(spec.name)}"
+                )
+            return existing
+        now = time.time()
+        try:
+            self.db.execute(
+                "INSERT INTO experiments (name, template_path, template_text, template_hash, "
+                "wildcards_hash, sampler, seed, count, backend, overrides, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    spec.name,
+                    spec.template_path,
+                    spec.template_text,
+                    spec.template_hash,
+                    spec.wildcards_hash,
+                    spec.sampler,
+                    spec.seed,
+                    spec.count,
+                    spec.backend,
+                    json.dumps(spec.overrides, sort_keys=True),
+                    now,
+                    now,
+                ),
+            )
+        except sqlite3.IntegrityError:  # created by another process a moment ago
+            return self.open_experiment(spec)
+        exp = self.get(spec.name)
+        assert exp is not None
+        return exp
+
+    def _has_rows(self, experiment_id: int) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM samples WHERE experiment_id = ? LIMIT 1", (experiment_id,)
+        ).fetchone() is not None
+
+    def free_name(self, name: str) -> str:
+        base = name
+        stem, _, tail = name.rpartition("-")
+        if stem and tail.isdigit():
+            base = stem
+        n = 2
+        while self.get(f"{base}-{n}") is not None or (self.workspace / f"{base}-{n}").exists():
+            n += 1
+        return f"{base}-{n}"
+
+    # samples ---------------------------------------------------------------------------
+    def done_indices(self, experiment_id: int) -> set[int]:
+        return {
+            r[0]
+            for r in self.db.execute(
+                "SELECT idx FROM samples WHERE experiment_id = ? AND status = 'done'",
+                (experiment_id,),
+            )
+        }
+
+    def record_done(
+        self, experiment_id: int, items: Sequence[tuple[Sample, str, float, int]]
+    ) -> None:
+        """Mark samples done, each with its file, seconds and batch size; one transaction."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO samples (experiment_id, idx, prompt, negative, settings, "
+                "seed, status, file, batch_size, seconds, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)",
+                [
+                    (experiment_id, sample.index, sample.prompt, sample.negative,
+                     json.dumps(dict(sample.settings), sort_keys=True), sample.seed, file,
+                     batch_size, seconds, now)
+                    for sample, file, seconds, batch_size in items
+                ],
+            )
+            self.db.executemany(
+                "DELETE FROM choices WHERE experiment_id = ? AND idx = ?",
+                [(experiment_id, sample.index) for sample, _f, _s, _b in items],
+            )
+            self.db.executemany(
+                "INSERT INTO choices (experiment_id, idx, name, choice, text) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (experiment_id, sample.index, name, c.index, c.text)
+                    for sample, _f, _s, _b in items
+                    for name, c in sample.trace.items()
+                ],
+            )
+            self.db.execute(
+                "UPDATE experiments SET updated_at = ? WHERE id = ?", (now, experiment_id)
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    # ratings ---------------------------------------------------------------------------
+    def _require_done(self, experiment: Experiment, indices: Sequence[int]) -> None:
+        if len(indices) <= 64:  # a few marks (the gallery, one at a time): look them up
+            missing = [
+                i for i in indices
+                if self.db.execute(
+                    "SELECT 1 FROM samples WHERE experiment_id = ? AND idx = ? AND status = 'done'",
+                    (experiment.id, i),
+                ).fetchone() is None
+            ]
+        else:
+            done = self.done_indices(experiment.id)
+            missing = [i for i in indices if i not in done]
+        if missing:
+            raise UsageError(
+                f"{experiment.name!r} has no generated sample {missing[0]}"
+                + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else "")
+                + f"; it has {self.done_count(experiment.id)} of {experiment.count}"
+            )
+
+    def rate(
+        self,
+        experiment: Experiment,
+        indices: Sequence[int],
+        *,
+        favourite: Optional[bool] = None,
+        stars: Optional[int] = -1,
+        rejected: Optional[bool] = None,
+    ) -> None:
+        """Set favourite, stars (1-5, ``None`` clears, -1 leaves) and/or rejected."""
+        if stars is not None and stars != -1 and not 1 <= stars <= 5:
+            raise UsageError(f"stars go from 1 to 5, not {stars}")
+        self._require_done(experiment, indices)
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for idx in indices:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO ratings (experiment_id, idx, updated_at) VALUES (?, ?, ?)",
+                    (experiment.id, idx, now),
+                )
+                sets, params = ["updated_at = ?"], [now]
+                if favourite is not None:
+                    sets.append("favourite = ?")
+                    params.append(int(favourite))
+                if stars != -1:
+                    sets.append("stars = ?")
+                    params.append(stars)
+                if rejected is not None:
+                    sets.append("rejected = ?")
+                    params.append(int(rejected))
+                self.db.execute(
+                    f"UPDATE ratings SET {', '.join(sets)} WHERE experiment_id = ? AND idx = ?",
+                    (*params, experiment.id, idx),
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def rating(self, experiment: Experiment, index: int) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT favourite, stars, rejected FROM ratings WHERE experiment_id = ? AND idx = ?",
+            (experiment.id, index),
+        ).fetchone()
+        if row is None:
+            return {"favourite": False, "stars": None, "rejected": False}
+        return {"favourite": bool(row[0]), "stars": row[1], "rejected": bool(row[2])}
+
+    def record(self, experiment: Experiment, index: int) -> Optional[dict[str, Any]]:
+        """A stored sample's full record, or None when it is not done."""
+        row = self.db.execute(
+            "SELECT * FROM samples WHERE experiment_id = ? AND idx = ?", (experiment.id, index)
+        ).fetchone()
+        if row is None:
+            return None
+        trace = {
+            r["name"]: {"index": r["choice"], "text": r["text"]}
+            for r in self.db.execute(
+                "SELECT name, choice, text FROM choices WHERE experiment_id = ? AND idx = ? ORDER BY rowid",
+                (experiment.id, index),
+            )
+        }
+        return {
+            "experiment": experiment.name,
+            "index": row["idx"],
+            "prompt": row["prompt"],
+            "negative": row["negative"],
+            "settings": json.loads(row["settings"]),
+            "seed": row["seed"],
+            "trace": trace,
+            "status": row["status"],
+            "file": row["file"],
+            "batch_size": row["batch_size"],
+            "seconds": row["seconds"],
+            "rating": self.rating(experiment, index),
+        }
+
+    def records(self, experiment: Experiment) -> Iterator[dict[str, Any]]:
+        for (idx,) in self.db.execute(
+            "SELECT idx FROM samples WHERE experiment_id = ? ORDER BY idx", (experiment.id,)
+        ).fetchall():
+            rec = self.record(experiment, idx)
+            if rec is not None:
+                yield rec
+
+
+def _text_difference(old: str, new: str) -> str:
+    old_lines, new_lines = old.splitlines(), new.splitlines()
+    for number, (a, b) in enumerate(zip(old_lines, new_lines), start=1):
+        if a != b:
+            return f"the template changed at line {number} ({a.strip()!r} → {b.strip()!r})"
+    if len(old_lines) != len(new_lines):
+        return f"the template changed ({len(old_lines)} → {len(new_lines)} lines)"
+    return "the template changed"
+
+
+def sample_from_record(rec: dict[str, Any]) -> Sample:
+    return Sample(
+        index=rec["index"],
+        prompt=rec["prompt"],
+        negative=rec["negative"],
+        settings=rec["settings"],
+        seed=rec["seed"],
+        trace={k: Chosen(v["index"], v["text"]) for k, v in rec["trace"].items()},
+    )
