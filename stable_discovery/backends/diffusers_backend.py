@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from stable_discovery.backends.base import Batch, BackendError
+from stable_discovery.backends.quiet import quiet_libraries
 from stable_discovery.backends.tiny import TINY_MODEL, TINY_VERSION, is_tiny, tiny_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,23 +102,6 @@ def scheduler_label(name: str) -> str:
 def check_dependencies() -> None:
     """Raise :class:`BackendError` unless torch, diffusers and transformers import."""
     _modules()
-
-
-def quiet_libraries() -> None:
-    """Silence diffusers' and transformers' warnings and progress bars (process-wide).
-
-    Call before importing the pipelines: transformers warns at import time.
-    Hugging Face Hub download bars are left alone, so a first download shows progress.
-    """
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-    except ImportError:  # pragma: no cover - reported by _modules()
-        return
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    dlog.set_verbosity_error()
-    dlog.disable_progress_bar()
 
 
 def _modules() -> tuple[Any, Any]:

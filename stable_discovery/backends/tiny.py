@@ -159,7 +159,7 @@ def write_tokenizer_files(folder: Path) -> int:
 def build_tiny_model(folder: Path | str) -> Path:
     """Build the tiny pipeline and ``save_pretrained`` it into ``folder`` (which may
     exist, empty). Deterministic: the same library versions give the same bytes."""
-    from stable_discovery.backends.diffusers_backend import quiet_libraries
+    from stable_discovery.backends.quiet import quiet_libraries
 
     quiet_libraries()  # before the imports below: no import warnings, no "Writing model shards" bars
     import torch

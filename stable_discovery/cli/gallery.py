@@ -27,7 +27,7 @@ def _port(text: str) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add ``gallery`` to the ``sdp`` subcommands."""
-    from stable_discovery.cli.main import _add_workspace_arg
+    from stable_discovery.cli.args import add_workspace_arg as _add_workspace_arg
 
     p = sub.add_parser(
         "gallery",

@@ -164,8 +164,8 @@ def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from stable_discovery.cli.main import _add_workspace_arg as _workspace_arg
-    from stable_discovery.cli.main import _nonneg as _nonneg_int
+    from stable_discovery.cli.args import add_workspace_arg as _workspace_arg
+    from stable_discovery.cli.args import nonneg as _nonneg_int
 
     """Add ``stats`` and ``refine`` to the ``sdp`` subcommands."""
     p = sub.add_parser(

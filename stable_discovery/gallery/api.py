@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+from stable_discovery.store.filters import Filters
+
 __all__ = ["ApiError", "Filters", "RateRequest", "parse_filters", "parse_rate", "parse_int", "page_args", "MAX_BODY"]
 
 MAX_BODY = 16 * 1024
@@ -26,21 +28,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Which samples of an experiment a listing shows.
-
-    ``values`` maps a slot or setting name to the choice indices it may take: several
-    choices of one name are alternatives (OR); several names must all match (AND).
-    ``stars`` is ``"none"`` (unrated) or a minimum from 1 to 5.
-    """
-
-    favourite: Optional[bool] = None
-    rejected: Optional[bool] = None
-    stars: Optional[str] = None
-    values: tuple[tuple[str, tuple[int, ...]], ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from stable_discovery.language.parser import MAX_NESTING, MAX_SPECIAL
+from stable_discovery.language.limits import MAX_NESTING, MAX_SPECIAL
 from stable_discovery.language.syntax import Alternative, Choice, Node, SlotRef, Text, WildcardRef
 
 __all__ = ["parse_bare_fast"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from stable_discovery.errors import Source, TemplateError
+from stable_discovery.language.limits import MAX_NESTING, MAX_SPECIAL
 from stable_discovery.language.syntax import (
     Alternative,
     Choice,
@@ -30,13 +31,6 @@ from stable_discovery.language.syntax import (
 
 __all__ = ["grammar_path", "parse", "parse_bare", "MAX_NESTING", "MAX_SPECIAL", "is_definitions_file"]
 
-#: Deepest nesting of ``{}`` and ``[]`` accepted; deeper input is refused with an error.
-MAX_NESTING = 64
-#: Most characters with a meaning (``{ } [ ] | < _ \``) in one template source. Parsing
-#: costs memory and time per token, so a 10 MB line made of choices is refused at once
-#: instead of taking minutes and gigabytes; long lists belong in wildcard files, whose
-#: lines are parsed one by one.
-MAX_SPECIAL = 100_000
 
 _DEFINITION_LINE = re.compile(r"^[ \t]*@?[A-Za-z_][A-Za-z0-9_]*[ \t]*=", re.M)
 

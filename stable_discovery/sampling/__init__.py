@@ -12,7 +12,6 @@ from stable_discovery.sampling.sample import Chosen, Sample
 
 if TYPE_CHECKING:
     from stable_discovery.sampling.samplers import (
-        BUILTIN_SAMPLERS,
         CombinatorialSampler,
         RandomSampler,
         Sampler,
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "BUILTIN_SAMPLERS",
     "Chosen",
     "CombinatorialSampler",
     "RandomSampler",

@@ -26,7 +26,6 @@ __all__ = [
     "RandomSampler",
     "CombinatorialSampler",
     "ShuffleSampler",
-    "BUILTIN_SAMPLERS",
 ]
 
 _BLOCK = 1024
@@ -203,17 +202,3 @@ class ShuffleSampler(CombinatorialSampler):
         if not 0 <= index < count:
             raise IndexError(f"index {index} is outside 0..{count - 1}")
         return self._decode(program, SampleBuilder(program, seed), Permutation(count, seed)[index], index)
-
-
-def _legacy() -> Sampler:
-    from stable_discovery.sampling.legacy import LegacySampler
-
-    return LegacySampler()
-
-
-BUILTIN_SAMPLERS: dict[str, Any] = {
-    "random": RandomSampler,
-    "combinatorial": CombinatorialSampler,
-    "shuffle": ShuffleSampler,
-    "legacy": _legacy,
-}

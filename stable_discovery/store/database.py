@@ -1,7 +1,8 @@
 """The run store: one workspace folder with ``discovery.db`` (SQLite, WAL) and one folder
 of images per experiment. Plain SQLite: ``datasette discovery.db`` or any client reads it.
 
-Schema changes are named migrations applied in order and recorded in ``_migrations``.
+Schema changes are named migrations (:mod:`.migrations`) applied in order and recorded
+in ``_migrations``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from stable_discovery.errors import SdpError, UsageError
+from stable_discovery.store.migrations import migrate
 from stable_discovery.sampling.sample import Chosen, Sample
 
 __all__ = [
@@ -26,7 +28,6 @@ __all__ = [
     "Experiment",
     "StoreError",
     "workspace_path",
-    "MIGRATIONS",
 ]
 
 ENV_WORKSPACE = "SDP_WORKSPACE"
@@ -43,82 +44,6 @@ def workspace_path(option: Optional[Path]) -> Path:
         return option
     env = os.environ.get(ENV_WORKSPACE)
     return Path(env) if env else Path(DEFAULT_WORKSPACE)
-
-
-MIGRATIONS: tuple[tuple[str, str], ...] = (
-    (
-        "0001_experiments_and_samples",
-        """
-        CREATE TABLE experiments (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            template_path TEXT,
-            template_text TEXT NOT NULL,
-            template_hash TEXT NOT NULL,
-            wildcards_hash TEXT NOT NULL,
-            sampler TEXT NOT NULL,
-            seed INTEGER NOT NULL,
-            count INTEGER NOT NULL,
-            backend TEXT NOT NULL,
-            overrides TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL
-        );
-        CREATE TABLE samples (
-            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
-            idx INTEGER NOT NULL,
-            prompt TEXT NOT NULL,
-            negative TEXT NOT NULL,
-            settings TEXT NOT NULL,
-            seed INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            file TEXT,
-            batch_size INTEGER,
-            seconds REAL,
-            created_at REAL NOT NULL,
-            PRIMARY KEY (experiment_id, idx)
-        );
-        CREATE TABLE choices (
-            experiment_id INTEGER NOT NULL,
-            idx INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            choice INTEGER NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (experiment_id, idx, name)
-        );
-        CREATE INDEX choices_by_value ON choices (experiment_id, name, choice);
-        """,
-    ),
-    (
-        "0002_ratings",
-        """
-        CREATE TABLE ratings (
-            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
-            idx INTEGER NOT NULL,
-            favourite INTEGER NOT NULL DEFAULT 0,
-            stars INTEGER,
-            rejected INTEGER NOT NULL DEFAULT 0,
-            updated_at REAL NOT NULL,
-            PRIMARY KEY (experiment_id, idx),
-            CHECK (favourite IN (0, 1) AND rejected IN (0, 1)
-                   AND (stars IS NULL OR stars BETWEEN 1 AND 5))
-        );
-        CREATE INDEX ratings_favourites ON ratings (experiment_id, favourite);
-        """,
-    ),
-    (
-        # The gallery's filtered pages and counts over 100,000 samples. A covering index
-        # gives a slot value's sample indices without reading rows; it is partial on a
-        # condition true of every row (``name <> ''``), so that only queries that say so
-        # use it and the plans of every other query stay as they were. Done samples are
-        # counted and checked from an index too.
-        "0003_gallery_indexes",
-        """
-        CREATE INDEX choices_by_value_idx ON choices (experiment_id, name, choice, idx) WHERE name <> '';
-        CREATE INDEX samples_by_status ON samples (experiment_id, status, idx);
-        """,
-    ),
-)
 
 
 @dataclass(frozen=True)
@@ -191,7 +116,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            migrate(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.db_path} is not a usable SQLite database: {exc}") from None
 
@@ -203,29 +128,6 @@ class Store:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    # migrations ------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        applied = {r[0] for r in self.db.execute("SELECT name FROM _migrations")}
-        for name, sql in MIGRATIONS:
-            if name in applied:
-                continue
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                if self.db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-                    self.db.execute("COMMIT")
-                    continue
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
 
     # experiments -----------------------------------------------------------------------
     def experiment_dir(self, name: str) -> Path:

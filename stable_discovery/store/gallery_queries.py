@@ -12,7 +12,7 @@ import json
 import sqlite3
 from typing import Any, Optional
 
-from stable_discovery.gallery.api import Filters
+from stable_discovery.store.filters import Filters
 
 __all__ = ["experiment_summaries", "page", "facets", "base_rate"]
 

@@ -1,0 +1,123 @@
+"""``sdp run``: generate an experiment's images (and resume it)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, TextIO
+
+from stable_discovery.cli.args import add_template_args, add_workspace_arg, backend_factory, load_template, nonneg, open_store, template_sampler
+from stable_discovery.errors import UsageError
+
+__all__ = ["add_commands"]
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from stable_discovery import plugins
+    from stable_discovery.run.runner import RunOptions, parse_overrides, run_experiment
+    from stable_discovery.language.settings import BUILTIN_SETTINGS
+
+    from stable_discovery.store.database import ENV_WORKSPACE, workspace_path
+
+    # samplers that read the store (exploit) look where this run writes
+    os.environ[ENV_WORKSPACE] = str(workspace_path(args.workspace))
+    program = load_template(args)
+    template_sampler(program, args.sampler)
+    specs = {s.name: s for s in BUILTIN_SETTINGS}
+    specs.update({s.name: s for s in plugins.setting_specs()})
+    pairs = list(args.set or [])
+    if args.model is not None:
+        pairs.append(f"model={args.model}")
+    overrides = parse_overrides(pairs, specs)
+    backend = args.backend
+    if backend is None:
+        backend = "diffusers"
+    sink_factories = plugins.sinks()
+    for sink in args.sink or []:
+        if sink not in sink_factories:
+            known = ", ".join(sink_factories) or "none installed"
+            raise UsageError(f"unknown sink {sink!r}; sinks: {known}")
+    name = args.name or (args.file.stem if args.file is not None else None)
+    if name is None:
+        raise UsageError("give --name NAME for a template given with -e")
+    options = RunOptions(
+        name=name,
+        backend=backend,
+        batch=args.batch,
+        count=args.count,
+        seed=args.seed,
+        sampler=args.sampler,
+        overrides=overrides,
+        sinks=tuple(args.sink or ()),
+    )
+    factory = backend_factory(backend)
+    from stable_discovery.run.executors import make_executor
+
+    executor = make_executor(getattr(args, "executor", "local"), backend, options.backend_options,
+                             getattr(args, "address", None), getattr(args, "workers", None), factory)
+    with open_store(args) as store:
+        def started(exp: Any) -> None:
+            sys.stderr.write(
+                f"experiment {exp.name}: {exp.done} of {exp.count} done, "
+                f"images in {store.experiment_dir(exp.name)}\n"
+            )
+
+        result = run_experiment(
+            store,
+            program,
+            str(args.file) if args.file is not None else None,
+            options,
+            factory,
+            sink_factories,
+            hooks=plugins.get_plugin_manager().hook,
+            setting_specs=specs,
+            on_started=started,
+            executor=executor,
+        )
+    if result.interrupted:
+        again = " ".join(_resume_command(args, result.experiment))
+        sys.stderr.write(
+            f"stopped: {result.done} of {result.count} done. Resume with:\n  {again}\n"
+        )
+        return 130
+    rate = result.generated / result.seconds if result.seconds > 0 else 0.0
+    sys.stderr.write(
+        f"done: {result.done} of {result.count} images ({result.generated} new, {rate:.2f} img/s)\n"
+    )
+    return 0
+
+
+def _resume_command(args: argparse.Namespace, name: str) -> list[str]:
+    import shlex
+
+    argv = ["sdp", "run"] + [shlex.quote(a) for a in sys.argv[2:]] if sys.argv[1:2] == ["run"] else []
+    if not argv:
+        argv = ["sdp", "run", shlex.quote(str(args.file)), "--name", shlex.quote(name)]
+    elif "--name" not in sys.argv:
+        argv += ["--name", shlex.quote(name)]
+    return argv
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``sdp run`` to the ``sdp`` parser."""
+    p = sub.add_parser("run", help="generate the images of an experiment (resumes when run again)")
+    add_template_args(p)
+    p.add_argument("--name", help="experiment name (default: the template's file name)")
+    p.add_argument("--backend", help="diffusers (default) | dummy | a plugin's")
+    p.add_argument("--model", help="model id, local path, or 'tiny' (overrides @model)")
+    p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
+    p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
+    p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")
+    p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a generation setting, e.g. --set size=256x256 (repeatable)")
+    p.add_argument("--sink", action="append", metavar="NAME", help="an extra output from a plugin (repeatable)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local (default): this process; ray: Ray workers, one per GPU (pip install -e '.[ray]')")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --executor ray: the cluster to join ('auto': the one `ray start` made here)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="with --executor ray: how many workers (default: one per GPU; else per CPU, at most 4)")
+    add_workspace_arg(p)
+    p.set_defaults(func=cmd_run)

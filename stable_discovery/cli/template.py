@@ -1,0 +1,144 @@
+"""Template commands: ``sdp check``, ``count``, ``expand``, ``sample``, ``convert``.
+
+They import neither torch nor numpy, so they start fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from stable_discovery.cli.args import add_template_args, emit, load_template, nonneg, plural, template_sampler
+from stable_discovery.errors import UsageError
+
+__all__ = ["add_commands"]
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    program = load_template(args)
+    sampler = template_sampler(program).name
+    name = program.source.name
+    out.write(f"{name}: ok\n")
+    if program.is_bare:
+        out.write("a single template (no slot definitions)\n")
+    else:
+        width = max((len(n) for n in program.slots), default=0) + 2
+        out.write("slots:\n")
+        for slot_name, info in program.slots.items():
+            note = "" if slot_name in program.used_slots else "  (unused)"
+            shared = "  (used in several places)" if slot_name in program.shared_slots else ""
+            out.write(
+                f"  <{slot_name}>".ljust(width + 4)
+                + plural(len(info.alternatives), "alternative")
+                + note
+                + shared
+                + "\n"
+            )
+    if program.settings:
+        out.write("settings:\n")
+        width = max(len(n) for n in program.settings) + 2
+        for set_name, sinfo in program.settings.items():
+            values = " | ".join(sinfo.texts)
+            note = "  (sampled)" if sinfo.sampled else ""
+            out.write(f"  @{set_name}".ljust(width + 4) + values + note + "\n")
+    out.write(f"sampler: {sampler}\n")
+    if program.setting("count") is not None:
+        out.write(f"count: {program.setting('count'):,}\n")
+    out.write(f"combinations: {program.count():,}\n")
+    return 0
+
+
+def cmd_count(args: argparse.Namespace, out: TextIO) -> int:
+    program = load_template(args)
+    out.write(f"{program.count()}\n")
+    return 0
+
+
+def cmd_expand(args: argparse.Namespace, out: TextIO) -> int:
+    from stable_discovery.plugins import get_sampler
+
+    program = load_template(args)
+    sampler = get_sampler("combinatorial")
+    seed = program.setting("seed", 0)
+    stop = program.count() if args.limit is None else min(args.limit, program.count())
+    emit(sampler.samples(program, 0, stop, seed), args.jsonl, out)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
+    program = load_template(args)
+    sampler = template_sampler(program, args.sampler)
+    seed = args.seed if args.seed is not None else program.setting("seed", 0)
+    if args.index is not None:
+        if args.index < 0:
+            raise UsageError("--index must be 0 or more")
+        size = sampler.size(program)
+        if size is not None and args.index >= size:
+            raise UsageError(f"--index {args.index} is past the last sample ({size - 1})")
+        emit([sampler.sample(program, args.index, seed)], args.jsonl, out)
+        return 0
+    n = args.n if args.n is not None else program.setting("count")
+    if n is None:
+        size = sampler.size(program)
+        if size is None:
+            raise UsageError("how many samples? give -n N (or @count in the template)")
+        n = size
+    if n < 0:
+        raise UsageError("-n must be 0 or more")
+    size = sampler.size(program)
+    if size is not None:
+        n = min(n, size)
+    emit(sampler.samples(program, 0, n, seed), args.jsonl, out)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
+    from stable_discovery.errors import Source
+    from stable_discovery.language.legacy_config import legacy_source
+    from stable_discovery.language.wildcards import read_text_file
+
+    if args.file is None:
+        raise UsageError("give the JSON generator config to convert")
+    text = read_text_file(args.file, "config")
+    sdp_text, _ = legacy_source(Source(str(args.file), text))
+    if args.output is not None:
+        if args.output.exists() and not args.force:
+            raise UsageError(f"{args.output} exists; pass --force to replace it")
+        args.output.write_text(sdp_text, encoding="utf-8")
+        sys.stderr.write(f"wrote {args.output}\n")
+    else:
+        out.write(sdp_text)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add the template commands to the ``sdp`` parser."""
+    p = sub.add_parser("check", help="validate a template and summarize it")
+    add_template_args(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("count", help="print the exact number of combinations")
+    add_template_args(p)
+    p.set_defaults(func=cmd_count)
+
+    p = sub.add_parser("expand", help="print every combination, in odometer order")
+    add_template_args(p)
+    p.add_argument("--limit", type=nonneg, metavar="N", help="stop after N prompts")
+    p.add_argument("--jsonl", action="store_true", help="one JSON record per line")
+    p.set_defaults(func=cmd_expand)
+
+    p = sub.add_parser("sample", help="print N samples")
+    add_template_args(p)
+    p.add_argument("-n", type=nonneg, metavar="N", help="number of samples (default: @count)")
+    p.add_argument("--seed", type=int, help="sampler seed (default: @seed, else 0)")
+    p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
+    p.add_argument("--index", type=int, metavar="I", help="print sample I alone")
+    p.add_argument("--jsonl", action="store_true", help="one JSON record per line")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("convert", help="convert an original stable-discovery JSON config to .sdp")
+    p.add_argument("file", nargs="?", type=Path, help="the JSON generator config")
+    p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=cmd_convert)

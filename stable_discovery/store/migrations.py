@@ -1,0 +1,142 @@
+"""The store's schema, as named migrations applied in order.
+
+Each migration is a Python function that takes the connection and runs its statements;
+its name (the function's name without the leading ``m``) is recorded in the table
+``_migrations`` once it has been applied, in the same transaction as its changes. New
+migrations go at the end; an applied migration is never edited.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Callable
+
+__all__ = ["MIGRATIONS", "migrate", "migration"]
+
+Migration = Callable[[sqlite3.Connection], None]
+
+#: (name, function) in the order they are applied.
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next migration, named after the function (``m0001_x`` →
+    ``0001_x``)."""
+    MIGRATIONS.append((fn.__name__.removeprefix("m"), fn))
+    return fn
+
+
+@migration
+def m0001_experiments_and_samples(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE experiments (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            template_path TEXT,
+            template_text TEXT NOT NULL,
+            template_hash TEXT NOT NULL,
+            wildcards_hash TEXT NOT NULL,
+            sampler TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            backend TEXT NOT NULL,
+            overrides TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE samples (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            idx INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            negative TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            file TEXT,
+            batch_size INTEGER,
+            seconds REAL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (experiment_id, idx)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE choices (
+            experiment_id INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            choice INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (experiment_id, idx, name)
+        )
+        """
+    )
+    db.execute("CREATE INDEX choices_by_value ON choices (experiment_id, name, choice)")
+
+
+@migration
+def m0002_ratings(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE ratings (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            idx INTEGER NOT NULL,
+            favourite INTEGER NOT NULL DEFAULT 0,
+            stars INTEGER,
+            rejected INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (experiment_id, idx),
+            CHECK (favourite IN (0, 1) AND rejected IN (0, 1)
+                   AND (stars IS NULL OR stars BETWEEN 1 AND 5))
+        )
+        """
+    )
+    db.execute("CREATE INDEX ratings_favourites ON ratings (experiment_id, favourite)")
+
+
+@migration
+def m0003_gallery_indexes(db: sqlite3.Connection) -> None:
+    """The gallery's filtered pages and counts over 100,000 samples.
+
+    A covering index gives a slot value's sample indices without reading rows; it is
+    partial on a condition true of every row (``name <> ''``), so that only queries that
+    say so use it and the plans of every other query stay as they were. Done samples are
+    counted and checked from an index too.
+    """
+    db.execute(
+        "CREATE INDEX choices_by_value_idx ON choices (experiment_id, name, choice, idx) "
+        "WHERE name <> ''"
+    )
+    db.execute("CREATE INDEX samples_by_status ON samples (experiment_id, status, idx)")
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply the migrations ``db`` lacks, each in its own transaction; their names.
+
+    Safe when several processes open the same store at once: each migration is checked
+    again under the write lock before it runs.
+    """
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    done = []
+    for name, fn in MIGRATIONS:
+        if name in applied:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone() is None:
+                fn(db)
+                db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+                done.append(name)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return done
