@@ -35,8 +35,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
@@ -61,14 +61,21 @@ def machine() -> str:
     import sqlite3
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[1], check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     load = os.getloadavg()
-    return (f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu}, Linux {platform.release()}; "
-            f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; commit {commit}; "
-            f"load average at start {load[0]:.2f}")
+    return (
+        f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu}, Linux {platform.release()}; "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}; commit {commit}; "
+        f"load average at start {load[0]:.2f}"
+    )
 
 
 def populate(ws: Path, samples: int) -> None:
@@ -77,9 +84,19 @@ def populate(ws: Path, samples: int) -> None:
 
     rng = random.Random(4)
     store = Store(ws)
-    exp = store.open_experiment(ExperimentSpec(
-        name=NAME, template_path=None, template_text="(bench)", wildcards_hash="", sampler="random",
-        seed=0, count=samples, backend="dummy", overrides={}))
+    exp = store.open_experiment(
+        ExperimentSpec(
+            name=NAME,
+            template_path=None,
+            template_text="(bench)",
+            wildcards_hash="",
+            sampler="random",
+            seed=0,
+            count=samples,
+            backend="dummy",
+            overrides={},
+        )
+    )
     folder = ws / NAME
     folder.mkdir(exist_ok=True)
     for i in range(FILES):
@@ -87,7 +104,10 @@ def populate(ws: Path, samples: int) -> None:
         draw = ImageDraw.Draw(im)
         for _ in range(6):
             x, y, r = rng.randrange(512), rng.randrange(512), rng.randrange(20, 120)
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+            draw.ellipse(
+                (x - r, y - r, x + r, y + r),
+                fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)),
+            )
         im.save(folder / f"{i:05d}.png")
     now = time.time()
     sample_rows, choice_rows = [], []
@@ -104,8 +124,12 @@ def populate(ws: Path, samples: int) -> None:
     db.execute("BEGIN")
     db.executemany(
         "INSERT INTO samples (experiment_id, idx, prompt, negative, settings, seed, status, file, batch_size, "
-        "seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, 1, 0.1, ?)", sample_rows)
-    db.executemany("INSERT INTO choices (experiment_id, idx, name, choice, text) VALUES (?, ?, ?, ?, ?)", choice_rows)
+        "seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, 1, 0.1, ?)",
+        sample_rows,
+    )
+    db.executemany(
+        "INSERT INTO choices (experiment_id, idx, name, choice, text) VALUES (?, ?, ?, ?, ?)", choice_rows
+    )
     picked = rng.sample(range(samples), 3500)
     rating_rows = []
     for k, idx in enumerate(picked):
@@ -115,7 +139,8 @@ def populate(ws: Path, samples: int) -> None:
         rating_rows.append((exp.id, idx, fav, stars, rejected, now))
     db.executemany(
         "INSERT INTO ratings (experiment_id, idx, favourite, stars, rejected, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-        rating_rows)
+        rating_rows,
+    )
     db.execute("COMMIT")
     store.close()
 
@@ -175,6 +200,7 @@ def main() -> int:
                     _, ms = client.get(f"/thumb/{NAME}/{item['file']}?v=1")
                     total += ms
                 return total
+
             return once
 
         def query_only(query: str) -> Callable[[], float]:
@@ -183,6 +209,7 @@ def main() -> int:
                 data = json.loads(body)
                 assert "total" in data or "after=" in query
                 return ms
+
             return once
 
         rows: list[tuple[str, str, tuple[float, float, float, float], str]] = []
@@ -197,14 +224,27 @@ def main() -> int:
         run("page of 200 thumbnails", "", page_of_thumbnails, "JSON page + 200 thumbnails")
         run("page of 200 thumbnails, deep", "&after=60000", page_of_thumbnails, "JSON page + 200 thumbnails")
         run("filtered: one slot value", "&v=subject:3", query_only, "first page + total")
-        run("filtered: values of two slots", "&v=subject:3&v=subject:5&v=style:2", query_only, "first page + total")
-        run("filtered: value, setting and marks", "&v=place:1&v=steps:2&rejected=0&fav=0", query_only,
-            "first page + total")
+        run(
+            "filtered: values of two slots",
+            "&v=subject:3&v=subject:5&v=style:2",
+            query_only,
+            "first page + total",
+        )
+        run(
+            "filtered: value, setting and marks",
+            "&v=place:1&v=steps:2&rejected=0&fav=0",
+            query_only,
+            "first page + total",
+        )
         run("filtered: favourites", "&fav=1", query_only, "first page + total")
         run("filtered: favourites of one value", "&fav=1&v=style:4", query_only, "first page + total")
         run("filtered: 4+ stars, not rejected", "&stars=4&rejected=0", query_only, "first page + total")
-        run("filtered: rare combination", "&v=subject:3&v=place:2&v=style:1&v=palette:0&v=steps:0&stars=none",
-            query_only, "first page + total")
+        run(
+            "filtered: rare combination",
+            "&v=subject:3&v=place:2&v=style:1&v=palette:0&v=steps:0&stars=none",
+            query_only,
+            "first page + total",
+        )
 
         # the rest of a session, for the record: facets (uncached), a record, a rating
         facets_ms = []
@@ -224,7 +264,8 @@ def main() -> int:
         server.server_close()
 
         lines = [
-            "# Gallery server time over 100,000 samples" if args.samples == 100_000
+            "# Gallery server time over 100,000 samples"
+            if args.samples == 100_000
             else f"# Gallery server time over {args.samples:,} samples",
             "",
             f"Machine: {machine()}.",

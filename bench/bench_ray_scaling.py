@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
@@ -60,8 +60,10 @@ class SleepBackend:
         from PIL import Image
 
         time.sleep(self.seconds * len(batch.samples))
-        return [Image.new("RGB", (batch.key.width, batch.key.height), (s.seed % 256, 80, 160))
-                for s in batch.samples]
+        return [
+            Image.new("RGB", (batch.key.width, batch.key.height), (s.seed % 256, 80, 160))
+            for s in batch.samples
+        ]
 
     def close(self) -> None:
         return None
@@ -86,9 +88,15 @@ def one_run(path: Path, ws: Path, count: int, batch: int, ms: float, executor: A
     with Store(ws) as store:
         t0 = time.perf_counter()
         result = run_experiment(
-            store, program, str(path),
+            store,
+            program,
+            str(path),
             RunOptions("bench", backend="sleep", batch=batch, count=count, backend_options={"ms": ms}),
-            SleepBackend, {}, hooks=clock, progress_stream=open(os.devnull, "w"), executor=executor,
+            SleepBackend,
+            {},
+            hooks=clock,
+            progress_stream=open(os.devnull, "w"),
+            executor=executor,
         )
         wall = time.perf_counter() - t0
     assert result.done == count and result.generated == count, result
@@ -100,8 +108,14 @@ def one_run(path: Path, ws: Path, count: int, batch: int, ms: float, executor: A
 def ray_executor(workers: int, in_flight: int) -> Any:
     from stable_discovery.run.ray_executor import RayExecutor
 
-    return RayExecutor(backend_name="sleep", backend_options={}, workers=workers,
-                       in_flight_per_worker=in_flight, backend_factory=SleepBackend, quiet=True)
+    return RayExecutor(
+        backend_name="sleep",
+        backend_options={},
+        workers=workers,
+        in_flight_per_worker=in_flight,
+        backend_factory=SleepBackend,
+        quiet=True,
+    )
 
 
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -115,13 +129,20 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[1]).stdout.strip() or "?"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parents[1],
+            ).stdout.strip()
+            or "?"
+        )
     except OSError:
         return "?"
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=400)
     ap.add_argument("--batch", type=int, default=4)
@@ -139,7 +160,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sdp-bench-ray-"))
     path = tmp / "bench.sdp"
     path.write_text(TEMPLATE)
-    runs: dict[str, list[dict[str, float]]] = {"local": [], "1 worker": [], "2 workers": [], "1 worker, 1 in flight": []}
+    runs: dict[str, list[dict[str, float]]] = {
+        "local": [],
+        "1 worker": [],
+        "2 workers": [],
+        "1 worker, 1 in flight": [],
+    }
     try:
         n = 0
         for _ in range(args.repeat):
@@ -206,9 +232,12 @@ def main(argv: Optional[list[str]] = None) -> None:
             "image is written as a PNG with metadata and recorded in the store. Steady img/s\n"
             "counts from the first image written to the last, so Ray's and the workers' start-up\n"
             "are left out (the wall column has the workers' start-up in it).\n\n"
-            + "\n".join(f"- {line}" for line in header) + "\n\n"
-            + "\n".join(table) + "\n\n"
-            + "\n".join(f"- {line}" for line in figures) + "\n"
+            + "\n".join(f"- {line}" for line in header)
+            + "\n\n"
+            + "\n".join(table)
+            + "\n\n"
+            + "\n".join(f"- {line}" for line in figures)
+            + "\n"
         )
         print(f"wrote {out}")
 

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stable_discovery.backends.base import Batch, GenerationKey  # noqa: E402
 from stable_discovery.backends.dummy import DummyBackend  # noqa: E402
-from stable_discovery.run.pngmeta import a1111_parameters, png_info  # noqa: E402
 from stable_discovery.language.program import load  # noqa: E402
-from stable_discovery.run.runner import RunOptions, image_name, run_experiment  # noqa: E402
 from stable_discovery.plugins import get_sampler  # noqa: E402
+from stable_discovery.run.pngmeta import a1111_parameters, png_info  # noqa: E402
+from stable_discovery.run.runner import RunOptions, image_name, run_experiment  # noqa: E402
 from stable_discovery.store.database import Store  # noqa: E402
 
 TEMPLATE = """\
@@ -46,24 +46,43 @@ def bare_loop(program, count: int, out: Path) -> float:
     for sample in get_sampler("random").samples(program, 0, count, 1):
         image = backend.generate(Batch(GenerationKey.of(sample), (sample,)))[0]
         record = {
-            "experiment": "bare", "index": sample.index, "prompt": sample.prompt,
-            "negative": sample.negative, "settings": dict(sample.settings), "seed": sample.seed,
+            "experiment": "bare",
+            "index": sample.index,
+            "prompt": sample.prompt,
+            "negative": sample.negative,
+            "settings": dict(sample.settings),
+            "seed": sample.seed,
             "trace": {k: {"index": c.index, "text": c.text} for k, c in sample.trace.items()},
             "backend": "dummy",
         }
-        params = a1111_parameters(sample.prompt, sample.negative, sample.settings, sample.seed,
-                                  backend.describe_model(sample.settings["model"]))
-        image.save(out / image_name(sample.index, count), format="PNG",
-                   pnginfo=png_info(params, record), compress_level=1)
+        params = a1111_parameters(
+            sample.prompt,
+            sample.negative,
+            sample.settings,
+            sample.seed,
+            backend.describe_model(sample.settings["model"]),
+        )
+        image.save(
+            out / image_name(sample.index, count),
+            format="PNG",
+            pnginfo=png_info(params, record),
+            compress_level=1,
+        )
     return time.perf_counter() - t0
 
 
 def sdp_run(program, path: Path, count: int, batch: int, ws: Path) -> float:
     with Store(ws) as store:
         t0 = time.perf_counter()
-        result = run_experiment(store, program, str(path), RunOptions("bench", backend="dummy", batch=batch,
-                                count=count), lambda **o: DummyBackend(), {},
-                                progress_stream=open(os.devnull, "w"))
+        result = run_experiment(
+            store,
+            program,
+            str(path),
+            RunOptions("bench", backend="dummy", batch=batch, count=count),
+            lambda **o: DummyBackend(),
+            {},
+            progress_stream=open(os.devnull, "w"),
+        )
         elapsed = time.perf_counter() - t0
     assert result.done == count and result.generated == count
     return elapsed
@@ -74,10 +93,13 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
-                    help="where both loops write (default: /dev/shm, a RAM file system, so "
-                    "that the disk's file-creation cost, which swings 5x from run to run on "
-                    "a shared machine, does not drown the difference being measured)")
+    ap.add_argument(
+        "--dir",
+        default="/dev/shm" if Path("/dev/shm").is_dir() else None,
+        help="where both loops write (default: /dev/shm, a RAM file system, so "
+        "that the disk's file-creation cost, which swings 5x from run to run on "
+        "a shared machine, does not drown the difference being measured)",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sdp-bench-", dir=args.dir))
     path = tmp / "bench.sdp"
@@ -97,7 +119,9 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     b, s = min(bare), min(run)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"images: {args.count} at 64x64, batch {args.batch}, best of {args.repeat}, written under {tmp.parent}")
+    print(
+        f"images: {args.count} at 64x64, batch {args.batch}, best of {args.repeat}, written under {tmp.parent}"
+    )
     print(f"bare loop : {args.count / b:8.1f} img/s  ({b:.2f} s)")
     print(f"sdp run   : {args.count / s:8.1f} img/s  ({s:.2f} s)")
     print(f"ratio     : {b / s:.2f}x of the bare loop (target >= 0.9x)")

@@ -24,13 +24,12 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _template_bench import best_of, machine_report, spread, table  # noqa: E402
-
 from dynamicprompts.generators import (  # noqa: E402
     CombinatorialPromptGenerator,
     RandomPromptGenerator,
@@ -117,43 +116,118 @@ prompt = <medium> of __animal__ in __place__, {2$$__style__}
 """
 
 ANIMALS = [
-    "a red fox", "an {arctic|Ethiopian} wolf", "a snowy owl", "a {black|ginger|tabby} cat",
-    "a golden retriever", "a border collie", "a {brown|polar} bear", "a bald eagle",
-    "a humpback whale", "a sea turtle", "a {green|red} parrot", "a koala", "a giant panda",
-    "a bengal tiger", "a snow leopard", "a {white|chestnut} horse", "a highland cow",
-    "a hedgehog", "a red panda", "a raccoon", "an axolotl", "a chameleon", "a flamingo",
-    "a peacock", "a {king|emperor} penguin", "a sloth", "a capybara", "a lynx", "an otter",
+    "a red fox",
+    "an {arctic|Ethiopian} wolf",
+    "a snowy owl",
+    "a {black|ginger|tabby} cat",
+    "a golden retriever",
+    "a border collie",
+    "a {brown|polar} bear",
+    "a bald eagle",
+    "a humpback whale",
+    "a sea turtle",
+    "a {green|red} parrot",
+    "a koala",
+    "a giant panda",
+    "a bengal tiger",
+    "a snow leopard",
+    "a {white|chestnut} horse",
+    "a highland cow",
+    "a hedgehog",
+    "a red panda",
+    "a raccoon",
+    "an axolotl",
+    "a chameleon",
+    "a flamingo",
+    "a peacock",
+    "a {king|emperor} penguin",
+    "a sloth",
+    "a capybara",
+    "a lynx",
+    "an otter",
     "a hummingbird",
 ]  # 30 lines, 37 values
 
 PLACES = [
-    "a misty forest", "a neon-lit city street at night", "a sunflower field", "the desert",
-    "a snowy mountain pass during __weather__", "a Japanese garden", "an abandoned library",
-    "a coral reef", "a cozy cabin", "a lighthouse on a cliff during __weather__",
-    "a bamboo grove", "a medieval castle courtyard", "a busy train station", "a lavender field",
-    "a volcanic landscape", "an art deco hotel lobby", "a foggy harbor",
-    "a tropical beach during __weather__", "a greenhouse", "a space station",
-    "an autumn park", "a frozen lake", "a rooftop garden", "a canyon at sunset",
+    "a misty forest",
+    "a neon-lit city street at night",
+    "a sunflower field",
+    "the desert",
+    "a snowy mountain pass during __weather__",
+    "a Japanese garden",
+    "an abandoned library",
+    "a coral reef",
+    "a cozy cabin",
+    "a lighthouse on a cliff during __weather__",
+    "a bamboo grove",
+    "a medieval castle courtyard",
+    "a busy train station",
+    "a lavender field",
+    "a volcanic landscape",
+    "an art deco hotel lobby",
+    "a foggy harbor",
+    "a tropical beach during __weather__",
+    "a greenhouse",
+    "a space station",
+    "an autumn park",
+    "a frozen lake",
+    "a rooftop garden",
+    "a canyon at sunset",
     "a rainy alley during __weather__",
 ]  # 25 lines: 21 plain + 4 that nest __weather__
 
 WEATHER = ["a thunderstorm", "light rain", "heavy fog", "a snowstorm"]  # places: 21 + 4 * 4 = 37
 
-STYLES = ["cinematic lighting", "watercolor", "studio ghibli style", "highly detailed",
-          "bokeh"]  # 2 of 5, ordered: 20
+STYLES = [
+    "cinematic lighting",
+    "watercolor",
+    "studio ghibli style",
+    "highly detailed",
+    "bokeh",
+]  # 2 of 5, ordered: 20
 
 GOLDEN_MARKERS = [
-    "walking on a tropical beach", "floating in space,", "galaxies", "the moon",
-    "black background", "grey background", "white background", "vector graphics",
-    "art deco", "synthwave", ", teal and pink", "background, art deco",
+    "walking on a tropical beach",
+    "floating in space,",
+    "galaxies",
+    "the moon",
+    "black background",
+    "grey background",
+    "white background",
+    "vector graphics",
+    "art deco",
+    "synthwave",
+    ", teal and pink",
+    "background, art deco",
 ]
 LARGE_MARKERS = [
-    "a photo of", "a painting of", "a 3d render", "a robot", "young", "fox", "a lighthouse",
-    "sitting", "the desert", "vivid colors", "film grain,", "by Monet", "trending", "film grain, by",
+    "a photo of",
+    "a painting of",
+    "a 3d render",
+    "a robot",
+    "young",
+    "fox",
+    "a lighthouse",
+    "sitting",
+    "the desert",
+    "vivid colors",
+    "film grain,",
+    "by Monet",
+    "trending",
+    "film grain, by",
 ]
 WILDCARD_MARKERS = [
-    "a photo of", "arctic wolf", "polar bear", "tabby", "axolotl", "a thunderstorm", "heavy fog",
-    "a misty forest", "watercolor", "bokeh,", "hummingbird",
+    "a photo of",
+    "arctic wolf",
+    "polar bear",
+    "tabby",
+    "axolotl",
+    "a thunderstorm",
+    "heavy fog",
+    "a misty forest",
+    "watercolor",
+    "bokeh,",
+    "hummingbird",
 ]
 
 
@@ -364,16 +438,23 @@ def main() -> int:
     print("## equivalence checks (untimed)")
     for case in cases:
         sizes, orders = check_combinatorial(case)
-        print(f"  {case.name}: combinatorial expansions equal to dynamicprompts' "
-              f"({', '.join(f'{k}: {v:,}' for k, v in sizes.items())})"
-              + (f"; {'; '.join(sorted(orders))} (dynamicprompts sorts wildcard values)" if orders else
-                 "; same order"))
+        print(
+            f"  {case.name}: combinatorial expansions equal to dynamicprompts' "
+            f"({', '.join(f'{k}: {v:,}' for k, v in sizes.items())})"
+            + (
+                f"; {'; '.join(sorted(orders))} (dynamicprompts sorts wildcard values)"
+                if orders
+                else "; same order"
+            )
+        )
         for label, make in case.ours.items():
             z = check_random(case, label, make)
             print(f"  {case.name} / {label}: random marker shares agree (worst {z:.1f} standard errors)")
     golden_json = lambda: load(base / "golden.json")  # noqa: E731
     z = check_random(cases[0], "JSON config, legacy", golden_json, sampler="legacy")
-    print(f"  golden / JSON config (legacy sampler): random marker shares agree (worst {z:.1f} standard errors)")
+    print(
+        f"  golden / JSON config (legacy sampler): random marker shares agree (worst {z:.1f} standard errors)"
+    )
     print()
 
     # ---- random -------------------------------------------------------------------
@@ -384,16 +465,33 @@ def main() -> int:
         dp_random(case, 200)  # warm-up: imports, caches
         t_dp, times_dp, _ = best_of(lambda: dp_random(case, case.n_random_dp), reps)
         rate_dp = case.n_random_dp / t_dp
-        rows.append([case.name, "dynamicprompts generate()", f"{case.n_random_dp:,}",
-                     f"{rate_dp:,.0f}", "1.0x", spread(times_dp), ""])
+        rows.append(
+            [
+                case.name,
+                "dynamicprompts generate()",
+                f"{case.n_random_dp:,}",
+                f"{rate_dp:,.0f}",
+                "1.0x",
+                spread(times_dp),
+                "",
+            ]
+        )
         variants = []
         for label, make in case.ours.items():
-            variants.append((f"ours: {label}, Sample records", lambda m=make: ours_random(m, case.n_random_ours)))
+            variants.append(
+                (f"ours: {label}, Sample records", lambda m=make: ours_random(m, case.n_random_ours))
+            )
             if label.startswith("same text"):
-                variants.append((f"ours: {label}, prompts()", lambda m=make: ours_random_prompts(m, case.n_random_ours)))
+                variants.append(
+                    (f"ours: {label}, prompts()", lambda m=make: ours_random_prompts(m, case.n_random_ours))
+                )
         if case.name == "golden":
-            variants.append(("ours: JSON config, legacy sampler",
-                             lambda: ours_random(golden_json, case.n_random_ours, sampler="legacy")))
+            variants.append(
+                (
+                    "ours: JSON config, legacy sampler",
+                    lambda: ours_random(golden_json, case.n_random_ours, sampler="legacy"),
+                )
+            )
         for label, fn in variants:
             fn()  # warm-up
             t, times, _ = best_of(fn, reps)
@@ -402,11 +500,33 @@ def main() -> int:
             met = "met" if ratio >= RANDOM_TARGET else "MISSED"
             if "legacy" in label:
                 met = "n/a (info)"
-            rows.append([case.name, label, f"{case.n_random_ours:,}", f"{rate:,.0f}",
-                         f"{ratio:.1f}x", spread(times), met])
+            rows.append(
+                [
+                    case.name,
+                    label,
+                    f"{case.n_random_ours:,}",
+                    f"{rate:,.0f}",
+                    f"{ratio:.1f}x",
+                    spread(times),
+                    met,
+                ]
+            )
             if "legacy" not in label:
                 results.append(("random", case.name, label, rate_dp, rate, ratio, met))
-    print(table(["template", "tool / variant", "samples", "samples/s", "ours/peer", "spread", f"target {RANDOM_TARGET:.0f}x"], rows))
+    print(
+        table(
+            [
+                "template",
+                "tool / variant",
+                "samples",
+                "samples/s",
+                "ours/peer",
+                "spread",
+                f"target {RANDOM_TARGET:.0f}x",
+            ],
+            rows,
+        )
+    )
     print()
 
     # ---- combinatorial --------------------------------------------------------------
@@ -421,26 +541,62 @@ def main() -> int:
         total_dp = dp_sizes * case.comb_repeat
         rate_dp = total_dp / t_dp
         note = f" x{case.comb_repeat}" if case.comb_repeat > 1 else ""
-        rows.append([case.name, "dynamicprompts generate(max_prompts=None)", f"{dp_sizes:,}{note}",
-                     f"{rate_dp:,.0f}", "1.0x", spread(times_dp), ""])
+        rows.append(
+            [
+                case.name,
+                "dynamicprompts generate(max_prompts=None)",
+                f"{dp_sizes:,}{note}",
+                f"{rate_dp:,.0f}",
+                "1.0x",
+                spread(times_dp),
+                "",
+            ]
+        )
         for label, make in case.ours.items():
             ours_combinatorial(make, 1)  # warm-up
             t, times, total = best_of(lambda m=make: ours_combinatorial(m, case.comb_repeat), creps)
             rate = total / t
             ratio = rate / rate_dp
             met = "met" if ratio >= COMBINATORIAL_TARGET else "MISSED"
-            rows.append([case.name, f"ours: {label}, Sample records", f"{total // case.comb_repeat:,}{note}",
-                         f"{rate:,.0f}", f"{ratio:.1f}x", spread(times), met])
+            rows.append(
+                [
+                    case.name,
+                    f"ours: {label}, Sample records",
+                    f"{total // case.comb_repeat:,}{note}",
+                    f"{rate:,.0f}",
+                    f"{ratio:.1f}x",
+                    spread(times),
+                    met,
+                ]
+            )
             results.append(("combinatorial", case.name, label, rate_dp, rate, ratio, met))
-    print(table(["template", "tool / variant", "samples", "samples/s", "ours/peer", "spread",
-                 f"target {COMBINATORIAL_TARGET:.0f}x"], rows))
+    print(
+        table(
+            [
+                "template",
+                "tool / variant",
+                "samples",
+                "samples/s",
+                "ours/peer",
+                "spread",
+                f"target {COMBINATORIAL_TARGET:.0f}x",
+            ],
+            rows,
+        )
+    )
     print()
     print("spread: slowest repeat / fastest repeat (noise from other processes on the machine).")
     print("Sample records: index, prompt, negative, settings, image seed and trace per sample;")
     print("dynamicprompts returns prompt strings only. Template loading is inside every timing.")
     missed = [r for r in results if r[-1] != "met"]
-    print(f"targets: {len(results) - len(missed)} of {len(results)} comparisons met"
-          + ("" if not missed else "; missed: " + "; ".join(f"{r[0]} {r[1]} / {r[2]} ({r[5]:.1f}x)" for r in missed)))
+    print(
+        f"targets: {len(results) - len(missed)} of {len(results)} comparisons met"
+        + (
+            ""
+            if not missed
+            else "; missed: " + "; ".join(f"{r[0]} {r[1]} / {r[2]} ({r[5]:.1f}x)" for r in missed)
+        )
+    )
     tmp.cleanup()
     return 0
 

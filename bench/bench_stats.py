@@ -61,8 +61,12 @@ def machine() -> str:
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        or "unknown"
+    )
     return (
         f"- machine: {os.cpu_count()} cores ({usable} usable), {cpu}, Linux {platform.release()}\n"
         f"- python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}\n"
@@ -73,21 +77,33 @@ def machine() -> str:
 
 def build(workspace: Path, n: int, favourites: int, seed: int = 7) -> tuple[str, int]:
     """A fresh store with one experiment of ``n`` done samples; returns (name, choice rows)."""
-    from stable_discovery.language.parser import parse
     from stable_discovery.errors import Source
+    from stable_discovery.language.parser import parse
 
     program = loads(TEMPLATE, name="bench.sdp")
     defs = parse(Source("bench.sdp", TEMPLATE)).definitions
-    slots = {d.name: [a.text for a in d.alternatives] for d in defs if d.name in program.used_slots
-             and len(d.alternatives) > 1}
+    slots = {
+        d.name: [a.text for a in d.alternatives]
+        for d in defs
+        if d.name in program.used_slots and len(d.alternatives) > 1
+    }
     steps = [a.text for d in defs if d.is_setting and d.name == "steps" for a in d.alternatives]
     rng = random.Random(seed)
     name = "bench-100k"
     store = Store(workspace)
-    exp = store.open_experiment(ExperimentSpec(
-        name=name, template_path="bench.sdp", template_text=TEMPLATE, wildcards_hash="",
-        sampler="random", seed=1, count=n, backend="dummy", overrides={},
-    ))
+    exp = store.open_experiment(
+        ExperimentSpec(
+            name=name,
+            template_path="bench.sdp",
+            template_text=TEMPLATE,
+            wildcards_hash="",
+            sampler="random",
+            seed=1,
+            count=n,
+            backend="dummy",
+            overrides={},
+        )
+    )
     now = time.time()
     samples, choices, score = [], [], []
     for i in range(n):
@@ -114,13 +130,18 @@ def build(workspace: Path, n: int, favourites: int, seed: int = 7) -> tuple[str,
     fav_set = set(fav)
     db = store.db
     db.execute("BEGIN")
-    db.executemany("INSERT INTO samples (experiment_id, idx, prompt, negative, settings, seed, status, "
-                   "file, batch_size, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", samples)
+    db.executemany(
+        "INSERT INTO samples (experiment_id, idx, prompt, negative, settings, seed, status, "
+        "file, batch_size, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        samples,
+    )
     db.executemany("INSERT INTO choices (experiment_id, idx, name, choice, text) VALUES (?,?,?,?,?)", choices)
-    db.executemany("INSERT OR REPLACE INTO ratings (experiment_id, idx, favourite, stars, rejected, updated_at) "
-                   "VALUES (?, ?, ?, NULL, ?, ?)",
-                   [(exp.id, i, 1, 0, now) for i in fav]
-                   + [(exp.id, i, 0, 1, now) for i in rejected if i not in fav_set])
+    db.executemany(
+        "INSERT OR REPLACE INTO ratings (experiment_id, idx, favourite, stars, rejected, updated_at) "
+        "VALUES (?, ?, ?, NULL, ?, ?)",
+        [(exp.id, i, 1, 0, now) for i in fav]
+        + [(exp.id, i, 0, 1, now) for i in rejected if i not in fav_set],
+    )
     db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.execute("ANALYZE")
@@ -166,18 +187,23 @@ def main() -> int:
         env = dict(os.environ, SDP_WORKSPACE=str(ws))
 
         def cli(*extra: str) -> None:
-            subprocess.run([*sdp, *extra], check=True, env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [*sdp, *extra], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
 
         results = [
             ("`experiment_stats()` in process", best(in_process, args.repeat)),
             (f"`sdp stats {name}`", best(lambda: cli("stats", name), args.repeat)),
             (f"`sdp stats {name} --json`", best(lambda: cli("stats", name, "--json"), args.repeat)),
-            (f"`sdp stats {name} --plot stats.png`",
-             best(lambda: cli("stats", name, "--plot", str(tmp / "stats.png")), args.repeat)),
+            (
+                f"`sdp stats {name} --plot stats.png`",
+                best(lambda: cli("stats", name, "--plot", str(tmp / "stats.png")), args.repeat),
+            ),
             (f"`sdp refine {name} --drop`", best(lambda: cli("refine", name, "--drop"), args.repeat)),
-            ("`python -m stable_discovery --version` (start-up alone)",
-             best(lambda: cli("--version"), args.repeat)),
+            (
+                "`python -m stable_discovery --version` (start-up alone)",
+                best(lambda: cli("--version"), args.repeat),
+            ),
         ]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

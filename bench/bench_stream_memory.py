@@ -39,11 +39,11 @@ FLAT_KIB = 4 * 1024
 POLL_S = 0.2
 
 
-
 def big_template(slots: int = 10, alternatives: int = 1000, seed: int = 1) -> str:
     rng = random.Random(seed)
-    adj = ("red blue green amber violet golden silver crimson teal ivory misty ancient "
-           "glowing tiny huge").split()
+    adj = (
+        "red blue green amber violet golden silver crimson teal ivory misty ancient glowing tiny huge"
+    ).split()
     noun = "cat castle forest robot ship garden tower river city dragon owl bridge lamp mask crown".split()
     lines = [f"# {alternatives}^{slots} combinations"]
     for i in range(1, slots + 1):
@@ -136,24 +136,36 @@ def main() -> int:
                 p.kill()
                 p.wait()
             firsts.append(best)
-        print(f"time to the first line: sdp expand big.sdp {firsts[1] * 1000:.0f} ms "
-              f"(sdp expand of a 2-line space, start-up alone: {firsts[0] * 1000:.0f} ms; best of 3)")
+        print(
+            f"time to the first line: sdp expand big.sdp {firsts[1] * 1000:.0f} ms "
+            f"(sdp expand of a 2-line space, start-up alone: {firsts[0] * 1000:.0f} ms; best of 3)"
+        )
         print()
 
         runs = []
         # where line `mark` ends, computed in process (also an in-process rate, for reference)
         for label, path, sampler, cmd in [
-            ("sdp sample golden.sdp (random)", golden, "random",
-             [sdp, "sample", str(golden), "-n", str(n), "--seed", "0"]),
-            ("sdp expand big.sdp (10^30 space)", big, "combinatorial",
-             [sdp, "expand", str(big), "--limit", str(n)]),
+            (
+                "sdp sample golden.sdp (random)",
+                golden,
+                "random",
+                [sdp, "sample", str(golden), "-n", str(n), "--seed", "0"],
+            ),
+            (
+                "sdp expand big.sdp (10^30 space)",
+                big,
+                "combinatorial",
+                [sdp, "expand", str(big), "--limit", str(n)],
+            ),
         ]:
             program = load(path)
             t0 = time.perf_counter()
             mark_bytes = bytes_until(get_sampler(sampler).samples(program, 0, mark, 0), mark)
             t_in = time.perf_counter() - t0
-            print(f"{label}: first {mark:,} lines = {mark_bytes:,} bytes "
-                  f"(computed in process at {mark / t_in:,.0f} samples/s)")
+            print(
+                f"{label}: first {mark:,} lines = {mark_bytes:,} bytes "
+                f"(computed in process at {mark / t_in:,.0f} samples/s)"
+            )
             shown = " ".join(["sdp"] + [c.replace(str(tmp), "$TMP") for c in cmd[1:]]) + " > /dev/null"
             print(f"  running: {shown}")
             sys.stdout.flush()
@@ -172,22 +184,37 @@ def main() -> int:
             flat = growth <= FLAT_KIB and last[2]["VmHWM"] - at_mark[2]["VmRSS"] <= FLAT_KIB
             verdicts.append(flat)
             later = (r["n"] - mark) / (last[0] - r["t_mark"]) if last[0] > r["t_mark"] else float("nan")
-            rows.append([
-                r["label"],
-                mib(first[2]["VmRSS"]),
-                mib(at_mark[2]["VmRSS"]),
-                mib(last[2]["VmRSS"]),
-                mib(last[2]["VmHWM"]),
-                f"{growth / 1024:+.1f}",
-                f"{r['wall']:.1f}",
-                f"{r['n'] / r['wall']:,.0f}",
-                f"{later:,.0f}",
-                "flat" if flat else "GROWS",
-            ])
-        print(table(["command", "RSS start MiB", f"RSS @{mark / 1e6:g}M MiB",
-                     f"RSS @{n / 1_000_000:g}M (last poll) MiB", "peak (VmHWM) MiB",
-                     f"growth {mark / 1e6:g}M→end MiB", "wall s", "samples/s (overall)",
-                     f"samples/s after {mark / 1e6:g}M", "memory"], rows))
+            rows.append(
+                [
+                    r["label"],
+                    mib(first[2]["VmRSS"]),
+                    mib(at_mark[2]["VmRSS"]),
+                    mib(last[2]["VmRSS"]),
+                    mib(last[2]["VmHWM"]),
+                    f"{growth / 1024:+.1f}",
+                    f"{r['wall']:.1f}",
+                    f"{r['n'] / r['wall']:,.0f}",
+                    f"{later:,.0f}",
+                    "flat" if flat else "GROWS",
+                ]
+            )
+        print(
+            table(
+                [
+                    "command",
+                    "RSS start MiB",
+                    f"RSS @{mark / 1e6:g}M MiB",
+                    f"RSS @{n / 1_000_000:g}M (last poll) MiB",
+                    "peak (VmHWM) MiB",
+                    f"growth {mark / 1e6:g}M→end MiB",
+                    "wall s",
+                    "samples/s (overall)",
+                    f"samples/s after {mark / 1e6:g}M",
+                    "memory",
+                ],
+                rows,
+            )
+        )
         print()
         for r in runs:
             print(f"  {r['cmd']}")

@@ -26,16 +26,17 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stable_discovery.run.planner import plan  # noqa: E402
 from stable_discovery.language.program import loads  # noqa: E402
-from stable_discovery.sampling.sample import Sample  # noqa: E402
 from stable_discovery.plugins import get_sampler  # noqa: E402
+from stable_discovery.run.planner import plan  # noqa: E402
+from stable_discovery.sampling.sample import Sample  # noqa: E402
 
 TEMPLATE = """\
 prompt = {subject} {place}, {style}
@@ -145,12 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             def batched(bs: int = bs) -> list[Any]:
                 images: list[Any] = [None] * len(samples)
                 for batch in plan(samples, bs):
-                    for s, im in zip(batch.samples, backend.generate(batch)):
+                    for s, im in zip(batch.samples, backend.generate(batch), strict=False):
                         images[s.index] = im
                 return images
 
             seconds, images = best_of(args.repeat, batched)
-            diff = max(int(np.abs(np.asarray(im, dtype=np.int16) - r).max()) for im, r in zip(images, ref))
+            diff = max(int(np.abs(np.asarray(im, dtype=np.int16) - r).max()) for im, r in zip(images, ref, strict=False))
             rate = len(samples) / seconds
             rows.append((size, f"planner, batch {bs}", rate, rate / base_rate, diff))
             print(

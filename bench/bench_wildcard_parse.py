@@ -37,22 +37,98 @@ from _template_bench import best_of, machine_report, spread, table  # noqa: E402
 TARGET_MS = 200.0
 LINES = 10_000
 
-ADJ = ["ancient", "weathered", "glowing", "overgrown", "abandoned", "colossal", "tiny", "ornate",
-       "crumbling", "futuristic", "serene", "haunted", "sunlit", "frozen", "floating", "rusty",
-       "crystal", "gilded", "moss-covered", "neon"]
-NOUN = ["stone bridge", "lighthouse", "cathedral", "greenhouse", "windmill", "observatory",
-        "tea house", "clock tower", "space station", "treehouse", "market square", "harbor",
-        "library", "train station", "monastery", "castle", "subway car", "bazaar", "canal",
-        "amphitheater", "pagoda", "cabin", "robot workshop", "koi pond", "viaduct"]
-PLACE = ["over a misty river", "on a cliff above the sea", "in a pine forest", "in the desert",
-         "under a starry sky", "in a rainy city", "on a snowy mountain", "in a bamboo grove",
-         "at the edge of a canyon", "in a flooded valley", "beside a volcano", "on an island",
-         "inside a giant shell", "among cherry blossoms", "on the moon"]
-LIGHT = ["morning light", "golden hour", "blue hour", "moonlight", "volumetric fog",
-         "harsh noon sun", "candlelight", "bioluminescent glow", "overcast sky", "rim lighting"]
-STYLE = ["oil on canvas", "watercolor", "35mm photograph", "matte painting", "ukiyo-e",
-         "pencil sketch", "3d render", "art nouveau poster", "isometric illustration",
-         "cinematic still", "gouache", "linocut print"]
+ADJ = [
+    "ancient",
+    "weathered",
+    "glowing",
+    "overgrown",
+    "abandoned",
+    "colossal",
+    "tiny",
+    "ornate",
+    "crumbling",
+    "futuristic",
+    "serene",
+    "haunted",
+    "sunlit",
+    "frozen",
+    "floating",
+    "rusty",
+    "crystal",
+    "gilded",
+    "moss-covered",
+    "neon",
+]
+NOUN = [
+    "stone bridge",
+    "lighthouse",
+    "cathedral",
+    "greenhouse",
+    "windmill",
+    "observatory",
+    "tea house",
+    "clock tower",
+    "space station",
+    "treehouse",
+    "market square",
+    "harbor",
+    "library",
+    "train station",
+    "monastery",
+    "castle",
+    "subway car",
+    "bazaar",
+    "canal",
+    "amphitheater",
+    "pagoda",
+    "cabin",
+    "robot workshop",
+    "koi pond",
+    "viaduct",
+]
+PLACE = [
+    "over a misty river",
+    "on a cliff above the sea",
+    "in a pine forest",
+    "in the desert",
+    "under a starry sky",
+    "in a rainy city",
+    "on a snowy mountain",
+    "in a bamboo grove",
+    "at the edge of a canyon",
+    "in a flooded valley",
+    "beside a volcano",
+    "on an island",
+    "inside a giant shell",
+    "among cherry blossoms",
+    "on the moon",
+]
+LIGHT = [
+    "morning light",
+    "golden hour",
+    "blue hour",
+    "moonlight",
+    "volumetric fog",
+    "harsh noon sun",
+    "candlelight",
+    "bioluminescent glow",
+    "overcast sky",
+    "rim lighting",
+]
+STYLE = [
+    "oil on canvas",
+    "watercolor",
+    "35mm photograph",
+    "matte painting",
+    "ukiyo-e",
+    "pencil sketch",
+    "3d render",
+    "art nouveau poster",
+    "isometric illustration",
+    "cinematic still",
+    "gouache",
+    "linocut print",
+]
 
 
 def wildcard_lines(n: int, seed: int = 20240) -> list[str]:
@@ -133,14 +209,17 @@ def main() -> int:
         with_choices = sum("{" in line for line in lines)
         with_wild = sum("__" in line for line in lines)
         size = (wild / "scenes.txt").stat().st_size
-        print(f"wildcard file: {len(lines):,} distinct lines, {size / 1024:.0f} KiB; "
-              f"{with_choices:,} with inline choices, {with_wild:,} with a nested wildcard")
+        print(
+            f"wildcard file: {len(lines):,} distinct lines, {size / 1024:.0f} KiB; "
+            f"{with_choices:,} with inline choices, {with_wild:,} with a nested wildcard"
+        )
         print(f"template: {template.name}\n" + "".join("    " + l + "\n" for l in TEMPLATE.splitlines()))
 
         # ---- in process --------------------------------------------------------
         t0 = time.perf_counter()
         from stable_discovery.language.program import load
         from stable_discovery.plugins import get_sampler
+
         t_import = time.perf_counter() - t0
 
         c0, t0 = time.process_time(), time.perf_counter()
@@ -201,15 +280,51 @@ def main() -> int:
         ms = lambda t: f"{t * 1000:,.1f}"  # noqa: E731
         ok = lambda t: "met" if t * 1000 < TARGET_MS else "MISSED"  # noqa: E731
         rows = [
-            ["in process", "import stable_discovery.language.program + samplers", ms(t_import), "", "1x", "", ""],
-            ["in process", "load() + count(), first call (also builds the Lark parser)", ms(t_first),
-             ms(c_first), "1x", "", ok(t_first)],
-            ["in process", "load() + count()", ms(t_load), ms(c_load), f"best of {args.repeats}",
-             spread(times_load), ok(t_load)],
-            ["in process", "load() + first random sample", ms(t_sample), ms(c_sample),
-             f"best of {args.repeats}", spread(times_sample), ""],
-            ["in process", "load() + first combinatorial sample", ms(t_expand), ms(c_expand),
-             f"best of {args.repeats}", spread(times_expand), ""],
+            [
+                "in process",
+                "import stable_discovery.language.program + samplers",
+                ms(t_import),
+                "",
+                "1x",
+                "",
+                "",
+            ],
+            [
+                "in process",
+                "load() + count(), first call (also builds the Lark parser)",
+                ms(t_first),
+                ms(c_first),
+                "1x",
+                "",
+                ok(t_first),
+            ],
+            [
+                "in process",
+                "load() + count()",
+                ms(t_load),
+                ms(c_load),
+                f"best of {args.repeats}",
+                spread(times_load),
+                ok(t_load),
+            ],
+            [
+                "in process",
+                "load() + first random sample",
+                ms(t_sample),
+                ms(c_sample),
+                f"best of {args.repeats}",
+                spread(times_sample),
+                "",
+            ],
+            [
+                "in process",
+                "load() + first combinatorial sample",
+                ms(t_expand),
+                ms(c_expand),
+                f"best of {args.repeats}",
+                spread(times_expand),
+                "",
+            ],
         ]
         base = cold["sdp count tiny.sdp (start-up alone)"][0]
         for label, (t, cpu, times) in cold.items():
@@ -217,12 +332,42 @@ def main() -> int:
             if label == "sdp count scenes.sdp":
                 verdict = ok(t)
                 label += f" (minus start-up: {ms(t - base)} ms)"
-            rows.append(["cold process", label, ms(t), ms(cpu), f"best of {args.cold_repeats}",
-                         spread(times), verdict])
-        rows.append(["dynamicprompts 0.31", "fresh WildcardManager + generate(template, 1)", ms(t_dp),
-                     ms(c_dp), f"best of {max(3, args.repeats // 2)}", spread(times_dp), ""])
-        print(table(["where", "what", "wall ms", "CPU ms", "repeats", "spread (wall)",
-                     f"target < {TARGET_MS:.0f} ms (wall)"], rows))
+            rows.append(
+                [
+                    "cold process",
+                    label,
+                    ms(t),
+                    ms(cpu),
+                    f"best of {args.cold_repeats}",
+                    spread(times),
+                    verdict,
+                ]
+            )
+        rows.append(
+            [
+                "dynamicprompts 0.31",
+                "fresh WildcardManager + generate(template, 1)",
+                ms(t_dp),
+                ms(c_dp),
+                f"best of {max(3, args.repeats // 2)}",
+                spread(times_dp),
+                "",
+            ]
+        )
+        print(
+            table(
+                [
+                    "where",
+                    "what",
+                    "wall ms",
+                    "CPU ms",
+                    "repeats",
+                    "spread (wall)",
+                    f"target < {TARGET_MS:.0f} ms (wall)",
+                ],
+                rows,
+            )
+        )
         print()
         print("wall ms: best wall-clock time; CPU ms: best user+system CPU time of the process doing")
         print("the work (less sensitive to other processes on a busy machine). spread: slowest / fastest.")

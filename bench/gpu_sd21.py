@@ -42,9 +42,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,7 +59,12 @@ SD21_UNET: dict[str, Any] = {
     "center_input_sample": False,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "down_block_types": (
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ),
     "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     "only_cross_attention": False,
     "block_out_channels": (320, 640, 1280, 1280),
@@ -117,8 +123,14 @@ SMOKE_UNET = {
     "sample_size": 8,
 }
 SMOKE_VAE = {**SD21_VAE, "block_out_channels": (32, 32, 32, 32), "layers_per_block": 1, "sample_size": 64}
-SMOKE_TEXT = {**SD21_TEXT, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "projection_dim": 64}
+SMOKE_TEXT = {
+    **SD21_TEXT,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "projection_dim": 64,
+}
 
 SD21_SCHEDULER = {
     "num_train_timesteps": 1000,
@@ -159,9 +171,9 @@ class Row:
     size: int
     mode: str
     batch: int
-    images_per_s: Optional[float]
+    images_per_s: float | None
     note: str = ""
-    max_diff: Optional[int] = None
+    max_diff: int | None = None
 
 
 def log(msg: str) -> None:
@@ -179,7 +191,9 @@ def build_pipeline(folder: Path, smoke: bool, device: str) -> None:
     from stable_discovery.backends.tiny import write_tokenizer_files
 
     quiet_libraries()
-    unet_cfg, vae_cfg, text_cfg = (SMOKE_UNET, SMOKE_VAE, SMOKE_TEXT) if smoke else (SD21_UNET, SD21_VAE, SD21_TEXT)
+    unet_cfg, vae_cfg, text_cfg = (
+        (SMOKE_UNET, SMOKE_VAE, SMOKE_TEXT) if smoke else (SD21_UNET, SD21_VAE, SD21_TEXT)
+    )
     with tempfile.TemporaryDirectory() as tok_dir:
         # SD 2.1's tokenizer is CLIP's 49408-token BPE; a byte-level stand-in costs the
         # same downstream (the text encoder always sees 77 positions)
@@ -198,15 +212,22 @@ def build_pipeline(folder: Path, smoke: bool, device: str) -> None:
             )
         )
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
         scheduler=DDIMScheduler(**SD21_SCHEDULER),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     if device != "cpu":
         pipe.to(torch.float16)
     pipe.save_pretrained(folder, safe_serialization=True)
     n = sum(p.numel() for p in unet.parameters()) / 1e6
-    log(f"built {'scaled-down ' if smoke else ''}SD 2.1 architecture: UNet {n:.0f}M parameters, saved to {folder}")
+    log(
+        f"built {'scaled-down ' if smoke else ''}SD 2.1 architecture: UNet {n:.0f}M parameters, saved to {folder}"
+    )
     del pipe, unet, vae, text
     gc.collect()
     if device != "cpu":
@@ -234,10 +255,18 @@ def unet_flops(unet_cfg: dict[str, Any], text_dim: int, size: int) -> int:
 def make_samples(count: int, size: int, steps: int) -> list[Any]:
     from stable_discovery.sampling.sample import Sample
 
-    settings = {"model": "sd21-random", "width": size, "height": size, "steps": steps,
-                "guidance": 7.5, "scheduler": "ddim"}
-    return [Sample(i, PROMPTS[i % len(PROMPTS)], "blurry, low quality", dict(settings), 1000 + i, {})
-            for i in range(count)]
+    settings = {
+        "model": "sd21-random",
+        "width": size,
+        "height": size,
+        "steps": steps,
+        "guidance": 7.5,
+        "scheduler": "ddim",
+    }
+    return [
+        Sample(i, PROMPTS[i % len(PROMPTS)], "blurry, low quality", dict(settings), 1000 + i, {})
+        for i in range(count)
+    ]
 
 
 def run_images(backend: Any, model: str, samples: list[Any], batch: int) -> list[Any]:
@@ -249,13 +278,14 @@ def run_images(backend: Any, model: str, samples: list[Any], batch: int) -> list
     out: list[Any] = [None] * len(samples)
     moved = [replace(s, settings={**s.settings, "model": model}) for s in samples]
     for b in plan(moved, batch):
-        for s, im in zip(b.samples, backend.generate(b)):
+        for s, im in zip(b.samples, backend.generate(b), strict=False):
             out[s.index] = im
     return out
 
 
-def timed(backend: Any, model: str, samples: list[Any], batch: int, repeat: int,
-          sync: Any) -> tuple[float, list[Any], float]:
+def timed(
+    backend: Any, model: str, samples: list[Any], batch: int, repeat: int, sync: Any
+) -> tuple[float, list[Any], float]:
     """(best seconds, images, warm-up seconds). The warm-up runs one batch of the same
     shape with 2 steps: it pays for allocation, cuDNN choices and compilation."""
     from dataclasses import replace
@@ -276,7 +306,7 @@ def timed(backend: Any, model: str, samples: list[Any], batch: int, repeat: int,
     return best, images, warm_s
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="CPU check: scaled-down model, 64/96 px, 2 steps")
     ap.add_argument("--sizes", type=int, nargs="+", help="square sizes (default 512 768; smoke 64 96)")
@@ -285,20 +315,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--batch", type=int, help="planner batch size (default 8; smoke 2)")
     ap.add_argument("--repeat", type=int, default=1, help="timed passes per row; the best counts")
     ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile row")
-    ap.add_argument("--compile-backend", help="torch.compile backend (default inductor; smoke: eager, "
-                    "which traces the UNet without generating code, since inductor on CPU takes minutes)")
-    ap.add_argument("--budget", type=float, default=450.0,
-                    help="seconds after which remaining rows are skipped (default 450)")
-    ap.add_argument("--peak-tflops", type=float, nargs=2, metavar=("FP16", "FP32"),
-                    help="the GPU's dense peak TFLOPS (default: looked up by GPU name)")
-    ap.add_argument("--workdir", type=Path, help="where the random-weights model is saved (default: a temp folder)")
+    ap.add_argument(
+        "--compile-backend",
+        help="torch.compile backend (default inductor; smoke: eager, "
+        "which traces the UNet without generating code, since inductor on CPU takes minutes)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=450.0,
+        help="seconds after which remaining rows are skipped (default 450)",
+    )
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        nargs=2,
+        metavar=("FP16", "FP32"),
+        help="the GPU's dense peak TFLOPS (default: looked up by GPU name)",
+    )
+    ap.add_argument(
+        "--workdir", type=Path, help="where the random-weights model is saved (default: a temp folder)"
+    )
     ap.add_argument("--out", type=Path, help="also write the table as Markdown here")
     args = ap.parse_args(argv)
 
     try:
         import torch
     except ImportError:
-        print("error: bench/gpu_sd21.py needs PyTorch and diffusers: pip install -e '.[diffusers]'", file=sys.stderr)
+        print(
+            "error: bench/gpu_sd21.py needs PyTorch and diffusers: pip install -e '.[diffusers]'",
+            file=sys.stderr,
+        )
         return 1
     smoke = args.smoke
     if not smoke and not torch.cuda.is_available():
@@ -330,8 +377,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine())
     import diffusers
 
-    info = (f"{gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}), diffusers {diffusers.__version__}, "
-            f"{'smoke test on CPU, scaled-down model' if smoke else 'SD 2.1 architecture, random weights'}")
+    info = (
+        f"{gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}), diffusers {diffusers.__version__}, "
+        f"{'smoke test on CPU, scaled-down model' if smoke else 'SD 2.1 architecture, random weights'}"
+    )
     log(info)
     if args.peak_tflops:
         peak16, peak32 = args.peak_tflops
@@ -344,8 +393,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if smoke:  # the real model's figures as well, so they are checked here too
         for s in (512, 768):
             f = unet_flops(SD21_UNET, 1024, s)
-            log(f"full SD 2.1 UNet at {s}: {f / 1e12:.3f} TFLOP per forward, "
-                f"{f * 2 * 20 / 1e12:.1f} TFLOP per 20-step image with CFG")
+            log(
+                f"full SD 2.1 UNet at {s}: {f / 1e12:.3f} TFLOP per forward, "
+                f"{f * 2 * 20 / 1e12:.1f} TFLOP per 20-step image with CFG"
+            )
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sdp-sd21-"))
     model_dir = workdir / "sd21-random"
@@ -356,16 +407,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = str(model_dir)
 
     # the modes: (name, backend knobs, batch)
-    half = "float32" if smoke else "float16"  # CPU cannot run SD in float16: smoke keeps the path, not the dtype
+    half = (
+        "float32" if smoke else "float16"
+    )  # CPU cannot run SD in float16: smoke keeps the path, not the dtype
     modes: list[tuple[str, dict[str, Any], int]] = [
         ("naive (fp32, classic attention, 1 per call)", {"dtype": "float32", "attention": "eager"}, 1),
         ("batched (fp32, classic attention)", {"dtype": "float32", "attention": "eager"}, batch),
         (f"{'fp16' if not smoke else 'fp32*'} + SDPA, batched", {"dtype": half, "attention": "sdpa"}, batch),
     ]
     if not args.no_compile:
-        modes.append((f"{'fp16' if not smoke else 'fp32*'} + SDPA + torch.compile, batched",
-                      {"dtype": half, "attention": "sdpa",
-                       "compile": args.compile_backend or ("eager" if smoke else True)}, batch))
+        modes.append(
+            (
+                f"{'fp16' if not smoke else 'fp32*'} + SDPA + torch.compile, batched",
+                {
+                    "dtype": half,
+                    "attention": "sdpa",
+                    "compile": args.compile_backend or ("eager" if smoke else True),
+                },
+                batch,
+            )
+        )
 
     rows: list[Row] = []
     backends: dict[str, Any] = {}
@@ -408,7 +469,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if size not in reference:
                     reference[size] = arrays
                 else:
-                    diff = max(int(np.abs(a - r).max()) for a, r in zip(arrays, reference[size]))
+                    diff = max(int(np.abs(a - r).max()) for a, r in zip(arrays, reference[size], strict=False))
                 black = sum(1 for a in arrays if a.max() == 0)  # NaN latents decode to black
                 note = f"warm-up {warm_s:.1f} s" + (f"; {black} black images (NaN)" if black else "")
                 if use != bs:
@@ -447,8 +508,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
         tf = flops[size] / 1e12
         if peak16:
-            ceiling = (f"{peak16 * 1e12 / flops[size]:.2f} (fp16 peak); "
-                       f"{peak32 * 1e12 / flops[size]:.3f} (fp32 peak)")
+            ceiling = (
+                f"{peak16 * 1e12 / flops[size]:.2f} (fp16 peak); "
+                f"{peak32 * 1e12 / flops[size]:.3f} (fp32 peak)"
+            )
             floor_s = f"{flops[size] / (peak16 * 1e12):.3f} (fp16)"
         else:
             ceiling, floor_s = "peak unknown (--peak-tflops)", "–"
@@ -464,7 +527,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out:
         command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + list(sys.argv[1:]))
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(f"# SD 2.1 architecture on a GPU\n\nCommand: `{command}`\n\n{table}\n", encoding="utf-8")
+        args.out.write_text(
+            f"# SD 2.1 architecture on a GPU\n\nCommand: `{command}`\n\n{table}\n", encoding="utf-8"
+        )
         log(f"wrote {args.out}")
     return 0
 

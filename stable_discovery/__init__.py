@@ -23,7 +23,6 @@ from stable_discovery.sampling.sample import Chosen, Sample
 if TYPE_CHECKING:
     from stable_discovery.language.program import Program, load, loads
     from stable_discovery.plugins.hookspecs import hookimpl
-    from stable_discovery.plugins.hookspecs import hookimpl
     from stable_discovery.plugins.manager import get_sampler
 
 __version__ = "0.1.0"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence
 
 import pytest
 
@@ -20,7 +20,7 @@ def expand(text: str, wildcards: Sequence[Path | str] = ()) -> list[str]:
     return [s.prompt for s in get_sampler("combinatorial").samples(program, 0, program.count(), 0)]
 
 
-def records(program: Program, sampler: str = "combinatorial", n: Optional[int] = None, seed: int = 0):
+def records(program: Program, sampler: str = "combinatorial", n: int | None = None, seed: int = 0):
     s = get_sampler(sampler)
     if n is None:
         n = program.count()

@@ -4,13 +4,13 @@ stored through the Store API (no images), favourites decided by a seeded rule.""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from stable_discovery import plugins
 from stable_discovery.language.program import loads
-from stable_discovery.sampling.sample import Sample
 from stable_discovery.plugins import get_sampler
+from stable_discovery.sampling.sample import Sample
 from stable_discovery.store.database import Experiment, ExperimentSpec, Store
 
 Rule = Callable[[Sample, random.Random], bool]
@@ -25,19 +25,26 @@ def make_experiment(
     *,
     seed: int = 0,
     rule_seed: int = 12345,
-    rejected: Optional[Rule] = None,
-    sampler: Optional[str] = None,
-    template_path: Optional[str] = None,
+    rejected: Rule | None = None,
+    sampler: str | None = None,
+    template_path: str | None = None,
     wildcards: tuple[Path, ...] = (),
 ) -> Experiment:
     """Store ``n`` samples of ``template`` as done, then mark favourites (and rejects)."""
-    program = loads(template, name=template_path or name, wildcard_dirs=wildcards,
-                    extra_settings=plugins.setting_specs())
+    program = loads(
+        template, name=template_path or name, wildcard_dirs=wildcards, extra_settings=plugins.setting_specs()
+    )
     sampler_name = sampler or program.setting("sampler", "random")
     samples = list(get_sampler(sampler_name).samples(program, 0, n, seed))
     spec = ExperimentSpec(
-        name=name, template_path=template_path, template_text=program.source.text,
-        wildcards_hash="", sampler=sampler_name, seed=seed, count=n, backend="dummy",
+        name=name,
+        template_path=template_path,
+        template_text=program.source.text,
+        wildcards_hash="",
+        sampler=sampler_name,
+        seed=seed,
+        count=n,
+        backend="dummy",
         overrides={},
     )
     exp = store.open_experiment(spec)
@@ -91,8 +98,15 @@ def store_counts(
                 if j < favourites:
                     favs.append(i)
     spec = ExperimentSpec(
-        name=name, template_path=None, template_text=template, wildcards_hash="",
-        sampler="random", seed=0, count=len(samples), backend="dummy", overrides={},
+        name=name,
+        template_path=None,
+        template_text=template,
+        wildcards_hash="",
+        sampler="random",
+        seed=0,
+        count=len(samples),
+        backend="dummy",
+        overrides={},
     )
     exp = store.open_experiment(spec)
     store.record_done(exp.id, [(s, f"{s.index:06d}.png", 0.0, 1) for s in samples])

@@ -10,10 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from stable_discovery.cli.main import main
-
-from conftest import REPO
 
 GOLDEN = textwrap.dedent(
     """\
@@ -104,8 +103,18 @@ def test_count_prints_big_integers_in_full(capsys):
 
 def test_count_of_a_json_config(capsys, tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"subjects": ["a", "b"], "actions": ["x"], "suffixes_1": ["s", "t"],
-                                "steps": [10, 20], "num_configs": 5, "generator_seed": 1}))
+    path.write_text(
+        json.dumps(
+            {
+                "subjects": ["a", "b"],
+                "actions": ["x"],
+                "suffixes_1": ["s", "t"],
+                "steps": [10, 20],
+                "num_configs": 5,
+                "generator_seed": 1,
+            }
+        )
+    )
     code, out, _ = run(capsys, "count", path)
     assert code == 0 and out == f"{2 * 1 * 3 * 2}\n"
 
@@ -125,7 +134,9 @@ def test_expand_limit(capsys, golden):
     assert code == 0
     assert out.splitlines() == [
         "a Golden Retriever wearing sunglasses walking on a tropical beach",
-    ] * 3 + ["a Golden Retriever wearing sunglasses walking on a tropical beach, teal and pink - synthwave style"]
+    ] * 3 + [
+        "a Golden Retriever wearing sunglasses walking on a tropical beach, teal and pink - synthwave style"
+    ]
     code, out, _ = run(capsys, "expand", golden, "--limit", 0)
     assert code == 0 and out == ""
 
@@ -154,7 +165,10 @@ def test_expand_jsonl_fields(capsys, golden):
         "steps": {"index": 0, "text": "40"},
     }
     assert records[1]["trace"]["steps"] == {"index": 1, "text": "50"}
-    assert records[3]["trace"]["palette"] == {"index": 0, "text": "{teal and pink - synthwave style|teal and pink}"}
+    assert records[3]["trace"]["palette"] == {
+        "index": 0,
+        "text": "{teal and pink - synthwave style|teal and pink}",
+    }
 
 
 def test_expand_huge_template_with_limit(capsys):
@@ -189,8 +203,16 @@ def test_wildcards_option_is_repeatable(capsys, tmp_path):
     for name, content in (("w1", "one\n"), ("w2", "two\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / f"{name}.txt").write_text(content, encoding="utf-8")
-    code, out, _ = run(capsys, "expand", "-e", "__w1__ __w2__",
-                       "--wildcards", tmp_path / "w1", "--wildcards", tmp_path / "w2")
+    code, out, _ = run(
+        capsys,
+        "expand",
+        "-e",
+        "__w1__ __w2__",
+        "--wildcards",
+        tmp_path / "w1",
+        "--wildcards",
+        tmp_path / "w2",
+    )
     assert code == 0 and out == "one two\n"
 
 
@@ -302,8 +324,17 @@ def test_sample_unknown_sampler(capsys):
 
 def test_sample_legacy_json(capsys, tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"subjects": ["a", "b"], "actions": ["x", "y"], "steps": [10, 20],
-                                "num_configs": 7, "generator_seed": 3}))
+    path.write_text(
+        json.dumps(
+            {
+                "subjects": ["a", "b"],
+                "actions": ["x", "y"],
+                "steps": [10, 20],
+                "num_configs": 7,
+                "generator_seed": 3,
+            }
+        )
+    )
     code, out, _ = run(capsys, "sample", path, "--jsonl")
     assert code == 0
     records = jsonl(out)
@@ -318,8 +349,14 @@ def test_sample_settings_in_jsonl(capsys):
     assert code == 0
     (record,) = jsonl(out)
     assert record["trace"] == {} and record["negative"] == ""
-    assert record["settings"] == {"steps": 50, "guidance": 7.5, "width": 768, "height": 768,
-                                  "model": "stabilityai/stable-diffusion-2-1", "scheduler": "ddim"}
+    assert record["settings"] == {
+        "steps": 50,
+        "guidance": 7.5,
+        "width": 768,
+        "height": 768,
+        "model": "stabilityai/stable-diffusion-2-1",
+        "scheduler": "ddim",
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,7 +385,10 @@ def test_bad_slot_name_with_suggestion(capsys, tmp_path):
 def test_bad_expr(capsys):
     code, out, err = run(capsys, "expand", "-e", "a}")
     assert code == 2 and out == ""
-    assert err == "<-e>:1:2: error: '}' without a matching '{'\n    a}\n     ^\nhint: write \\} for a literal '}'\n"
+    assert (
+        err
+        == "<-e>:1:2: error: '}' without a matching '{'\n    a}\n     ^\nhint: write \\} for a literal '}'\n"
+    )
 
 
 def test_missing_file(capsys, tmp_path):
@@ -393,14 +433,24 @@ def sdp(*argv, cwd=None, stdin=None) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(
         [sys.executable, "-m", "stable_discovery", *map(str, argv)],
-        capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=120,
     )
 
 
 @pytest.mark.parametrize(
     "content",
-    [b"\xff\xfe\x00garbage", b"prompt = {" * 5000, b"{" * 10000 + b"}" * 10000,
-     b"subject = x\nprompt = <subjet>", b"\x00", b"@steps = many\nprompt = x"],
+    [
+        b"\xff\xfe\x00garbage",
+        b"prompt = {" * 5000,
+        b"{" * 10000 + b"}" * 10000,
+        b"subject = x\nprompt = <subjet>",
+        b"\x00",
+        b"@steps = many\nprompt = x",
+    ],
 )
 def test_no_traceback_for_bad_input(tmp_path, content):
     path = tmp_path / "bad.sdp"
@@ -416,8 +466,7 @@ def test_no_traceback_for_bad_input(tmp_path, content):
 
 def test_no_traceback_for_bad_json(tmp_path):
     path = tmp_path / "bad.json"
-    path.write_text('{"subjects": 3, "actions": ["a"], "steps": [1], "num_configs": 1, '
-                    '"generator_seed": 1}')
+    path.write_text('{"subjects": 3, "actions": ["a"], "steps": [1], "num_configs": 1, "generator_seed": 1}')
     result = sdp("sample", path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "'subjects' must be a list of strings" in result.stderr
@@ -435,12 +484,21 @@ print("HEAVY:" + ",".join(heavy))
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["count", "-e", "{a|b}"], ["check", "-e", "x"],
-                                  ["expand", "-e", "{a|b}"], ["sample", "-e", "x", "-n", "3"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["count", "-e", "{a|b}"],
+        ["check", "-e", "x"],
+        ["expand", "-e", "{a|b}"],
+        ["sample", "-e", "x", "-n", "3"],
+    ],
+)
 def test_template_commands_do_not_import_torch(argv):
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-c", IMPORTS, *argv], capture_output=True, text=True,
-                            cwd=REPO, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS, *argv], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "HEAVY:"
 
@@ -449,9 +507,12 @@ def test_expand_huge_template_into_head_exits_cleanly(tmp_path):
     path = tmp_path / "big.sdp"
     path.write_text(BIG + "\n", encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    script = f'"{sys.executable}" -m stable_discovery expand "{path}" | head -1; echo "STATUS:${{PIPESTATUS[0]}}"'
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=REPO,
-                            env=env, timeout=120)
+    script = (
+        f'"{sys.executable}" -m stable_discovery expand "{path}" | head -1; echo "STATUS:${{PIPESTATUS[0]}}"'
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
     lines = result.stdout.splitlines()
     assert lines[0] == " ".join(f"w{i}x0" for i in range(30))
     assert lines[-1] == "STATUS:0"

@@ -30,9 +30,24 @@ COUNT = 400
 
 def start(tmpl: Path, ws: Path, name: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "stable_discovery", "run", str(tmpl), "--backend", "dummy",
-         "--batch", "4", "--name", name, "--workspace", str(ws)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "stable_discovery",
+            "run",
+            str(tmpl),
+            "--backend",
+            "dummy",
+            "--batch",
+            "4",
+            "--name",
+            name,
+            "--workspace",
+            str(ws),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -61,7 +76,7 @@ def test_killed_runs_resume_to_exactly_count_images(tmp_path: Path, trial: int) 
     ws = tmp_path / "ws"
     rng = random.Random(1000 + trial)
     kills = 0
-    for attempt in range(4):
+    for _attempt in range(4):
         before = len(list((ws / "zoo").glob("*.png"))) if (ws / "zoo").exists() else 0
         # kill once the run has made a random amount of progress, whatever the machine's speed
         target = before + rng.randrange(1, 80)

@@ -137,8 +137,12 @@ def write(folder: Path, files: dict[str, list[str]]) -> None:
         (folder / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-@settings(max_examples=200, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=200,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(common_templates())
 def test_same_expansion_set_as_dynamicprompts(case):
     template, files = case
@@ -211,5 +215,6 @@ def test_places_where_dynamicprompts_breaks_work_here(folder):
     assert ours("50% off, $5", folder) == {"50%off,$5"}
     assert ours("\\{a\\} {b|c}", folder) == {"{a}b", "{a}c"}
     assert ours("<lora:add_detail__v2:0.5> {b|c}", folder) == {
-        "<lora:add_detail__v2:0.5>b", "<lora:add_detail__v2:0.5>c",
+        "<lora:add_detail__v2:0.5>b",
+        "<lora:add_detail__v2:0.5>c",
     }

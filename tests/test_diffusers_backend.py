@@ -10,8 +10,8 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 
 import numpy as np  # noqa: E402
 
-from stable_discovery.backends.base import Backend, Batch, BackendError, GenerationKey  # noqa: E402
+from stable_discovery.backends.base import Backend, BackendError, Batch, GenerationKey  # noqa: E402
 from stable_discovery.backends.diffusers_backend import (  # noqa: E402
     SCHEDULER_CLASSES,
     DiffusersBackend,
@@ -29,8 +29,8 @@ from stable_discovery.backends.diffusers_backend import (  # noqa: E402
     scheduler_label,
 )
 from stable_discovery.backends.tiny import build_tiny_model, tiny_model_path  # noqa: E402
-from stable_discovery.sampling.sample import Sample  # noqa: E402
 from stable_discovery.language.settings import SCHEDULERS  # noqa: E402
+from stable_discovery.sampling.sample import Sample  # noqa: E402
 
 STEPS = 4
 
@@ -54,8 +54,9 @@ def backend(cache_dir: Path) -> Iterator[DiffusersBackend]:
     b.close()
 
 
-def key(width: int = 64, height: int = 64, steps: int = STEPS, scheduler: str = "ddim",
-        guidance: float = 7.5) -> GenerationKey:
+def key(
+    width: int = 64, height: int = 64, steps: int = STEPS, scheduler: str = "ddim", guidance: float = 7.5
+) -> GenerationKey:
     return GenerationKey("tiny", width, height, steps, guidance, scheduler)
 
 
@@ -92,7 +93,7 @@ def test_an_image_does_not_depend_on_its_batch(backend: DiffusersBackend) -> Non
     alone = {s.index: arrays(backend.generate(Batch(key(), (s,))))[0] for s in samples}
     for group in ([0, 1, 2, 3], [4, 2, 0], [5, 0, 1, 2, 3, 4], [3, 3]):
         got = arrays(backend.generate(Batch(key(), tuple(samples[i] for i in group))))
-        for i, image in zip(group, got):
+        for i, image in zip(group, got, strict=False):
             diff = int(np.abs(image - alone[i]).max())
             assert diff <= 1, f"sample {i} in batch {group} differs by {diff} levels from alone"
 
@@ -126,6 +127,7 @@ def test_the_scheduler_setting_switches_the_scheduler(backend: DiffusersBackend)
     assert set(SCHEDULER_CLASSES) == set(SCHEDULERS)
     try:
         import scipy  # noqa: F401  - LMS needs it
+
         names = list(SCHEDULERS)
     except ImportError:
         names = [n for n in SCHEDULERS if n != "lms"]
@@ -171,7 +173,9 @@ def _unreachable(model: str, monkeypatch: pytest.MonkeyPatch) -> BackendError:
     return err
 
 
-def test_an_uncached_model_offline_names_the_way_out(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_uncached_model_offline_names_the_way_out(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     err = _unreachable("nobody-sdp-test/no-such-model", monkeypatch)
     message = str(err)
     assert "HF_HUB_OFFLINE" in message
@@ -181,12 +185,16 @@ def test_an_uncached_model_offline_names_the_way_out(cache_dir: Path, monkeypatc
     assert isinstance(err.__cause__, OSError)
 
 
-def test_an_invalid_id_or_missing_folder(cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_an_invalid_id_or_missing_folder(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert "no such folder" in str(_unreachable(str(tmp_path / "not-there"), monkeypatch))
     assert "no such folder" in str(_unreachable("a/b/c", monkeypatch))
 
 
-def test_an_empty_or_incomplete_folder(cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_an_empty_or_incomplete_folder(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "model_index.json" in str(_unreachable(str(empty), monkeypatch))
@@ -247,7 +255,11 @@ def test_the_tiny_model_rebuilds_byte_identical(cache_dir: Path, tmp_path: Path)
     rebuilt = build_tiny_model(tmp_path / "again")
     digests = _digests(cached)
     assert digests == _digests(rebuilt)
-    assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors", "tokenizer/tokenizer.json"} <= set(digests)
+    assert {
+        "model_index.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "tokenizer/tokenizer.json",
+    } <= set(digests)
     # built once, then reused; no temporary folders left behind
     stamp = (cached / "model_index.json").stat().st_mtime_ns
     assert tiny_model_path() == cached

@@ -52,7 +52,9 @@ def test_images_metadata_and_rows_agree(experiment) -> None:
             im.verify()
         with Image.open(path) as im:
             assert im.size == (64, 64) and im.mode == "RGB"
-            assert len(set(im.convert("RGB").tobytes()[i:i + 3] for i in range(0, 64 * 64 * 3, 3))) > 50, "a real image, not a flat fill"
+            assert len({im.convert("RGB").tobytes()[i : i + 3] for i in range(0, 64 * 64 * 3, 3)}) > 50, (
+                "a real image, not a flat fill"
+            )
         params, record = read_metadata(path)
         parsed = parse_parameters(params)
         settings = json.loads(r["settings"])

@@ -93,8 +93,9 @@ def test_portrait_negative_names_the_same_medium(capsys: pytest.CaptureFixture[s
         assert r["negative"].endswith("bad " + medium)
 
 
-def test_wildcards_demo_uses_the_wildcards_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_wildcards_demo_uses_the_wildcards_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)  # no wildcards/ here: the folder beside the template is used
     assert main(["sample", str(EXAMPLES / "wildcards-demo.sdp"), "-n", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3

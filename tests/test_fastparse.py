@@ -12,21 +12,19 @@ on-disk cache of the built Lark parsers, and the memoised random paths of the sp
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stable_discovery.language import fastparse
-from stable_discovery.language import parser
-from stable_discovery.space import nodes as space
 from stable_discovery.errors import Source, TemplateError
+from stable_discovery.language import fastparse, parser
 from stable_discovery.language.fastparse import parse_bare_fast
 from stable_discovery.language.parser import MAX_NESTING, _parse_bare_lark, parse_bare
 from stable_discovery.language.program import _parse_line, loads
-from stable_discovery.space.nodes import RAND_TABLE_LIMIT, Lit, Pick, Seq
 from stable_discovery.language.syntax import Alternative, Choice, SlotRef, Text, WildcardRef
+from stable_discovery.space import nodes as space
+from stable_discovery.space.nodes import RAND_TABLE_LIMIT, Lit, Pick, Seq
 
 DIFF = settings(
     max_examples=400,
@@ -36,7 +34,7 @@ DIFF = settings(
 )
 
 
-def lark_result(text: str, prepared: Optional[str] = None):
+def lark_result(text: str, prepared: str | None = None):
     """What the Lark path gives for a text (prepared: with comments and newlines blanked):
     nodes, or the error as shown."""
     source = Source("<t>", text)
@@ -46,7 +44,7 @@ def lark_result(text: str, prepared: Optional[str] = None):
         return ("error", exc.format())
 
 
-def check(text: str) -> Optional[tuple]:
+def check(text: str) -> tuple | None:
     """The fast parser returns None or exactly Lark's nodes, on the text as it is and as
     parse_bare prepares it (comments and newlines blanked); parse_bare agrees with Lark."""
     fast_raw = parse_bare_fast(text)
@@ -70,16 +68,68 @@ def check(text: str) -> Optional[tuple]:
 
 # pieces in the subset (no '$': '{2$$' would be a multi-select)
 IN_SUBSET = [
-    "a", "b c", " ", "  ", "\t", "x y", "-", ".", ":", "::", "1", "2", "3.5", ">", "*", "/",
-    "=", "%", ",", "!", "é", "٣", "\u00a0", "\u3000", "_", "__", "___", "<", "< >",
-    "<s>", "<_x9>", "<s t>", "<lora:x__y:0.5>", "<>", "__w__", "__a/b__", "__a_b__",
-    "__a-b.c*__", "__w___", "__٣__", "|",
+    "a",
+    "b c",
+    " ",
+    "  ",
+    "\t",
+    "x y",
+    "-",
+    ".",
+    ":",
+    "::",
+    "1",
+    "2",
+    "3.5",
+    ">",
+    "*",
+    "/",
+    "=",
+    "%",
+    ",",
+    "!",
+    "é",
+    "٣",
+    "\u00a0",
+    "\u3000",
+    "_",
+    "__",
+    "___",
+    "<",
+    "< >",
+    "<s>",
+    "<_x9>",
+    "<s t>",
+    "<lora:x__y:0.5>",
+    "<>",
+    "__w__",
+    "__a/b__",
+    "__a_b__",
+    "__a-b.c*__",
+    "__w___",
+    "__٣__",
+    "|",
 ]
 WEIGHTS = ["", "", "", "2::", " 3 ::", "0::", ".5::", "1.::", "\t7\t::", "10.25::", "٣::"]
 # pieces just outside it
 OUTSIDE = [
-    "[", "]", "[x]", "\\", "\\{", "\\|", "#", "# c", "$$", "{2$$", "{1-2$$ and $$",
-    "{-3$$", "{ 2 $$", "\n", "}", "{", "$",
+    "[",
+    "]",
+    "[x]",
+    "\\",
+    "\\{",
+    "\\|",
+    "#",
+    "# c",
+    "$$",
+    "{2$$",
+    "{1-2$$ and $$",
+    "{-3$$",
+    "{ 2 $$",
+    "\n",
+    "}",
+    "{",
+    "$",
 ]
 
 
@@ -91,10 +141,7 @@ def templates(draw, depth: int = 0, outside: bool = False) -> str:
     for _ in range(draw(st.integers(0, 5))):
         if depth < 3 and draw(st.integers(0, 3)) == 0:
             n = draw(st.integers(1, 4))
-            alts = [
-                draw(st.sampled_from(WEIGHTS)) + draw(templates(depth + 1, outside))
-                for _ in range(n)
-            ]
+            alts = [draw(st.sampled_from(WEIGHTS)) + draw(templates(depth + 1, outside)) for _ in range(n)]
             out.append("{" + "|".join(alts) + "}")
         else:
             out.append(draw(st.sampled_from(pieces)))
@@ -114,8 +161,7 @@ def test_near_the_subset_none_or_equal_to_lark(text):
 
 
 @DIFF
-@given(st.lists(st.sampled_from(IN_SUBSET + OUTSIDE + WEIGHTS + ["{", "}", "{", "}", "|"]),
-                max_size=16))
+@given(st.lists(st.sampled_from(IN_SUBSET + OUTSIDE + WEIGHTS + ["{", "}", "{", "}", "|"]), max_size=16))
 def test_token_soup_none_or_equal_to_lark(tokens):
     check("".join(tokens))
 
@@ -283,14 +329,18 @@ def _check_brackets_loop(source: Source, text: str, newline_closes: bool) -> Non
         elif ch in "}]":
             if not opens:
                 raise TemplateError(
-                    f"'{ch}' without a matching '{pairs[ch]}'", source, i,
+                    f"'{ch}' without a matching '{pairs[ch]}'",
+                    source,
+                    i,
                     hint=f"write \\{ch} for a literal '{ch}'",
                 )
             kind, at = opens.pop()
             if kind != pairs[ch]:
                 line, col = source.line_col(at)
                 raise TemplateError(
-                    f"'{kind}' opened at {line}:{col} is closed by '{ch}'", source, i,
+                    f"'{kind}' opened at {line}:{col} is closed by '{ch}'",
+                    source,
+                    i,
                     hint=f"close it with '{'}' if kind == '{' else ']'}'",
                 )
         i += 1
@@ -298,7 +348,9 @@ def _check_brackets_loop(source: Source, text: str, newline_closes: bool) -> Non
         kind, at = opens[-1]
         line, col = source.line_col(at)
         raise TemplateError(
-            f"unclosed '{kind}' opened at {line}:{col}", source, len(text),
+            f"unclosed '{kind}' opened at {line}:{col}",
+            source,
+            len(text),
             hint=f"add the closing '{'}' if kind == '{' else ']'}'",
         )
 
@@ -347,8 +399,8 @@ def test_lark_cache_is_written_and_reused(tmp_path, monkeypatch):
 
 
 def test_a_changed_grammar_gets_another_cache_file():
-    a = parser._lark_cache_file("start: A\nA: \"a\"\n", "bare")
-    b = parser._lark_cache_file("start: A\nA: \"b\"\n", "bare")
+    a = parser._lark_cache_file('start: A\nA: "a"\n', "bare")
+    b = parser._lark_cache_file('start: A\nA: "b"\n', "bare")
     if a is not None:
         assert a != b
 
@@ -388,7 +440,7 @@ def _reference_paths(node, limit):
         return acc
     if isinstance(node, Pick):
         out = []
-        weights = [b - a for a, b in zip([0.0] + node.cum[:-1], node.cum)]
+        weights = [b - a for a, b in zip([0.0] + node.cum[:-1], node.cum, strict=False)]
         for k, a in enumerate(node.alts):
             sub = _reference_paths(a, limit)
             if sub is None or len(out) + len(sub) > limit:
@@ -422,7 +474,9 @@ def test_memoised_paths_equal_the_reference(template, monkeypatch):
 
 
 def test_memos_are_freed_once_the_functions_are_built():
-    program = loads("s = {a|b} {c|d} | e\nprompt = <s> {x|y} " + " ".join(f"{{p{k}|q{k}}}" for k in range(12)))
+    program = loads(
+        "s = {a|b} {c|d} | e\nprompt = <s> {x|y} " + " ".join(f"{{p{k}|q{k}}}" for k in range(12))
+    )
     program.root.rand_fn()
     assert space._memoised is None
     stack, seen = [program.root], set()
@@ -445,8 +499,13 @@ def test_each_node_computes_its_paths_once(monkeypatch):
         return original(self, limit)
 
     monkeypatch.setattr(Seq, "_rand_paths", counting)
-    program = loads("prompt = " + " ".join("{a|b} x" for _ in range(12)) + " {" + "|".join(
-        f"{{c{k}|d{k}}} y" for k in range(600)) + "}")
+    program = loads(
+        "prompt = "
+        + " ".join("{a|b} x" for _ in range(12))
+        + " {"
+        + "|".join(f"{{c{k}|d{k}}} y" for k in range(600))
+        + "}"
+    )
     program.root.rand_fn()
     assert len(calls) == len(set(calls))
 

@@ -9,8 +9,9 @@ import os
 import shutil
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 
@@ -67,13 +68,13 @@ def call(
     method: str,
     path: str,
     body: Any = None,
-    headers: Optional[dict[str, str]] = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One raw request: the path is sent exactly as given."""
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     try:
         hdrs = dict(headers or {})
-        data: Optional[bytes] = None
+        data: bytes | None = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
@@ -103,7 +104,7 @@ def rate(srv: GalleryServer, body: Any, **kw: Any) -> tuple[int, Any]:
         return code, data
 
 
-def ratings(ws: Path) -> list[tuple[int, int, Optional[int], int]]:
+def ratings(ws: Path) -> list[tuple[int, int, int | None, int]]:
     db = sqlite3.connect(ws / "discovery.db")
     try:
         return db.execute("SELECT idx, favourite, stars, rejected FROM ratings ORDER BY idx").fetchall()
@@ -113,9 +114,11 @@ def ratings(ws: Path) -> list[tuple[int, int, Optional[int], int]]:
 
 def all_indices(srv: GalleryServer, query: str = "") -> list[int]:
     out: list[int] = []
-    after: Optional[int] = None
+    after: int | None = None
     while True:
-        path = f"/api/samples?experiment=pets&limit=7{query}" + (f"&after={after}" if after is not None else "")
+        path = f"/api/samples?experiment=pets&limit=7{query}" + (
+            f"&after={after}" if after is not None else ""
+        )
         page = get_json(srv, path)
         out.extend(item["index"] for item in page["items"])
         if page["next"] is None:
@@ -137,7 +140,11 @@ def test_page_and_assets(server: GalleryServer) -> None:
     code, headers, body = call(server, "GET", "/")
     assert code == 200 and headers["content-type"].startswith("text/html")
     assert b"/static/app.js" in body and "script-src 'self'" in headers["content-security-policy"]
-    for name, ctype in (("app.js", "text/javascript"), ("style.css", "text/css"), ("favicon.svg", "image/svg+xml")):
+    for name, ctype in (
+        ("app.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ):
         code, headers, _ = call(server, "GET", f"/static/{name}")
         assert code == 200 and headers["content-type"].startswith(ctype)
     assert call(server, "GET", "/static/nothing.js")[0] == 404
@@ -184,7 +191,11 @@ def test_listing_refuses_bad_parameters(server: GalleryServer) -> None:
 
 def test_facets_count_every_value(server: GalleryServer, ws: Path) -> None:
     names = get_json(server, "/api/facets?experiment=pets")["names"]
-    assert [(f["name"], f["kind"]) for f in names] == [("animal", "slot"), ("style", "slot"), ("steps", "setting")]
+    assert [(f["name"], f["kind"]) for f in names] == [
+        ("animal", "slot"),
+        ("style", "slot"),
+        ("steps", "setting"),
+    ]
     by_name = {f["name"]: f for f in names}
     assert [v["text"] for v in by_name["animal"]["values"]] == ["a cat", "a dog", "a fox"]
     counts: dict[tuple[str, int], int] = {}
@@ -197,7 +208,9 @@ def test_facets_count_every_value(server: GalleryServer, ws: Path) -> None:
 def test_value_filters(server: GalleryServer, ws: Path) -> None:
     tr = traces(ws)
     assert all_indices(server, "&v=animal:1") == [i for i, t in tr.items() if t["animal"] == 1]
-    assert all_indices(server, "&v=animal:0&v=animal:2") == [i for i, t in tr.items() if t["animal"] in (0, 2)]
+    assert all_indices(server, "&v=animal:0&v=animal:2") == [
+        i for i, t in tr.items() if t["animal"] in (0, 2)
+    ]
     both = [i for i, t in tr.items() if t["animal"] == 1 and t["style"] == 2]
     assert all_indices(server, "&v=animal:1&v=style:2") == both
     assert get_json(server, "/api/samples?experiment=pets&v=animal:1&v=style:2")["total"] == len(both)
@@ -210,11 +223,32 @@ def test_filter_combinations_match_a_reference(server: GalleryServer, ws: Path) 
     """Random mixes of value and mark filters, paged and counted, against plain Python."""
     import random
 
-    marks = {1: (1, None, 0), 2: (1, 5, 0), 4: (0, 3, 0), 6: (0, None, 1), 7: (0, 1, 1), 11: (1, 2, 1),
-             13: (0, 4, 0), 17: (1, None, 0), 21: (0, 5, 1), 26: (1, 3, 0)}
+    marks = {
+        1: (1, None, 0),
+        2: (1, 5, 0),
+        4: (0, 3, 0),
+        6: (0, None, 1),
+        7: (0, 1, 1),
+        11: (1, 2, 1),
+        13: (0, 4, 0),
+        17: (1, None, 0),
+        21: (0, 5, 1),
+        26: (1, 3, 0),
+    }
     for index, (is_fav, star, is_rej) in marks.items():
-        assert rate(server, {"experiment": "pets", "index": index, "favourite": bool(is_fav),
-                             "stars": star, "rejected": bool(is_rej)})[0] == 200
+        assert (
+            rate(
+                server,
+                {
+                    "experiment": "pets",
+                    "index": index,
+                    "favourite": bool(is_fav),
+                    "stars": star,
+                    "rejected": bool(is_rej),
+                },
+            )[0]
+            == 200
+        )
     tr = traces(ws)
     options = {"animal": 3, "style": 3, "steps": 2}
     rng = random.Random(5)
@@ -259,11 +293,18 @@ def test_gallery_queries_use_the_covering_index_and_others_do_not(ws: Path) -> N
     with Store(ws) as store:
         db = store.db
         where, params, _ = queries_where(db, Filters(values=(("animal", (1,)), ("style", (0, 2)))))
-        plan = " ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN SELECT COUNT(*) FROM samples s WHERE {where}", params))
+        plan = " ".join(
+            r[3]
+            for r in db.execute(f"EXPLAIN QUERY PLAN SELECT COUNT(*) FROM samples s WHERE {where}", params)
+        )
         assert "choices_by_value_idx" in plan
-        other = " ".join(r[3] for r in db.execute(
-            "EXPLAIN QUERY PLAN SELECT c.name, COUNT(*) FROM ratings r JOIN choices c "
-            "ON c.experiment_id = r.experiment_id AND c.idx = r.idx WHERE r.experiment_id = 1 GROUP BY c.name"))
+        other = " ".join(
+            r[3]
+            for r in db.execute(
+                "EXPLAIN QUERY PLAN SELECT c.name, COUNT(*) FROM ratings r JOIN choices c "
+                "ON c.experiment_id = r.experiment_id AND c.idx = r.idx WHERE r.experiment_id = 1 GROUP BY c.name"
+            )
+        )
         assert "choices_by_value_idx" not in other
 
 
@@ -299,8 +340,13 @@ def test_rating_round_trip(server: GalleryServer, ws: Path) -> None:
 
 
 def test_mark_filters(server: GalleryServer) -> None:
-    for index, change in ((1, {"favourite": True}), (2, {"favourite": True, "stars": 5}), (4, {"stars": 3}),
-                          (6, {"rejected": True}), (7, {"stars": 1, "rejected": True})):
+    for index, change in (
+        (1, {"favourite": True}),
+        (2, {"favourite": True, "stars": 5}),
+        (4, {"stars": 3}),
+        (6, {"rejected": True}),
+        (7, {"stars": 1, "rejected": True}),
+    ):
         assert rate(server, {"experiment": "pets", "index": index, **change})[0] == 200
     assert all_indices(server, "&fav=1") == [1, 2]
     assert all_indices(server, "&fav=0") == [i for i in range(30) if i not in (1, 2)]
@@ -356,7 +402,9 @@ def test_only_a_proper_post_changes_state(server: GalleryServer, ws: Path) -> No
     for method in ("PUT", "DELETE", "PATCH"):
         assert call(server, method, "/api/rate", good)[0] == 405
     assert call(server, "POST", "/api/samples?experiment=pets", good)[0] == 405
-    assert call(server, "POST", "/api/rate", json.dumps(good).encode(), {"Content-Type": "text/plain"})[0] == 415
+    assert (
+        call(server, "POST", "/api/rate", json.dumps(good).encode(), {"Content-Type": "text/plain"})[0] == 415
+    )
     assert call(server, "POST", "/api/rate", good, {"Origin": "http://evil.example"})[0] == 403
     assert call(server, "POST", "/api/rate", b"x" * 20_000)[0] == 413
     assert call(server, "GET", "/api/samples?experiment=pets", headers={"Host": "evil.example"})[0] == 403
@@ -388,12 +436,25 @@ def test_stats_api(server: GalleryServer) -> None:
     names = {v["name"] for v in data["values"]}
     assert {"animal", "style", "steps"} <= names
     row = data["values"][0]
-    assert {"name", "index", "text", "images", "favourites", "rate", "low", "high", "lift", "p_value",
-            "significant"} <= set(row)
+    assert {
+        "name",
+        "index",
+        "text",
+        "images",
+        "favourites",
+        "rate",
+        "low",
+        "high",
+        "lift",
+        "p_value",
+        "significant",
+    } <= set(row)
     assert call(server, "GET", "/api/stats?experiment=pets&min_stars=9")[0] == 400
 
 
-def test_internal_errors_are_one_line_and_no_traceback(server: GalleryServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_internal_errors_are_one_line_and_no_traceback(
+    server: GalleryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from stable_discovery.store import gallery_queries as queries
 
     lines: list[str] = []
@@ -432,7 +493,9 @@ def test_images_and_cached_thumbnails(server: GalleryServer, ws: Path) -> None:
     assert cached.stat().st_mtime_ns == later
 
 
-def test_files_outside_the_experiment_folders_are_refused(server: GalleryServer, ws: Path, tmp_path: Path) -> None:
+def test_files_outside_the_experiment_folders_are_refused(
+    server: GalleryServer, ws: Path, tmp_path: Path
+) -> None:
     # a symlink inside the experiment folder pointing out of the workspace
     (ws / "pets" / "evil.png").symlink_to(tmp_path / "secret.png")
     (ws / "pets" / "evil2.png").symlink_to("../../secret.png")
@@ -496,13 +559,17 @@ def test_files_outside_the_experiment_folders_are_refused(server: GalleryServer,
 # the command
 
 
-def test_gallery_command_refuses_a_folder_without_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gallery_command_refuses_a_folder_without_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["gallery", "--workspace", str(tmp_path), "--no-browser", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "discovery.db" in err and "Traceback" not in err
 
 
-def test_gallery_command_reports_a_busy_port(server: GalleryServer, ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gallery_command_reports_a_busy_port(
+    server: GalleryServer, ws: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["gallery", "--workspace", str(ws), "--no-browser", "--port", str(server.port)]) == 2
     assert "in use" in capsys.readouterr().err
 

@@ -12,8 +12,9 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ prompt = <animal>, <style>
 @seed = 11
 """
 
-Marks = dict[int, tuple[bool, Optional[int], bool]]
+Marks = dict[int, tuple[bool, int | None, bool]]
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +127,11 @@ def classes(page: Any, index: int) -> set[str]:
 
 
 def columns(page: Any) -> int:
-    return int(page.evaluate(
-        "getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').filter(Boolean).length"))
+    return int(
+        page.evaluate(
+            "getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').filter(Boolean).length"
+        )
+    )
 
 
 def store_marks(ws: Path) -> Marks:
@@ -147,7 +151,7 @@ def shown(page: Any) -> list[int]:
 def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tmp_path: Path) -> None:
     expected: Marks = {}
 
-    def mark(index: int, fav: Optional[bool] = None, stars: Any = ..., rej: Optional[bool] = None) -> None:
+    def mark(index: int, fav: bool | None = None, stars: Any = ..., rej: bool | None = None) -> None:
         f, s, r = expected.get(index, (False, None, False))
         expected[index] = (f if fav is None else fav, s if stars is ... else stars, r if rej is None else rej)
         if expected[index] == (False, None, False):
@@ -283,7 +287,10 @@ def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tm
 
     # filters: a slot value and a setting value
     with Store(workspace) as store:
-        traces = {r["index"]: {k: v["index"] for k, v in r["trace"].items()} for r in store.records(store.require("pets"))}
+        traces = {
+            r["index"]: {k: v["index"] for k, v in r["trace"].items()}
+            for r in store.records(store.require("pets"))
+        }
     page.locator('#facets input[data-key="animal:1"]').check()
     settle(page)
     dogs = [i for i, t in traces.items() if t["animal"] == 1]

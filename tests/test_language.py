@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import expand, records, traces
 
 from stable_discovery.language.program import load, loads
 from stable_discovery.plugins import get_sampler
-
-from conftest import expand, records, traces
 
 # ---------------------------------------------------------------------------------------
 # literal text and whitespace
@@ -343,7 +342,10 @@ def test_crlf_file(tmp_path):
     path.write_bytes(b"s = a\r\n  | b\r\nprompt = <s>!\r\n@steps = 10 | 20\r\n")
     program = load(path)
     assert [(s.prompt, s.settings["steps"]) for s in records(program)] == [
-        ("a!", 10), ("a!", 20), ("b!", 10), ("b!", 20),
+        ("a!", 10),
+        ("a!", 20),
+        ("b!", 10),
+        ("b!", 20),
     ]
 
 
@@ -377,7 +379,10 @@ def test_slot_names_are_identifiers():
 def test_choices_inside_slots_and_slots_inside_choices():
     program = loads("c = red | {dark|light} blue\nprompt = a {<c>|plain} ball")
     assert [s.prompt for s in records(program)] == [
-        "a red ball", "a dark blue ball", "a light blue ball", "a plain ball",
+        "a red ball",
+        "a dark blue ball",
+        "a light blue ball",
+        "a plain ball",
     ]
 
 
@@ -407,7 +412,9 @@ def test_slot_shared_between_prompt_and_negative():
     program = loads("c = red | blue | green\nprompt = a <c> ball\nnegative = not <c>")
     recs = records(program)
     assert [(s.prompt, s.negative) for s in recs] == [
-        ("a red ball", "not red"), ("a blue ball", "not blue"), ("a green ball", "not green"),
+        ("a red ball", "not red"),
+        ("a blue ball", "not blue"),
+        ("a green ball", "not green"),
     ]
     for s in get_sampler("random").samples(program, 0, 200, 1):
         assert s.negative == "not " + s.prompt.split()[1]
@@ -433,8 +440,12 @@ def test_shared_slot_in_two_optionals():
 def test_shared_slot_inside_a_choice():
     program = loads("s = a | b | c\nprompt = <s> {<s>|z}\nnegative = not <s>")
     assert [(s.prompt, s.negative) for s in records(program)] == [
-        ("a a", "not a"), ("a z", "not a"), ("b b", "not b"),
-        ("b z", "not b"), ("c c", "not c"), ("c z", "not c"),
+        ("a a", "not a"),
+        ("a z", "not a"),
+        ("b b", "not b"),
+        ("b z", "not b"),
+        ("c c", "not c"),
+        ("c z", "not c"),
     ]
 
 
@@ -478,7 +489,10 @@ def test_trace_text_is_the_alternative_as_written():
     program = loads("s =   big  {red|blue}   ball  | [x] \nprompt = <s>")
     recs = records(program)
     assert [traces(s)["s"] for s in recs] == [
-        (0, "big  {red|blue}   ball"), (0, "big  {red|blue}   ball"), (1, "[x]"), (1, "[x]"),
+        (0, "big  {red|blue}   ball"),
+        (0, "big  {red|blue}   ball"),
+        (1, "[x]"),
+        (1, "[x]"),
     ]
 
 
@@ -540,7 +554,10 @@ def test_sampled_settings_multiply_the_space_and_are_traced():
     assert program.count() == 2 * 3 * 2
     recs = records(program)
     assert [(s.prompt, s.settings["steps"], s.settings["width"]) for s in recs[:4]] == [
-        ("a", 10, 512), ("a", 10, 768), ("a", 20, 512), ("a", 20, 768),
+        ("a", 10, 512),
+        ("a", 10, 768),
+        ("a", 20, 512),
+        ("a", 20, 768),
     ]
     assert traces(recs[5]) == {"prompt": (0, "a"), "steps": (2, "30"), "size": (1, "768x768")}
     assert program.sampled_settings == ("steps", "size")
@@ -550,8 +567,14 @@ def test_sampled_settings_follow_definition_order_and_prompt_first():
     program = loads("@guidance = 5 | 9\nprompt = p | q\n@steps = 1 | 2")
     recs = records(program)
     assert [(s.prompt, s.settings["guidance"], s.settings["steps"]) for s in recs] == [
-        ("p", 5.0, 1), ("p", 5.0, 2), ("p", 9.0, 1), ("p", 9.0, 2),
-        ("q", 5.0, 1), ("q", 5.0, 2), ("q", 9.0, 1), ("q", 9.0, 2),
+        ("p", 5.0, 1),
+        ("p", 5.0, 2),
+        ("p", 9.0, 1),
+        ("p", 9.0, 2),
+        ("q", 5.0, 1),
+        ("q", 5.0, 2),
+        ("q", 9.0, 1),
+        ("q", 9.0, 2),
     ]
 
 
@@ -611,7 +634,12 @@ def test_wildcards_are_independent_at_each_place(wildcards):
 def test_multi_select_over_a_wildcard(wildcards):
     d = wildcards({"colours": ["red", "green", "blue"]})
     assert expand("{2$$__colours__}", [d]) == [
-        "red,green", "red,blue", "green,red", "green,blue", "blue,red", "blue,green",
+        "red,green",
+        "red,blue",
+        "green,red",
+        "green,blue",
+        "blue,red",
+        "blue,green",
     ]
     assert expand("{2$$ & $$__colours__}", [d])[0] == "red & green"
     assert loads("{1-3$$__colours__}", wildcard_dirs=[d]).count() == 3 + 6 + 6

@@ -113,12 +113,20 @@ def test_sample_alone_equals_the_stream(tmp_path):
 
 CONFIGS = {
     "empty suffix lists": {
-        "subjects": ["a", "b"], "actions": ["x", "y", "z"],
-        "suffixes_1": [], "suffixes_2": [], "suffixes_3": [],
-        "steps": [20], "num_configs": 200, "generator_seed": 0,
+        "subjects": ["a", "b"],
+        "actions": ["x", "y", "z"],
+        "suffixes_1": [],
+        "suffixes_2": [],
+        "suffixes_3": [],
+        "steps": [20],
+        "num_configs": 200,
+        "generator_seed": 0,
     },
     "no suffix keys": {
-        "subjects": ["a"], "actions": ["x", "y"], "steps": [20, 30], "num_configs": 100,
+        "subjects": ["a"],
+        "actions": ["x", "y"],
+        "steps": [20, 30],
+        "num_configs": 100,
         "generator_seed": 5,
     },
     "more than 21 actions": {
@@ -132,13 +140,26 @@ CONFIGS = {
         "generator_seed": 424242,
     },
     "duplicate values": {
-        "subjects": ["dog", "dog", "cat"], "actions": ["runs", "runs"],
-        "suffixes_1": ["x", "x", "y"], "suffixes_2": [], "suffixes_3": ["x"],
-        "steps": [50, 50, 20], "num_configs": 300, "generator_seed": 7,
+        "subjects": ["dog", "dog", "cat"],
+        "actions": ["runs", "runs"],
+        "suffixes_1": ["x", "x", "y"],
+        "suffixes_2": [],
+        "suffixes_3": ["x"],
+        "steps": [50, 50, 20],
+        "num_configs": 300,
+        "generator_seed": 7,
     },
     "special characters": {
-        "subjects": ["a {b} | c # d", "__x__ <y> \\ $ [z]", "<lora:a__b:0.5>", "100% \\(x\\)",
-                     "x=y", "@steps = 3", "_a_ a__ __", "semi; colon: ok"],
+        "subjects": [
+            "a {b} | c # d",
+            "__x__ <y> \\ $ [z]",
+            "<lora:a__b:0.5>",
+            "100% \\(x\\)",
+            "x=y",
+            "@steps = 3",
+            "_a_ a__ __",
+            "semi; colon: ok",
+        ],
         "actions": ["{1|2}", "[opt]", "# not a comment", "\\{escaped\\}", "<subject>"],
         "suffixes_1": ["|", "{", "}", "__", "\\"],
         "suffixes_2": ["a::b", "x 3:: not at start"],
@@ -148,15 +169,29 @@ CONFIGS = {
         "generator_seed": -12,
     },
     "empty strings": {
-        "subjects": [""], "actions": ["", "x"], "suffixes_1": [""], "suffixes_2": [], "suffixes_3": [],
-        "steps": [10], "num_configs": 50, "generator_seed": 3,
+        "subjects": [""],
+        "actions": ["", "x"],
+        "suffixes_1": [""],
+        "suffixes_2": [],
+        "suffixes_3": [],
+        "steps": [10],
+        "num_configs": 50,
+        "generator_seed": 3,
     },
     "zero samples": {
-        "subjects": ["a"], "actions": ["b"], "steps": [10], "num_configs": 0, "generator_seed": 1,
+        "subjects": ["a"],
+        "actions": ["b"],
+        "steps": [10],
+        "num_configs": 0,
+        "generator_seed": 1,
     },
     "huge seed": {
-        "subjects": ["a", "b", "c"], "actions": ["x", "y"], "suffixes_1": ["s"], "steps": [10, 20],
-        "num_configs": 100, "generator_seed": 2**100 + 17,
+        "subjects": ["a", "b", "c"],
+        "actions": ["x", "y"],
+        "suffixes_1": ["s"],
+        "steps": [10, 20],
+        "num_configs": 100,
+        "generator_seed": 2**100 + 17,
     },
 }
 
@@ -219,8 +254,14 @@ def test_legacy_sampler_on_a_hand_written_sdp():
         "@steps = 10 | 20\n@count = 50\n@seed = 9\n@sampler = legacy\n"
     )
     program = loads(text)
-    config = {"subjects": ["a", "b"], "actions": ["x", "y", "z"], "suffixes_2": ["s", "t"],
-              "steps": [10, 20], "num_configs": 50, "generator_seed": 9}
+    config = {
+        "subjects": ["a", "b"],
+        "actions": ["x", "y", "z"],
+        "suffixes_2": ["s", "t"],
+        "steps": [10, 20],
+        "num_configs": 50,
+        "generator_seed": 9,
+    }
     assert replay(program) == original(config)
     assert {s.negative for s in LEGACY.samples(program, 0, 5, 9)} == {"blurry"}
 
@@ -230,16 +271,23 @@ def test_legacy_sampler_on_a_hand_written_sdp():
     [
         ("prompt = x\n@steps = 10", "needs slots <subject> and <action>"),
         ("subject = a\naction = b\nprompt = <subject> <action>", "needs slots <subject> and <action>"),
-        ("subject = a\naction = b\nprompt = <action> <subject>\n@steps = 1",
-         "`prompt = <subject> <action>`"),
-        ("subject = a\naction = b\nother = c\nprompt = <subject> <action> <other>\n@steps = 1",
-         "`prompt = <subject> <action>`"),
-        ("subject = {a|b}\naction = b\nprompt = <subject> <action>\n@steps = 1",
-         "needs plain values in <subject>"),
-        ("subject = a\naction = b\nprompt = <subject> <action>\nnegative = x | y\n@steps = 1",
-         "negative prompt must be plain text"),
-        ("subject = a\naction = b\nprompt = <subject> <action>\n@steps = 1\n@guidance = 5 | 7",
-         "samples only @steps"),
+        ("subject = a\naction = b\nprompt = <action> <subject>\n@steps = 1", "`prompt = <subject> <action>`"),
+        (
+            "subject = a\naction = b\nother = c\nprompt = <subject> <action> <other>\n@steps = 1",
+            "`prompt = <subject> <action>`",
+        ),
+        (
+            "subject = {a|b}\naction = b\nprompt = <subject> <action>\n@steps = 1",
+            "needs plain values in <subject>",
+        ),
+        (
+            "subject = a\naction = b\nprompt = <subject> <action>\nnegative = x | y\n@steps = 1",
+            "negative prompt must be plain text",
+        ),
+        (
+            "subject = a\naction = b\nprompt = <subject> <action>\n@steps = 1\n@guidance = 5 | 7",
+            "samples only @steps",
+        ),
     ],
 )
 def test_legacy_sampler_refuses_other_shapes(text, message):
@@ -340,16 +388,27 @@ def test_convert_of_a_bad_config_exits_2(tmp_path, capsys):
 
 def test_values_with_surrounding_spaces_are_exact_from_json(tmp_path):
     # a .sdp alternative is trimmed, but a JSON config is replayed from its own values
-    config = {"subjects": [" spaced ", "a  b"], "actions": ["x ", " y"], "suffixes_1": [" s"],
-              "steps": [10], "num_configs": 40, "generator_seed": 2}
+    config = {
+        "subjects": [" spaced ", "a  b"],
+        "actions": ["x ", " y"],
+        "suffixes_1": [" s"],
+        "steps": [10],
+        "num_configs": 40,
+        "generator_seed": 2,
+    }
     got = replay(load(write_config(tmp_path, config)))
     assert got == original(config)
     assert any(p.startswith(" spaced  ") for p, *_ in got)
 
 
 def test_empty_first_value_survives_conversion(tmp_path, capsys):
-    config = {"subjects": ["", "s"], "actions": ["", "x", "y"], "steps": [10], "num_configs": 60,
-              "generator_seed": 4}
+    config = {
+        "subjects": ["", "s"],
+        "actions": ["", "x", "y"],
+        "steps": [10],
+        "num_configs": 60,
+        "generator_seed": 4,
+    }
     main(["convert", str(write_config(tmp_path, config))])
     program = loads(capsys.readouterr().out)
     assert [a.text for a in program.slots["action"].alternatives] == ["", "x", "y"]

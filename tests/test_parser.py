@@ -3,16 +3,13 @@ place, and says what to do (sdp-language.md section 5)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import error, expand
 
 from stable_discovery.errors import SdpError, Source, TemplateError
 from stable_discovery.language.parser import MAX_NESTING, grammar_path, is_definitions_file, parse, parse_bare
 from stable_discovery.language.program import load, loads
 from stable_discovery.language.syntax import Choice, SlotRef, Text, WildcardRef
-
-from conftest import error, expand
 
 
 def check(err: TemplateError, where: str, message: str, line: str, col: int, hint: str | None = None):
@@ -35,19 +32,23 @@ def check(err: TemplateError, where: str, message: str, line: str, col: int, hin
 
 
 def test_unclosed_brace_in_a_bare_template():
-    check(error("a {b|c"), "<template>:1:7", "unclosed '{' opened at 1:3", "a {b|c", 7,
-          "add the closing '}'")
+    check(error("a {b|c"), "<template>:1:7", "unclosed '{' opened at 1:3", "a {b|c", 7, "add the closing '}'")
 
 
 def test_unclosed_bracket():
-    check(error("a [b"), "<template>:1:5", "unclosed '[' opened at 1:3", "a [b", 5,
-          "add the closing ']'")
+    check(error("a [b"), "<template>:1:5", "unclosed '[' opened at 1:3", "a [b", 5, "add the closing ']'")
 
 
 def test_unclosed_brace_on_a_definition_line():
     err = error("s = a | {b | c\nprompt = <s>")
-    check(err, "<template>:1:15", "unclosed '{' opened at 1:9", "s = a | {b | c", 15,
-          "close it with '}' on the same line, or write \\{ for a literal character")
+    check(
+        err,
+        "<template>:1:15",
+        "unclosed '{' opened at 1:9",
+        "s = a | {b | c",
+        15,
+        "close it with '}' on the same line, or write \\{ for a literal character",
+    )
 
 
 def test_unclosed_brace_reports_the_innermost():
@@ -56,30 +57,47 @@ def test_unclosed_brace_reports_the_innermost():
 
 
 def test_unclosed_in_a_later_line_of_a_bare_template():
-    check(error("x\ny {a|b"), "<template>:2:7", "unclosed '{' opened at 2:3", "y {a|b", 7,
-          "add the closing '}'")
+    check(
+        error("x\ny {a|b"), "<template>:2:7", "unclosed '{' opened at 2:3", "y {a|b", 7, "add the closing '}'"
+    )
 
 
 def test_unmatched_closing_brace():
-    check(error("a}"), "<template>:1:2", "'}' without a matching '{'", "a}", 2,
-          "write \\} for a literal '}'")
+    check(error("a}"), "<template>:1:2", "'}' without a matching '{'", "a}", 2, "write \\} for a literal '}'")
 
 
 def test_unmatched_closing_bracket():
-    check(error("prompt = x]"), "<template>:1:11", "']' without a matching '['", "prompt = x]", 11,
-          "write \\] for a literal ']'")
+    check(
+        error("prompt = x]"),
+        "<template>:1:11",
+        "']' without a matching '['",
+        "prompt = x]",
+        11,
+        "write \\] for a literal ']'",
+    )
 
 
 def test_extra_closing_brace_after_a_choice():
-    check(error("prompt = {a|b}}"), "<template>:1:15", "'}' without a matching '{'",
-          "prompt = {a|b}}", 15, "write \\} for a literal '}'")
+    check(
+        error("prompt = {a|b}}"),
+        "<template>:1:15",
+        "'}' without a matching '{'",
+        "prompt = {a|b}}",
+        15,
+        "write \\} for a literal '}'",
+    )
 
 
 def test_mismatched_brackets():
-    check(error("{a]"), "<template>:1:3", "'{' opened at 1:1 is closed by ']'", "{a]", 3,
-          "close it with '}'")
-    check(error("prompt = {a|[b}]"), "<template>:1:15", "'[' opened at 1:13 is closed by '}'",
-          "prompt = {a|[b}]", 15, "close it with ']'")
+    check(error("{a]"), "<template>:1:3", "'{' opened at 1:1 is closed by ']'", "{a]", 3, "close it with '}'")
+    check(
+        error("prompt = {a|[b}]"),
+        "<template>:1:15",
+        "'[' opened at 1:13 is closed by '}'",
+        "prompt = {a|[b}]",
+        15,
+        "close it with ']'",
+    )
 
 
 def test_escaped_brackets_do_not_count():
@@ -93,8 +111,14 @@ def test_brackets_inside_comments_do_not_count():
 
 
 def test_multi_select_unclosed():
-    check(error("prompt = {2$$a|b"), "<template>:1:17", "unclosed '{' opened at 1:10",
-          "prompt = {2$$a|b", 17, "add the closing '}'")
+    check(
+        error("prompt = {2$$a|b"),
+        "<template>:1:17",
+        "unclosed '{' opened at 1:10",
+        "prompt = {2$$a|b",
+        17,
+        "add the closing '}'",
+    )
 
 
 def test_nesting_limit():
@@ -118,20 +142,28 @@ def test_nesting_at_the_limit_is_fine():
 
 def test_unknown_slot_with_suggestion():
     err = error("subject = a dog\nprompt = <subjet> runs")
-    check(err, "<template>:2:10", "unknown slot <subjet>: did you mean <subject>?",
-          "prompt = <subjet> runs", 10)
+    check(
+        err, "<template>:2:10", "unknown slot <subjet>: did you mean <subject>?", "prompt = <subjet> runs", 10
+    )
 
 
 def test_unknown_slot_without_suggestion_lists_defined_slots():
     err = error("colour = red\nshape = box\nprompt = <zzz>")
-    check(err, "<template>:3:10", "unknown slot <zzz>", "prompt = <zzz>", 10,
-          "defined slots: <colour>, <shape>")
+    check(
+        err, "<template>:3:10", "unknown slot <zzz>", "prompt = <zzz>", 10, "defined slots: <colour>, <shape>"
+    )
 
 
 def test_unknown_slot_when_no_other_slot_is_defined():
     err = error("prompt = <thing>")
-    check(err, "<template>:1:10", "unknown slot <thing>", "prompt = <thing>", 10,
-          "define it with a line `thing = value | value`")
+    check(
+        err,
+        "<template>:1:10",
+        "unknown slot <thing>",
+        "prompt = <thing>",
+        10,
+        "define it with a line `thing = value | value`",
+    )
 
 
 def test_unknown_slot_in_a_bare_template():
@@ -154,8 +186,14 @@ def test_unknown_slot_only_inside_an_optional_is_still_an_error():
 
 def test_slot_cycle():
     err = error("prompt = <a>\na = x <b>\nb = y <a>")
-    check(err, "<template>:3:7", "slots refer to each other in a cycle: <a> → <b> → <a>",
-          "b = y <a>", 7, "a slot cannot contain itself, directly or through other slots")
+    check(
+        err,
+        "<template>:3:7",
+        "slots refer to each other in a cycle: <a> → <b> → <a>",
+        "b = y <a>",
+        7,
+        "a slot cannot contain itself, directly or through other slots",
+    )
 
 
 def test_slot_refers_to_itself():
@@ -181,20 +219,38 @@ def test_cycle_inside_an_optional_is_an_error():
 
 def test_duplicate_slot_definition():
     err = error("s = a\nprompt = <s>\ns = b")
-    check(err, "<template>:3:1", "s is defined twice (first at 1:1)", "s = b", 1,
-          "give alternatives in one definition: name = a | b")
+    check(
+        err,
+        "<template>:3:1",
+        "s is defined twice (first at 1:1)",
+        "s = b",
+        1,
+        "give alternatives in one definition: name = a | b",
+    )
 
 
 def test_duplicate_setting_definition():
     err = error("prompt = a\n@steps = 10\n@steps = 20")
-    check(err, "<template>:3:1", "@steps is defined twice (first at 2:1)", "@steps = 20", 1,
-          "give alternatives in one definition: name = a | b")
+    check(
+        err,
+        "<template>:3:1",
+        "@steps is defined twice (first at 2:1)",
+        "@steps = 20",
+        1,
+        "give alternatives in one definition: name = a | b",
+    )
 
 
 def test_missing_prompt():
     err = error("subject = a dog\n")
-    check(err, "<template>:1:1", "no `prompt = …` definition: the prompt is the template's entry point",
-          "subject = a dog", 1, "add a line such as: prompt = <subject> <action>[, <style>]")
+    check(
+        err,
+        "<template>:1:1",
+        "no `prompt = …` definition: the prompt is the template's entry point",
+        "subject = a dog",
+        1,
+        "add a line such as: prompt = <subject> <action>[, <style>]",
+    )
 
 
 def test_missing_prompt_suggests_a_near_name():
@@ -208,9 +264,13 @@ def test_negative_without_prompt_is_missing_prompt():
 
 def test_slot_and_setting_with_one_name():
     err = error("prompt = <steps>\nsteps = 1\n@steps = 3")
-    check(err, "<template>:2:1",
-          "'steps' is both a slot and a setting; the trace needs one name for one thing",
-          "steps = 1", 1)
+    check(
+        err,
+        "<template>:2:1",
+        "'steps' is both a slot and a setting; the trace needs one name for one thing",
+        "steps = 1",
+        1,
+    )
 
 
 def test_continuation_before_any_definition():
@@ -221,8 +281,14 @@ def test_continuation_before_any_definition():
 
 def test_line_that_is_not_a_definition():
     err = error("prompt = a\n  foo bar")
-    check(err, "<template>:2:6", "expected '=' after the name 'foo'", "  foo bar", 6,
-          "a definition is `name = alternative | alternative`")
+    check(
+        err,
+        "<template>:2:6",
+        "expected '=' after the name 'foo'",
+        "  foo bar",
+        6,
+        "a definition is `name = alternative | alternative`",
+    )
 
 
 def test_equal_sign_without_a_name():
@@ -252,15 +318,25 @@ def test_newline_closes_nothing_in_definitions_even_with_continuation():
 
 
 def test_zero_weights_in_an_inline_choice():
-    check(error("prompt = {0::a|0::b}"), "<template>:1:10",
-          "every alternative has weight 0, so none can be chosen", "prompt = {0::a|0::b}", 10,
-          "give at least one alternative a positive weight")
+    check(
+        error("prompt = {0::a|0::b}"),
+        "<template>:1:10",
+        "every alternative has weight 0, so none can be chosen",
+        "prompt = {0::a|0::b}",
+        10,
+        "give at least one alternative a positive weight",
+    )
 
 
 def test_zero_weights_in_a_slot():
-    check(error("s = 0::a | 0::b\nprompt = <s>"), "<template>:1:1",
-          "every alternative has weight 0, so none can be chosen", "s = 0::a | 0::b", 1,
-          "give at least one alternative a positive weight")
+    check(
+        error("s = 0::a | 0::b\nprompt = <s>"),
+        "<template>:1:1",
+        "every alternative has weight 0, so none can be chosen",
+        "s = 0::a | 0::b",
+        1,
+        "give at least one alternative a positive weight",
+    )
 
 
 def test_zero_weights_in_a_multi_select():
@@ -272,8 +348,13 @@ def test_zero_weights_in_a_multi_select():
 
 
 def test_zero_weights_in_a_setting():
-    check(error("prompt = a\n@steps = 0::10 | 0::20"), "<template>:2:1",
-          "every value of @steps has weight 0", "@steps = 0::10 | 0::20", 1)
+    check(
+        error("prompt = a\n@steps = 0::10 | 0::20"),
+        "<template>:2:1",
+        "every value of @steps has weight 0",
+        "@steps = 0::10 | 0::20",
+        1,
+    )
 
 
 def test_one_zero_weight_is_fine():
@@ -290,9 +371,15 @@ def test_zero_weight_in_an_optional_is_fine():
 
 def test_unknown_setting_lists_the_known_ones():
     err = error("prompt = a\n@xyzzy = 2")
-    check(err, "<template>:2:1", "unknown setting @xyzzy", "@xyzzy = 2", 1,
-          "known settings: @count, @seed, @sampler, @seed_mode, @batch, @steps, @guidance, "
-          "@size, @width, @height, @model, @scheduler")
+    check(
+        err,
+        "<template>:2:1",
+        "unknown setting @xyzzy",
+        "@xyzzy = 2",
+        1,
+        "known settings: @count, @seed, @sampler, @seed_mode, @batch, @steps, @guidance, "
+        "@size, @width, @height, @model, @scheduler",
+    )
 
 
 def test_unknown_setting_with_suggestion():
@@ -325,9 +412,12 @@ def test_unknown_setting_with_suggestion():
         ("@count = many", "@count: expected an integer, got 'many'", 10),
         ("@seed = x", "@seed: expected an integer, got 'x'", 9),
         ("@model =", "@model: expected a value, got nothing", 9),
-        ("@scheduler = foo",
-         "@scheduler: expected one of ddim, pndm, lms, euler, euler_a, heun, dpm++2m, "
-         "dpm++2m_karras, unipc; got 'foo'", 14),
+        (
+            "@scheduler = foo",
+            "@scheduler: expected one of ddim, pndm, lms, euler, euler_a, heun, dpm++2m, "
+            "dpm++2m_karras, unipc; got 'foo'",
+            14,
+        ),
     ],
 )
 def test_bad_setting_values(line, message, col):
@@ -346,8 +436,14 @@ def test_single_valued_settings_refuse_several_values(name):
 
 def test_setting_value_must_be_plain_text():
     err = error("prompt = a\n@steps = {10|20}")
-    check(err, "<template>:2:10", "a value of @steps must be plain text, not a template",
-          "@steps = {10|20}", 10, "list the values with '|': @steps = 30 | 50")
+    check(
+        err,
+        "<template>:2:10",
+        "a value of @steps must be plain text, not a template",
+        "@steps = {10|20}",
+        10,
+        "list the values with '|': @steps = 30 | 50",
+    )
 
 
 def test_size_and_width_together():
@@ -362,10 +458,15 @@ def test_size_and_width_together():
 def test_unknown_wildcard_with_suggestion(wildcards):
     d = wildcards({"colours": ["red"]})
     err = error("a __colour__ ball", [d])
-    check(err, "<template>:1:3", "unknown wildcard __colour__: did you mean __colours__?",
-          "a __colour__ ball", 3,
-          f"wildcard folders searched: {d}; a wildcard is a file colour.txt in one of them "
-          "(--wildcards DIR adds a folder)")
+    check(
+        err,
+        "<template>:1:3",
+        "unknown wildcard __colour__: did you mean __colours__?",
+        "a __colour__ ball",
+        3,
+        f"wildcard folders searched: {d}; a wildcard is a file colour.txt in one of them "
+        "(--wildcards DIR adds a folder)",
+    )
 
 
 def test_unknown_wildcard_without_folders(tmp_path):
@@ -384,9 +485,15 @@ def test_unknown_wildcard_nested_in_a_wildcard_names_the_file(wildcards):
     d = wildcards({"outer": ["fine", "uses __inner__"]})
     err = error("__outer__", [d])
     path = str(d / "outer.txt")
-    check(err, f"{path}:2:6", "unknown wildcard __inner__", "uses __inner__", 6,
-          f"wildcard folders searched: {d}; a wildcard is a file inner.txt in one of them "
-          "(--wildcards DIR adds a folder)")
+    check(
+        err,
+        f"{path}:2:6",
+        "unknown wildcard __inner__",
+        "uses __inner__",
+        6,
+        f"wildcard folders searched: {d}; a wildcard is a file inner.txt in one of them "
+        "(--wildcards DIR adds a folder)",
+    )
 
 
 def test_wildcard_cycle(wildcards):
@@ -409,14 +516,26 @@ def test_wildcard_cycle_through_multi_select(wildcards):
 
 def test_wildcard_syntax_error_names_the_file_and_line(wildcards):
     d = wildcards({"bad": ["ok", "fine", "{a|b"]})
-    check(error("__bad__", [d]), f"{d / 'bad.txt'}:3:5", "unclosed '{' opened at 3:1", "{a|b", 5,
-          "add the closing '}'")
+    check(
+        error("__bad__", [d]),
+        f"{d / 'bad.txt'}:3:5",
+        "unclosed '{' opened at 3:1",
+        "{a|b",
+        5,
+        "add the closing '}'",
+    )
 
 
 def test_empty_wildcard_file(wildcards):
     d = wildcards({"empty": ["", "# only a comment", "   "]})
-    check(error("x __empty__", [d]), "<template>:1:3", "wildcard __empty__ has no lines",
-          "x __empty__", 3, "a wildcard file lists one value per line; blank and # lines are skipped")
+    check(
+        error("x __empty__", [d]),
+        "<template>:1:3",
+        "wildcard __empty__ has no lines",
+        "x __empty__",
+        3,
+        "a wildcard file lists one value per line; blank and # lines are skipped",
+    )
 
 
 def test_wildcard_slot_unknown(wildcards):
@@ -445,7 +564,9 @@ def test_error_names_the_file(tmp_path):
     path.write_text("subject = x\nprompt = <subjet>\n", encoding="utf-8")
     with pytest.raises(TemplateError) as info:
         load(path)
-    assert info.value.format().startswith(f"{path}:2:10: error: unknown slot <subjet>: did you mean <subject>?")
+    assert info.value.format().startswith(
+        f"{path}:2:10: error: unknown slot <subjet>: did you mean <subject>?"
+    )
 
 
 def test_error_in_a_crlf_file_has_the_right_column(tmp_path):
@@ -508,8 +629,14 @@ def test_long_lines_are_shortened_around_the_caret():
 
 def test_tabs_keep_the_caret_aligned():
     err = error("s = a\t| {b\nprompt = <s>")
-    check(err, "<template>:1:11", "unclosed '{' opened at 1:9", "s = a\t| {b", 11,
-          "close it with '}' on the same line, or write \\{ for a literal character")
+    check(
+        err,
+        "<template>:1:11",
+        "unclosed '{' opened at 1:9",
+        "s = a\t| {b",
+        11,
+        "close it with '}' on the same line, or write \\{ for a literal character",
+    )
 
 
 def test_unprintable_characters_are_replaced_in_the_shown_line():
@@ -583,7 +710,9 @@ def test_parse_of_definitions():
     parsed = parse(Source("t", "s = a\n  | b\n@steps = 1\nprompt = <s>"))
     assert parsed.bare is None
     assert [(d.name, d.is_setting, len(d.alternatives)) for d in parsed.definitions] == [
-        ("s", False, 2), ("steps", True, 1), ("prompt", False, 1),
+        ("s", False, 2),
+        ("steps", True, 1),
+        ("prompt", False, 1),
     ]
 
 

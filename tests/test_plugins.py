@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stable_discovery.plugins import hookspecs
 from stable_discovery import plugins
 from stable_discovery.cli.main import main
+from stable_discovery.language.settings import SettingSpec
+from stable_discovery.plugins import hookspecs
 from stable_discovery.plugins.hookspecs import hookimpl
 from stable_discovery.sampling.samplers import CombinatorialSampler, SampleBuilder
-from stable_discovery.language.settings import SettingSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "plugins.md"
@@ -208,9 +208,20 @@ def test_plugins_command_lists_builtins(capsys) -> None:
 def installed_plugin(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT / "plugins" / "sdp-csv-manifest")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "plugins" / "sdp-csv-manifest"),
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         pytest.fail("pip could not install the example plugin:\n" + proc.stderr[-2000:])
@@ -221,15 +232,25 @@ def sdp(site: Path, *argv: str, env_extra: dict | None = None) -> subprocess.Com
     env = dict(os.environ, PYTHONPATH=str(site))
     env.pop(plugins.ENV_PLUGINS, None)
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "stable_discovery", *argv],
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "stable_discovery", *argv], capture_output=True, text=True, env=env
+    )
 
 
 def test_example_plugin_runs_an_experiment(installed_plugin, tmpl, tmp_path) -> None:
     listed = sdp(installed_plugin, "plugins")
     assert "csv_manifest" in listed.stdout and "register_sinks" in listed.stdout
-    proc = sdp(installed_plugin, "run", str(tmpl), "--backend", "dummy", "--sink", "csv",
-               "--workspace", str(tmp_path / "ws"))
+    proc = sdp(
+        installed_plugin,
+        "run",
+        str(tmpl),
+        "--backend",
+        "dummy",
+        "--sink",
+        "csv",
+        "--workspace",
+        str(tmp_path / "ws"),
+    )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.reader((tmp_path / "ws" / "balls" / "manifest.csv").open()))
     assert rows[0][:3] == ["index", "file", "seed"]
@@ -238,8 +259,18 @@ def test_example_plugin_runs_an_experiment(installed_plugin, tmpl, tmp_path) -> 
 
 
 def test_environment_variable_limits_plugins(installed_plugin, tmpl, tmp_path) -> None:
-    proc = sdp(installed_plugin, "run", str(tmpl), "--backend", "dummy", "--sink", "csv",
-               "--workspace", str(tmp_path / "ws"), env_extra={"SDP_PLUGINS": ""})
+    proc = sdp(
+        installed_plugin,
+        "run",
+        str(tmpl),
+        "--backend",
+        "dummy",
+        "--sink",
+        "csv",
+        "--workspace",
+        str(tmp_path / "ws"),
+        env_extra={"SDP_PLUGINS": ""},
+    )
     assert proc.returncode == 2
     assert "unknown sink 'csv'" in proc.stderr and "Traceback" not in proc.stderr
     listed = sdp(installed_plugin, "plugins", env_extra={"SDP_PLUGINS": "csv_manifest"})

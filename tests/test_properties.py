@@ -19,9 +19,9 @@ import math
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -56,7 +56,7 @@ class Text:
 @dataclass
 class Alt:
     parts: list
-    weight: Optional[float] = None  # None: no weight written (1)
+    weight: float | None = None  # None: no weight written (1)
 
     def body(self) -> str:
         return "".join(render(p) for p in self.parts)
@@ -87,7 +87,7 @@ class Optional_:
 @dataclass
 class Multi:
     prefix: str  # "2", "1-2", "-2", "2-"
-    joiner: Optional[str]
+    joiner: str | None
     alts: list  # of Alt; or a single wildcard name (str) for {2$$__w__}
 
     def bounds(self, n: int) -> tuple[int, int]:
@@ -150,9 +150,7 @@ class Template:
 
     def write_wildcards(self, folder: Path) -> None:
         for name, lines in self.wildcards.items():
-            (folder / f"{name}.txt").write_text(
-                "\n".join(a.body() for a in lines) + "\n", encoding="utf-8"
-            )
+            (folder / f"{name}.txt").write_text("\n".join(a.body() for a in lines) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,7 +174,7 @@ class Reference:
         self.t = t
 
     @staticmethod
-    def distinct(alts: list) -> list[tuple[int, "Alt", float]]:
+    def distinct(alts: list) -> list[tuple[int, Alt, float]]:
         """(first index, alternative, merged weight) of each group of identical ones."""
         out: list = []
         where: dict = {}
@@ -313,10 +311,25 @@ def record(sample) -> tuple:
 # the generator
 
 WORDS = [
-    Text("a", "a"), Text("b", "b"), Text("cat", "cat"), Text("red dog", "red dog"),
-    Text(" ", " "), Text("  x ", "  x "), Text("%", "%"), Text("$", "$"), Text("é", "é"),
-    Text("\\{", "{"), Text("\\}", "}"), Text("\\|", "|"), Text("\\[", "["), Text("\\#", "#"),
-    Text("\\$", "$"), Text("\\_", "_"), Text("\\\\", "\\"), Text("\\<", "<"), Text("\\(", "\\("),
+    Text("a", "a"),
+    Text("b", "b"),
+    Text("cat", "cat"),
+    Text("red dog", "red dog"),
+    Text(" ", " "),
+    Text("  x ", "  x "),
+    Text("%", "%"),
+    Text("$", "$"),
+    Text("é", "é"),
+    Text("\\{", "{"),
+    Text("\\}", "}"),
+    Text("\\|", "|"),
+    Text("\\[", "["),
+    Text("\\#", "#"),
+    Text("\\$", "$"),
+    Text("\\_", "_"),
+    Text("\\\\", "\\"),
+    Text("\\<", "<"),
+    Text("\\(", "\\("),
     Text("<lora:q:1>", "<lora:q:1>"),
 ]
 JOINERS = [None, " and ", "-", "+"]
@@ -380,14 +393,17 @@ def templates(draw, unique: bool = False) -> Template:
                     multi = Multi(prefix(), joiner(), alts)
                     # `{2$$a $$b|c}` has the joiner `a `: literal `$$` right after the
                     # prefix reads as a joiner, so the generator does not write that
-                    assume(multi.joiner is not None or not JOINER_LIKE.match(render(multi), len(multi.prefix) + 3))
+                    assume(
+                        multi.joiner is not None
+                        or not JOINER_LIKE.match(render(multi), len(multi.prefix) + 3)
+                    )
                     out.append(multi)
         return out
 
     def prefix() -> str:
         return draw(st.sampled_from(["1", "2", "3", "1-2", "-2", "2-", "0-1", "1-3"]))
 
-    def joiner() -> Optional[str]:
+    def joiner() -> str | None:
         return draw(st.sampled_from(JOINERS[1:] if unique else JOINERS))
 
     def alt(depth: int, slots: list, wilds: list) -> Alt:
@@ -400,8 +416,10 @@ def templates(draw, unique: bool = False) -> Template:
     wildcards: dict = {}
     for i in reversed(range(n_wild)):
         later = wild_names[i + 1 :]
-        lines = [Alt(([word()] if unique else []) + parts(1, [], later, allow_empty=False))
-                 for _ in range(draw(st.integers(1, 3)))]
+        lines = [
+            Alt(([word()] if unique else []) + parts(1, [], later, allow_empty=False))
+            for _ in range(draw(st.integers(1, 3)))
+        ]
         lines.append(Alt([Text(f"line{i}", f"line{i}")]))  # never only blank lines
         wildcards[wild_names[i]] = lines
     slots: dict = {}
@@ -490,8 +508,12 @@ def test_expansions_are_distinct_records(t):
     assert len(set(got)) == len(got)
 
 
-@settings(max_examples=40, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(templates(), st.integers(-(2**70), 2**70))
 def test_same_seed_same_samples(t, seed):
     with tempfile.TemporaryDirectory() as tmp1, tempfile.TemporaryDirectory() as tmp2:
@@ -510,8 +532,9 @@ def test_same_seed_same_samples(t, seed):
 # ---------------------------------------------------------------------------------------
 # arbitrary input only ever raises TemplateError
 
-FUZZ = settings(max_examples=300, derandomize=True, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 SPECIAL = st.text(alphabet="{}[]|<>#$_\\:=@\n\r\t -25ax%/*.", max_size=60)
 
 
@@ -547,10 +570,43 @@ def test_arbitrary_text_made_of_special_characters(text):
 
 
 @FUZZ
-@given(st.lists(st.sampled_from(
-    ["prompt = ", "s = ", "@steps = ", "@size = ", "@seed = ", "\n", "\n  | ", "|", "{", "}", "[",
-     "]", "<s>", "<prompt>", "__w__", "__w/*__", "2::", "{2$$", "{1-2$$ and $$", "a", " ", "#",
-     "\\", "\\{", "0::", "<lora:x__y>", "10", "512x512"]), max_size=14))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "prompt = ",
+                "s = ",
+                "@steps = ",
+                "@size = ",
+                "@seed = ",
+                "\n",
+                "\n  | ",
+                "|",
+                "{",
+                "}",
+                "[",
+                "]",
+                "<s>",
+                "<prompt>",
+                "__w__",
+                "__w/*__",
+                "2::",
+                "{2$$",
+                "{1-2$$ and $$",
+                "a",
+                " ",
+                "#",
+                "\\",
+                "\\{",
+                "0::",
+                "<lora:x__y>",
+                "10",
+                "512x512",
+            ]
+        ),
+        max_size=14,
+    )
+)
 def test_arbitrary_token_soup(tokens):
     text = "".join(tokens)
     with tempfile.TemporaryDirectory() as tmp:
@@ -571,8 +627,7 @@ def test_arbitrary_bytes_in_a_file(data):
         only_template_errors(lambda: load(json_path))
 
 
-@settings(max_examples=150, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=60), SPECIAL)
 def test_arbitrary_wildcard_files(data, line):
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,8 +16,9 @@ import sqlite3
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 from PIL import Image, ImageChops
@@ -26,9 +27,9 @@ from stable_discovery import plugins
 from stable_discovery.backends.base import BackendError
 from stable_discovery.backends.dummy import DummyBackend
 from stable_discovery.cli.main import main
+from stable_discovery.language.program import load
 from stable_discovery.plugins.hookspecs import hookimpl
 from stable_discovery.run.pngmeta import read_metadata
-from stable_discovery.language.program import load
 from stable_discovery.run.runner import RunOptions, RunResult, run_experiment
 from stable_discovery.store.database import Store
 
@@ -68,8 +69,14 @@ class SlowDummy(DummyBackend):
 
     name = "ray-test-slow"
 
-    def __init__(self, delay: float = 0.0, kill_index: Optional[int] = None,
-                 marker: Optional[str] = None, fail: Optional[str] = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        delay: float = 0.0,
+        kill_index: int | None = None,
+        marker: str | None = None,
+        fail: str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(**kw)
         self.delay = delay
         self.kill_index = kill_index
@@ -98,7 +105,7 @@ class TestBackends:
 class Recorder:
     """Stands in for the plugin hooks: counts how often each sample is written."""
 
-    def __init__(self, stop_after: Optional[int] = None) -> None:
+    def __init__(self, stop_after: int | None = None) -> None:
         self.saved: Counter[int] = Counter()
         self.stop_after = stop_after
 
@@ -133,22 +140,45 @@ def ray_local() -> Iterator[Any]:
         plugins.unregister("ray-test-backends")
 
 
-def executor(backend: str, options: Optional[dict[str, Any]] = None, workers: int = 2) -> Any:
+def executor(backend: str, options: dict[str, Any] | None = None, workers: int = 2) -> Any:
     from stable_discovery.run.ray_executor import RayExecutor
 
-    return RayExecutor(backend_name=backend, backend_options=options or {}, workers=workers,
-                       backend_factory=plugins.backends()[backend], quiet=True)
+    return RayExecutor(
+        backend_name=backend,
+        backend_options=options or {},
+        workers=workers,
+        backend_factory=plugins.backends()[backend],
+        quiet=True,
+    )
 
 
-def run(ws: Path, tmpl: Path, backend: str, ex: Any = None, options: Optional[dict[str, Any]] = None,
-        hooks: Any = None, batch: int = 3, overrides: Optional[dict[str, str]] = None) -> RunResult:
+def run(
+    ws: Path,
+    tmpl: Path,
+    backend: str,
+    ex: Any = None,
+    options: dict[str, Any] | None = None,
+    hooks: Any = None,
+    batch: int = 3,
+    overrides: dict[str, str] | None = None,
+) -> RunResult:
     program = load(tmpl)
     with Store(ws) as store:
         return run_experiment(
-            store, program, str(tmpl),
-            RunOptions(name="exp", backend=backend, batch=batch, overrides=overrides or {},
-                       backend_options=options or {}),
-            plugins.backends()[backend], {}, hooks=hooks, progress_stream=open(os.devnull, "w"),
+            store,
+            program,
+            str(tmpl),
+            RunOptions(
+                name="exp",
+                backend=backend,
+                batch=batch,
+                overrides=overrides or {},
+                backend_options=options or {},
+            ),
+            plugins.backends()[backend],
+            {},
+            hooks=hooks,
+            progress_stream=open(os.devnull, "w"),
             executor=ex,
         )
 
@@ -158,11 +188,18 @@ def content(ws: Path, pixels: bool = True) -> dict[str, Any]:
     image its metadata and (``pixels``) its decoded pixels."""
     db = sqlite3.connect(ws / "discovery.db")
     db.row_factory = sqlite3.Row
-    exp = dict(db.execute(
-        "SELECT name, template_path, template_text, template_hash, wildcards_hash, sampler, seed, "
-        "count, backend, overrides FROM experiments").fetchone())
-    rows = [dict(r) for r in db.execute(
-        "SELECT idx, prompt, negative, settings, seed, status, file FROM samples ORDER BY idx")]
+    exp = dict(
+        db.execute(
+            "SELECT name, template_path, template_text, template_hash, wildcards_hash, sampler, seed, "
+            "count, backend, overrides FROM experiments"
+        ).fetchone()
+    )
+    rows = [
+        dict(r)
+        for r in db.execute(
+            "SELECT idx, prompt, negative, settings, seed, status, file FROM samples ORDER BY idx"
+        )
+    ]
     choices = [tuple(r) for r in db.execute("SELECT idx, name, choice, text FROM choices ORDER BY idx, name")]
     images = {}
     for r in rows:
@@ -205,7 +242,9 @@ def test_dummy_backend_on_ray_leaves_the_same_store(ray_local, tmpl, tmp_path) -
     assert a["rows"] == b["rows"]
     assert a["choices"] == b["choices"]
     assert a["images"] == b["images"]  # metadata (Model: dummy (…) included) and pixels
-    assert sorted(p.name for p in (tmp_path / "ray" / "exp").iterdir() if p.name != ".lock") == sorted(a["images"])
+    assert sorted(p.name for p in (tmp_path / "ray" / "exp").iterdir() if p.name != ".lock") == sorted(
+        a["images"]
+    )
     assert ex.workers_lost == 0
 
 
@@ -218,8 +257,15 @@ def test_tiny_model_on_ray_leaves_the_same_store(ray_local, tmp_path) -> None:
     over = {"model": "tiny"}
     opts = {"threads": 1}
     local = run(tmp_path / "local", tmpl, "diffusers", options=opts, overrides=over, batch=2)
-    remote = run(tmp_path / "ray", tmpl, "diffusers", ex=executor("diffusers", opts), options=opts,
-                 overrides=over, batch=2)
+    remote = run(
+        tmp_path / "ray",
+        tmpl,
+        "diffusers",
+        ex=executor("diffusers", opts),
+        options=opts,
+        overrides=over,
+        batch=2,
+    )
     assert (local.done, remote.done) == (4, 4)
     a, b = content(tmp_path / "local", pixels=False), content(tmp_path / "ray", pixels=False)
     assert a["experiment"] == b["experiment"] and a["rows"] == b["rows"] and a["choices"] == b["choices"]
@@ -227,7 +273,10 @@ def test_tiny_model_on_ray_leaves_the_same_store(ray_local, tmp_path) -> None:
     assert "Model: tiny-sd2-v1" in next(iter(b["images"].values()))[0]
     for r in a["rows"]:
         # same seeds, same model: the same picture (float noise of another process aside)
-        assert max_pixel_difference(tmp_path / "local" / "exp" / r["file"], tmp_path / "ray" / "exp" / r["file"]) <= 2
+        assert (
+            max_pixel_difference(tmp_path / "local" / "exp" / r["file"], tmp_path / "ray" / "exp" / r["file"])
+            <= 2
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,8 +307,14 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(ray_loca
 @needs_ray
 def test_ctrl_c_drains_the_batches_in_flight_and_a_resume_finishes(ray_local, tmpl, tmp_path) -> None:
     hooks = Recorder(stop_after=1)
-    first = run(tmp_path / "ws", tmpl, "ray-test-slow", ex=executor("ray-test-slow", {"delay": 0.3}),
-                hooks=hooks, batch=2)
+    first = run(
+        tmp_path / "ws",
+        tmpl,
+        "ray-test-slow",
+        ex=executor("ray-test-slow", {"delay": 0.3}),
+        hooks=hooks,
+        batch=2,
+    )
     assert first.interrupted
     # the first batch written, plus what was in flight (2 workers x 2 batches at most)
     assert 2 <= first.done <= 8 and first.done % 2 == 0, first.done
@@ -271,11 +326,16 @@ def test_ctrl_c_drains_the_batches_in_flight_and_a_resume_finishes(ray_local, tm
 
 
 @needs_ray
-@pytest.mark.parametrize("fail, message", [
-    ("backend-error", "cannot load model 'nowhere': no such folder"),
-    ("bug", "failed on a Ray worker: ValueError: something inside the backend broke"),
-])
-def test_a_backend_error_on_a_worker_reaches_the_user_as_one_line(ray_local, tmpl, tmp_path, fail, message) -> None:
+@pytest.mark.parametrize(
+    "fail, message",
+    [
+        ("backend-error", "cannot load model 'nowhere': no such folder"),
+        ("bug", "failed on a Ray worker: ValueError: something inside the backend broke"),
+    ],
+)
+def test_a_backend_error_on_a_worker_reaches_the_user_as_one_line(
+    ray_local, tmpl, tmp_path, fail, message
+) -> None:
     with pytest.raises(BackendError) as info:
         run(tmp_path / "ws", tmpl, "ray-test-slow", ex=executor("ray-test-slow", {"fail": fail}, workers=1))
     assert message in str(info.value)
@@ -289,7 +349,18 @@ def test_a_backend_error_on_a_worker_reaches_the_user_as_one_line(ray_local, tmp
 @needs_ray
 def test_sdp_run_executor_ray(ray_local, tmpl, tmp_path, capsys) -> None:
     ws = tmp_path / "ws"
-    argv = ["run", str(tmpl), "--backend", "dummy", "--executor", "ray", "--workers", "2", "--workspace", str(ws)]
+    argv = [
+        "run",
+        str(tmpl),
+        "--backend",
+        "dummy",
+        "--executor",
+        "ray",
+        "--workers",
+        "2",
+        "--workspace",
+        str(ws),
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "ray: 2 workers (1 CPU each), backend dummy" in err and "done: 16 of 16" in err
@@ -302,18 +373,23 @@ def test_sdp_run_executor_ray(ray_local, tmpl, tmp_path, capsys) -> None:
 
 def test_without_ray_the_user_is_told_how_to_install_it(tmpl, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if it were missing
-    code = main(["run", str(tmpl), "--backend", "dummy", "--executor", "ray", "--workspace", str(tmp_path / "ws")])
+    code = main(
+        ["run", str(tmpl), "--backend", "dummy", "--executor", "ray", "--workspace", str(tmp_path / "ws")]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "pip install -e '.[ray]'" in err and "Traceback" not in err
     assert not (tmp_path / "ws" / "pets").exists() or not list((tmp_path / "ws" / "pets").glob("*.png"))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--workers", "2"], "--workers go with --executor ray"),
-    (["--address", "auto"], "--address go with --executor ray"),
-    (["--executor", "ray", "--workers", "0"], "--workers must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--workers", "2"], "--workers go with --executor ray"),
+        (["--address", "auto"], "--address go with --executor ray"),
+        (["--executor", "ray", "--workers", "0"], "--workers must be at least 1"),
+    ],
+)
 def test_ray_options_are_checked(tmpl, tmp_path, capsys, argv, message) -> None:
     if "ray" in argv and not HAVE_RAY:
         pytest.skip("Ray is not installed")
@@ -340,8 +416,11 @@ def test_an_address_where_nothing_answers_is_reported_at_once() -> None:
 def test_images_travel_unchanged(mode) -> None:
     from stable_discovery.run.ray_executor import pack_image, unpack_image
 
-    im = Image.linear_gradient("L").resize((37, 21)).convert(mode if mode != "I;16" else "I").convert(mode) \
-        if mode != "P" else Image.linear_gradient("L").resize((37, 21)).convert("RGB").convert("P")
+    im = (
+        Image.linear_gradient("L").resize((37, 21)).convert(mode if mode != "I;16" else "I").convert(mode)
+        if mode != "P"
+        else Image.linear_gradient("L").resize((37, 21)).convert("RGB").convert("P")
+    )
     back = unpack_image(pack_image(im))
     assert back.mode == im.mode and back.size == im.size and back.tobytes() == im.tobytes()
     if mode == "P":

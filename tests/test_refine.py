@@ -10,15 +10,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from loop_helpers import make_experiment, rate_by, store_counts
+
 from stable_discovery import plugins
+from stable_discovery.analysis.learn import learn
+from stable_discovery.analysis.refine import HEADER_MARK, format_weight, refine, refine_result
 from stable_discovery.cli.main import main
 from stable_discovery.errors import Source, TemplateError, UsageError
-from stable_discovery.analysis.learn import learn
 from stable_discovery.language.parser import parse
 from stable_discovery.language.program import load, loads
-from stable_discovery.analysis.refine import HEADER_MARK, format_weight, refine, refine_result
 from stable_discovery.plugins import get_sampler
 from stable_discovery.store.database import Store
 
@@ -104,7 +104,7 @@ def test_comments_and_everything_else_are_preserved(store: Store) -> None:
     text = refine(store, "planted")
     for line in TEMPLATE.splitlines():
         if "#" in line:
-            assert line[line.index("#"):] in text
+            assert line[line.index("#") :] in text
     body = text.split("\n\n", 1)[1]
     without_weights = re.sub(r"\d+(?:\.\d+)?:: ?", "", body)
     assert without_weights == re.sub(r"\d+(?:\.\d+)?:: ?", "", TEMPLATE)
@@ -185,9 +185,11 @@ def test_drop_never_removes_every_value(store: Store) -> None:
 
 
 def test_dropping_keeps_layout_and_line_comments(store: Store) -> None:
-    t = ("# top\nshade = light | dark  # about shades\n"
-         "      | 3:: pale   # pale is popular\n      | grey\n"
-         "prompt = a <shade> thing\n")
+    t = (
+        "# top\nshade = light | dark  # about shades\n"
+        "      | 3:: pale   # pale is popular\n      | grey\n"
+        "prompt = a <shade> thing\n"
+    )
     store_counts(store, "layout", t, {"shade": [(0, 300, 100), (1, 300, 1), (2, 300, 100), (3, 300, 1)]})
     text = refine(store, "layout", drop=True)
     body = text.split("\n\n", 1)[1]
@@ -238,7 +240,7 @@ def test_refining_a_refined_experiment_replaces_the_header(store: Store) -> None
     make_experiment(store, "two", first, 800, PLANT, rule_seed=9)
     second = refine(store, "two")
     assert second.count(HEADER_MARK) == 1 and "'two'" in second
-    assert second.split("\n\n", 1)[1] .startswith("# a planted-effect experiment")
+    assert second.split("\n\n", 1)[1].startswith("# a planted-effect experiment")
 
 
 def test_no_favourites_is_an_error(store: Store) -> None:
@@ -249,7 +251,13 @@ def test_no_favourites_is_an_error(store: Store) -> None:
 
 def test_format_weight() -> None:
     assert [format_weight(w) for w in (0, 100, 33.3333, 4.5678, 0.012345, 1e-5, 1e-9)] == [
-        "0", "100", "33.3", "4.57", "0.0123", "0.00001", "0.000001"
+        "0",
+        "100",
+        "33.3",
+        "4.57",
+        "0.0123",
+        "0.00001",
+        "0.000001",
     ]
 
 
@@ -381,12 +389,21 @@ def test_exploit_through_sdp_run(ws: Path, tmp_path: Path, capsys) -> None:
     "extra, error, message",
     [
         ("@sampler = exploit\n", TemplateError, "the exploit sampler needs @exploit = EXPERIMENT"),
-        ("@sampler = exploit\n@exploit = nope\n@exploit_workspace = {ws}\n", UsageError,
-         "no experiment named 'nope'"),
-        ("@sampler = exploit\n@exploit = planted\n@exploit_workspace = {ws}/missing\n", UsageError,
-         "there is no run store in"),
-        ("@sampler = exploit\n@exploit = empty\n@exploit_workspace = {ws}\n", UsageError,
-         "has no favourites"),
+        (
+            "@sampler = exploit\n@exploit = nope\n@exploit_workspace = {ws}\n",
+            UsageError,
+            "no experiment named 'nope'",
+        ),
+        (
+            "@sampler = exploit\n@exploit = planted\n@exploit_workspace = {ws}/missing\n",
+            UsageError,
+            "there is no run store in",
+        ),
+        (
+            "@sampler = exploit\n@exploit = empty\n@exploit_workspace = {ws}\n",
+            UsageError,
+            "has no favourites",
+        ),
     ],
     ids=["no-exploit-setting", "unknown-experiment", "no-store", "no-favourites"],
 )
@@ -446,8 +463,16 @@ def test_refine_keeps_every_template_of_the_corpus_intact(path: Path, tmp_path: 
     wildcards = (path.parent / "wildcards",)
     original = load(path, wildcards).source.text
     with Store(tmp_path / "ws") as store:
-        make_experiment(store, "c", original, 300, rate_by({}, 0.2), sampler="random",
-                        template_path=str(path), wildcards=wildcards)
+        make_experiment(
+            store,
+            "c",
+            original,
+            300,
+            rate_by({}, 0.2),
+            sampler="random",
+            template_path=str(path),
+            wildcards=wildcards,
+        )
         kept = refine(store, "c")
         dropped = refine_result(store, "c", drop=True)
     for text in (kept, dropped.text):
@@ -504,5 +529,5 @@ def test_rewriting_odd_layouts(store: Store) -> None:
     )
     assert "[3::, <colour>]" in body
     w = weights(body)
-    assert [a for a in w["colour"]] == ["red", "green", "", "a \\| b"]
+    assert list(w["colour"]) == ["red", "green", "", "a \\| b"]
     assert shares(w["medium"])["chalk"] > 0.25  # it was 1 in 5

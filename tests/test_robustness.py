@@ -169,7 +169,13 @@ def test_count_beyond_any_use_is_refused():
     # {N$$...} of {N$$...} of ...: the count's digits alone would fill the memory
     text = "{200$$" + "|".join(f"v{i}" for i in range(400)) + "}"
     for _ in range(3):
-        text = "{300$$" + "|".join(f"w{i} {text}" for i in range(2)) + "|" + "|".join(f"u{i}" for i in range(400)) + "}"
+        text = (
+            "{300$$"
+            + "|".join(f"w{i} {text}" for i in range(2))
+            + "|"
+            + "|".join(f"u{i}" for i in range(400))
+            + "}"
+        )
     err = refused(text)
     assert err.message == "more than 10^100000 combinations: too many to count exactly"
     assert err.location.startswith("<template>:1:")
@@ -243,8 +249,9 @@ def test_deep_nesting_inside_a_chain_of_slots_is_refused_with_a_place():
 
 def test_shared_slot_reused_deep_inside_choices():
     nest = "".join("{z%d|" % i for i in range(60)) + "<s>" + "}" * 60
-    program = loads("s = " + "".join("{y%d|" % i for i in range(60)) + "a" + "}" * 60 + "\n"
-                    + "prompt = <s> " + nest)
+    program = loads(
+        "s = " + "".join("{y%d|" % i for i in range(60)) + "a" + "}" * 60 + "\n" + "prompt = <s> " + nest
+    )
     exercise(program)
 
 
@@ -272,7 +279,8 @@ def test_wildcard_doubling_is_refused(tmp_path):
 def test_wildcard_multi_select_chain_is_linear_to_compile(tmp_path):
     for i in range(40):
         (tmp_path / f"w{i}.txt").write_text(
-            f"{{2$$__w{i + 1}__|x}} {{2$$__w{i + 1}__|y}}\n", encoding="utf-8")
+            f"{{2$$__w{i + 1}__|x}} {{2$$__w{i + 1}__|y}}\n", encoding="utf-8"
+        )
     (tmp_path / "w40.txt").write_text("a\nb\n", encoding="utf-8")
     err = refused("__w0__", wildcards=[tmp_path])
     assert "combinations" in err.message or "characters" in err.message
@@ -291,8 +299,11 @@ def test_nested_shared_slots_count_without_enumerating():
 
 def test_many_shared_slots_in_one_prompt():
     n = 800
-    text = "\n".join(f"s{i} = a{i} | b{i}" for i in range(n)) + "\nprompt = " + " ".join(
-        f"<s{i}> <s{i}>" for i in range(n))
+    text = (
+        "\n".join(f"s{i} = a{i} | b{i}" for i in range(n))
+        + "\nprompt = "
+        + " ".join(f"<s{i}> <s{i}>" for i in range(n))
+    )
     program = loads(text)
     assert program.count() == 2**n
     last = COMB.sample(program, 2**n - 1, 0).prompt.split()

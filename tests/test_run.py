@@ -15,7 +15,7 @@ from stable_discovery.backends.dummy import DummyBackend
 from stable_discovery.cli.main import main
 from stable_discovery.errors import UsageError
 from stable_discovery.language.program import load
-from stable_discovery.run.pngmeta import JSON_KEY, parse_parameters, read_metadata
+from stable_discovery.run.pngmeta import parse_parameters, read_metadata
 from stable_discovery.run.runner import ExperimentLock, RunOptions, run_experiment
 from stable_discovery.store.database import Store, StoreError
 
@@ -63,7 +63,7 @@ def test_run_writes_pngs_with_metadata_and_rows(tmpl, tmp_path, capsys) -> None:
     from stable_discovery.plugins import get_sampler
 
     expected = list(get_sampler("random").samples(program, 0, 12, 7))
-    for row, sample in zip(stored, expected):
+    for row, sample in zip(stored, expected, strict=False):
         assert row["status"] == "done" and row["prompt"] == sample.prompt and row["seed"] == sample.seed
         path = ws / "pets" / row["file"]
         with Image.open(path) as im:
@@ -83,8 +83,13 @@ def test_run_writes_pngs_with_metadata_and_rows(tmpl, tmp_path, capsys) -> None:
 def test_a1111_quotes_values_with_commas(tmp_path) -> None:
     from stable_discovery.run.pngmeta import a1111_parameters
 
-    text = a1111_parameters("p", "", {"steps": 5, "scheduler": "euler_a", "guidance": 7.0,
-                                      "width": 64, "height": 64}, 3, "my, model: v2")
+    text = a1111_parameters(
+        "p",
+        "",
+        {"steps": 5, "scheduler": "euler_a", "guidance": 7.0, "width": 64, "height": 64},
+        3,
+        "my, model: v2",
+    )
     parsed = parse_parameters(text)
     assert parsed["Model"] == "my, model: v2" and parsed["Sampler"] == "Euler a"
     assert parsed["CFG scale"] == "7" and "Negative prompt" not in text
@@ -175,13 +180,25 @@ def test_ctrl_c_stops_after_the_current_batch(tmpl, tmp_path) -> None:
             return super().generate(batch)
 
     with Store(tmp_path / "ws") as store:
-        result = run_experiment(store, load(tmpl), str(tmpl), RunOptions("pets", backend="dummy", batch=3),
-                                lambda **o: Interrupting(), {})
+        result = run_experiment(
+            store,
+            load(tmpl),
+            str(tmpl),
+            RunOptions("pets", backend="dummy", batch=3),
+            lambda **o: Interrupting(),
+            {},
+        )
     assert result.interrupted and result.done == 6 and result.generated == 6
     assert len(list((tmp_path / "ws" / "pets").glob("*.png"))) == 6
     with Store(tmp_path / "ws") as store:
-        again = run_experiment(store, load(tmpl), str(tmpl), RunOptions("pets", backend="dummy", batch=3),
-                               lambda **o: DummyBackend(), {})
+        again = run_experiment(
+            store,
+            load(tmpl),
+            str(tmpl),
+            RunOptions("pets", backend="dummy", batch=3),
+            lambda **o: DummyBackend(),
+            {},
+        )
     assert not again.interrupted and again.done == 12 and again.generated == 6
 
 
@@ -262,8 +279,14 @@ def test_a_name_with_nothing_made_takes_a_new_spec(tmpl, tmp_path, capsys) -> No
 
     with Store(tmp_path / "ws") as store:
         with pytest.raises(BackendError):
-            run_experiment(store, load(tmpl), str(tmpl), RunOptions("pets", backend="other"),
-                           lambda **o: Unreachable(), {})
+            run_experiment(
+                store,
+                load(tmpl),
+                str(tmpl),
+                RunOptions("pets", backend="other"),
+                lambda **o: Unreachable(),
+                {},
+            )
         assert store.require("pets").done == 0
     # nothing was made under the first spec, so the same name may change backend
     assert sdp_run(tmp_path, str(tmpl), "--backend", "dummy") == 0

@@ -4,17 +4,15 @@ counts, streaming), shuffle (seeded permutation), and weights."""
 from __future__ import annotations
 
 import itertools
-import time
 from collections import Counter
 
 import pytest
+from conftest import records, traces
 
 from stable_discovery.errors import UsageError
-from stable_discovery.space.permutation import Permutation
 from stable_discovery.language.program import loads
 from stable_discovery.plugins import get_sampler, sampler_names
-
-from conftest import records, traces
+from stable_discovery.space.permutation import Permutation
 
 RANDOM = get_sampler("random")
 COMB = get_sampler("combinatorial")
@@ -249,11 +247,20 @@ def test_odometer_order_across_prompt_negative_and_settings():
 def test_odometer_order_through_slots():
     program = loads("x = 1 | 2\ny = p | q\nprompt = <y>{A|B}<x>")
     assert [s.prompt for s in records(program)] == [
-        "pA1", "pA2", "pB1", "pB2", "qA1", "qA2", "qB1", "qB2",
+        "pA1",
+        "pA2",
+        "pB1",
+        "pB2",
+        "qA1",
+        "qA2",
+        "qB1",
+        "qB2",
     ]
 
 
-@pytest.mark.parametrize("name", ["simple", "optional", "multi", "shared", "settings", "weights", "shared_multi"])
+@pytest.mark.parametrize(
+    "name", ["simple", "optional", "multi", "shared", "settings", "weights", "shared_multi"]
+)
 def test_combinatorial_sample_alone_equals_the_stream(name):
     program = loads(TEMPLATES[name])
     stream = records(program)
@@ -266,7 +273,9 @@ def test_combinatorial_sample_alone_equals_the_stream(name):
     assert [key(s) for s in COMB.samples(program, mid, mid + 5, 0)] == [key(s) for s in stream[mid : mid + 5]]
 
 
-@pytest.mark.parametrize("name", ["simple", "optional", "multi", "shared", "settings", "weights", "shared_multi"])
+@pytest.mark.parametrize(
+    "name", ["simple", "optional", "multi", "shared", "settings", "weights", "shared_multi"]
+)
 def test_combinatorial_records_are_distinct(name):
     stream = records(loads(TEMPLATES[name]))
     assert len({key(s) for s in stream}) == len(stream)
@@ -430,5 +439,8 @@ def test_shared_slot_same_value_everywhere_in_random_samples():
 def test_shared_slot_same_value_everywhere_in_combinatorial_samples():
     program = loads("c = r | g\nprompt = <c>{<c>|x}<c>\nnegative = <c>")
     assert [(s.prompt, s.negative) for s in records(program)] == [
-        ("rrr", "r"), ("rxr", "r"), ("ggg", "g"), ("gxg", "g"),
+        ("rrr", "r"),
+        ("rxr", "r"),
+        ("ggg", "g"),
+        ("gxg", "g"),
     ]

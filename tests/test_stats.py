@@ -9,10 +9,9 @@ import random
 from pathlib import Path
 
 import pytest
+from loop_helpers import make_experiment, rate_by
 from PIL import Image
 
-from loop_helpers import make_experiment, rate_by
-from stable_discovery.cli.main import main
 from stable_discovery.analysis.stats import (
     ABSENT,
     benjamini_hochberg,
@@ -22,6 +21,7 @@ from stable_discovery.analysis.stats import (
     value_stats,
     wilson,
 )
+from stable_discovery.cli.main import main
 from stable_discovery.store.database import Store
 
 TEMPLATE = """\
@@ -200,8 +200,21 @@ def test_to_dict_is_json_ready(store: Store) -> None:
     data = json.loads(json.dumps(report.to_dict()))
     assert data["experiment"] == "json" and len(data["values"]) == len(report.values)
     assert set(data["values"][0]) == {
-        "name", "kind", "index", "text", "images", "favourites", "rejected", "rate", "low",
-        "high", "lift", "p_value", "q_value", "significant", "absent",
+        "name",
+        "kind",
+        "index",
+        "text",
+        "images",
+        "favourites",
+        "rejected",
+        "rate",
+        "low",
+        "high",
+        "lift",
+        "p_value",
+        "q_value",
+        "significant",
+        "absent",
     }
 
 
@@ -290,8 +303,10 @@ def test_sdp_stats_without_a_store(tmp_path: Path, capsys) -> None:
 @pytest.fixture
 def dummy_run(tmp_path: Path, capsys) -> Path:
     tmpl = tmp_path / "balls.sdp"
-    tmpl.write_text("colour = red | green | blue\nprompt = a <colour> ball[, <scale>]\n"
-                    "scale = small | large\n@size = 64x64\n@count = 12\n@seed = 5\n")
+    tmpl.write_text(
+        "colour = red | green | blue\nprompt = a <colour> ball[, <scale>]\n"
+        "scale = small | large\n@size = 64x64\n@count = 12\n@seed = 5\n"
+    )
     ws = tmp_path / "ws"
     assert main(["run", str(tmpl), "--backend", "dummy", "--workspace", str(ws)]) == 0
     capsys.readouterr()
@@ -327,8 +342,9 @@ def test_fav_rate_reject_from_the_command_line(dummy_run: Path, capsys) -> None:
 def _no_favourites(ws: Path) -> None:
     with Store(ws) as store:
         exp = store.require("balls")
-        assert not any(store.rating(exp, i)["favourite"] or store.rating(exp, i)["rejected"]
-                       for i in range(12))
+        assert not any(
+            store.rating(exp, i)["favourite"] or store.rating(exp, i)["rejected"] for i in range(12)
+        )
 
 
 @pytest.mark.parametrize(
@@ -376,7 +392,8 @@ def test_rating_from_a_subprocess_has_no_traceback(dummy_run: Path) -> None:
 
     proc = subprocess.run(
         [sys.executable, "-m", "stable_discovery", "rate", "balls", "3", "9", "--workspace", str(dummy_run)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert "stars are 1 to 5" in proc.stderr and "Traceback" not in proc.stderr
@@ -391,7 +408,10 @@ def test_stats_on_every_combination_of_a_small_run(tmp_path: Path) -> None:
         store.rate(exp, dogs, favourite=True)
         groups = experiment_stats(store, "grid").by_name()
     assert {i: (r.images, r.favourites) for i, r in groups["animal"].items()} == {
-        0: (3, 0), 1: (3, 3), 2: (3, 0), 3: (3, 0)
+        0: (3, 0),
+        1: (3, 3),
+        2: (3, 0),
+        3: (3, 0),
     }
     assert all(r.images == 4 and r.favourites == 1 for r in groups["place"].values())
     assert groups["animal"][1].p_value == pytest.approx(1 / math.comb(12, 3))

@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 
@@ -19,8 +18,20 @@ def _build(out: Path) -> tuple[bool, str]:
     """Build the wheel into ``out``; (done, what went wrong)."""
     attempts = []
     if importlib.util.find_spec("hatchling") is not None:
-        attempts.append([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                         "-q", "-w", str(out), str(REPO)])
+        attempts.append(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                str(out),
+                str(REPO),
+            ]
+        )
     if importlib.util.find_spec("build") is not None:
         attempts.append([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(REPO)])
     if not attempts:
@@ -58,8 +69,16 @@ def test_wheel_contains_the_grammar(wheel):
         names = set(z.namelist())
         assert "stable_discovery/_grammar/sdp.lark" in names
         assert z.read("stable_discovery/_grammar/sdp.lark") == (REPO / "grammar" / "sdp.lark").read_bytes()
-        for module in ("__init__", "language/parser", "language/program", "space/nodes",
-                       "sampling/samplers", "cli/__init__", "sampling/legacy", "store/migrations"):
+        for module in (
+            "__init__",
+            "language/parser",
+            "language/program",
+            "space/nodes",
+            "sampling/samplers",
+            "cli/__init__",
+            "sampling/legacy",
+            "store/migrations",
+        ):
             assert f"stable_discovery/{module}.py" in names
         assert "stable_discovery/py.typed" in names
         assert "stable_discovery/gallery/static/app.js" in names
@@ -93,15 +112,21 @@ def _env(installed: Path) -> dict:
 def test_installed_wheel_finds_its_grammar(installed, tmp_path):
     elsewhere = tmp_path / "elsewhere"  # outside the checkout: no grammar/ folder near
     elsewhere.mkdir()
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                            cwd=elsewhere, env=_env(installed), timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=_env(installed),
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     package = next(line.split(" ", 1)[1] for line in lines if line.startswith("PACKAGE"))
     grammar = next(line.split(" ", 1)[1] for line in lines if line.startswith("GRAMMAR"))
     assert Path(package).is_relative_to(installed)
     assert Path(grammar) == installed / "stable_discovery" / "_grammar" / "sdp.lark"
-    assert [line[len("PROMPT "):] for line in lines if line.startswith("PROMPT")] == [
+    assert [line[len("PROMPT ") :] for line in lines if line.startswith("PROMPT")] == [
         "a red ball, not red again",
         "a red hat, not red again",
         "a blue ball, not blue again",
@@ -112,13 +137,21 @@ def test_installed_wheel_finds_its_grammar(installed, tmp_path):
 def test_installed_wheel_command_line(installed, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "stable_discovery", "expand", "-e", "{a|b} {1|2}"],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(installed), timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(installed),
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["a 1", "a 2", "b 1", "b 2"]
     result = subprocess.run(
         [sys.executable, "-m", "stable_discovery", "check", "-e", "{a|b"],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(installed), timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(installed),
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("<-e>:1:5: error: unclosed '{' opened at 1:1")

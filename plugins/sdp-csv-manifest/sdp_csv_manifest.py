@@ -8,8 +8,9 @@ slot of the trace. Install with ``pip install -e plugins/sdp-csv-manifest``.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stable_discovery.plugins.hookspecs import hookimpl
 
@@ -30,8 +31,7 @@ class CsvManifest:
     def write(self, record: dict, image: Any, path: Path) -> None:
         trace = "; ".join(f"{k}={v['text']}" for k, v in record["trace"].items())
         self.writer.writerow(
-            [record["index"], Path(path).name, record["seed"], record["prompt"],
-             record["negative"], trace]
+            [record["index"], Path(path).name, record["seed"], record["prompt"], record["negative"], trace]
         )
 
     def close(self) -> None:

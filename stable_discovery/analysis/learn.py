@@ -24,13 +24,12 @@ edited template (values added, removed or moved) still gets the right weights.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
+from stable_discovery.analysis.stats import StatsReport, ValueStats, experiment_stats, wilson
 from stable_discovery.errors import Source, UsageError
 from stable_discovery.language.parser import parse
-from stable_discovery.analysis.stats import StatsReport, ValueStats, experiment_stats, wilson
-from stable_discovery.store.database import Experiment, Store
 from stable_discovery.language.syntax import Definition
+from stable_discovery.store.database import Experiment, Store
 
 __all__ = ["Estimate", "Learned", "learn", "learn_from_report", "DEFAULT_PRIOR", "MIN_PRIOR_IMAGES"]
 
@@ -67,7 +66,7 @@ class Learned:
     strength: float
     sampler: str
     include_rejected: bool = False
-    min_stars: Optional[int] = None
+    min_stars: int | None = None
     values: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     presence: dict[str, tuple[Estimate, Estimate]] = field(default_factory=dict)
 
@@ -81,9 +80,7 @@ def _prior_images(base: float, prior: float) -> float:
     return max(MIN_PRIOR_IMAGES, prior / base) if base > 0 else MIN_PRIOR_IMAGES
 
 
-def _estimate(
-    images: int, favourites: int, high: float, base: float, k: float, strength: float
-) -> Estimate:
+def _estimate(images: int, favourites: int, high: float, base: float, k: float, strength: float) -> Estimate:
     shrunk = (favourites + k * base) / (images + k)
     factor = (shrunk / base) ** strength if base > 0 else 1.0
     return Estimate(
@@ -162,16 +159,14 @@ def learn_from_report(
 
 def learn(
     store: Store,
-    experiment: Union[str, Experiment],
+    experiment: str | Experiment,
     *,
     strength: float = 1.0,
     prior: float = DEFAULT_PRIOR,
     include_rejected: bool = False,
-    min_stars: Optional[int] = None,
+    min_stars: int | None = None,
 ) -> Learned:
     """Estimates from an experiment's favourites (see the module docstring)."""
     exp = experiment if isinstance(experiment, Experiment) else store.require(experiment)
     report = experiment_stats(store, exp, include_rejected=include_rejected, min_stars=min_stars)
-    return learn_from_report(
-        report, exp.template_text, sampler=exp.sampler, strength=strength, prior=prior
-    )
+    return learn_from_report(report, exp.template_text, sampler=exp.sampler, strength=strength, prior=prior)

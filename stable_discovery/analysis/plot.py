@@ -8,8 +8,9 @@ below the base rate); the rest are blue.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -54,7 +55,7 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
     return text[:lo] + "…"
 
 
-def _axis_max(values: Sequence[Any], base: Optional[float]) -> float:
+def _axis_max(values: Sequence[Any], base: float | None) -> float:
     top = max([v.high for v in values] + [base or 0.0, 0.01])
     for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0):
         if top <= step * 5:
@@ -82,8 +83,8 @@ def draw(
     rows: Sequence[Any],
     path: Path,
     *,
-    base_rate: Optional[float] = None,
-    title: Optional[str] = None,
+    base_rate: float | None = None,
+    title: str | None = None,
     limit: int = 60,
 ) -> Path:
     """Write the plot of ``rows`` (ValueStats) to ``path`` as a PNG; returns the path."""
@@ -104,10 +105,19 @@ def draw(
     def x_of(rate: float) -> float:
         return x0 + (x1 - x0) * min(max(rate, 0.0), xmax) / xmax
 
-    d.text((MARGIN, 12), _fit(d, title or "favourite rate by value", bold, WIDTH - 2 * MARGIN),
-           fill=INK, font=bold)
-    d.text((MARGIN, 38), "favourite rate with its 95% Wilson interval; green: significant winner "
-           "(BH q < 0.05); red: interval below the base rate", fill=MUTED, font=small)
+    d.text(
+        (MARGIN, 12),
+        _fit(d, title or "favourite rate by value", bold, WIDTH - 2 * MARGIN),
+        fill=INK,
+        font=bold,
+    )
+    d.text(
+        (MARGIN, 38),
+        "favourite rate with its 95% Wilson interval; green: significant winner "
+        "(BH q < 0.05); red: interval below the base rate",
+        fill=MUTED,
+        font=small,
+    )
     d.text((x1 + 10, TOP - 18), "favs/images", fill=MUTED, font=small)
 
     plot_top, plot_bottom = TOP, TOP + n * ROW_H
@@ -154,8 +164,12 @@ def draw(
     if not shown:
         d.text((x0, TOP + 4), "no values to show", fill=MUTED, font=font)
     if hidden:
-        d.text((MARGIN + 4, plot_bottom + 28), f"… and {hidden:,} more values (see sdp stats)",
-               fill=MUTED, font=small)
+        d.text(
+            (MARGIN + 4, plot_bottom + 28),
+            f"… and {hidden:,} more values (see sdp stats)",
+            fill=MUTED,
+            font=small,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG")
     return path

@@ -23,14 +23,14 @@ weights (and dropped alternatives) of the rewritten definitions change.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
-from stable_discovery.errors import SdpError, Source
 from stable_discovery.analysis.learn import DEFAULT_PRIOR, Learned, learn
+from stable_discovery.errors import SdpError, Source
 from stable_discovery.language.parser import parse
-from stable_discovery.store.database import Experiment, Store
 from stable_discovery.language.syntax import Alternative, Choice, Definition, SlotRef
+from stable_discovery.store.database import Experiment, Store
 
 __all__ = ["refine", "refine_template", "reweight", "Refined", "HEADER_MARK", "format_weight"]
 
@@ -56,7 +56,7 @@ class Refined:
     text: str
     learned: Learned
     dropped: tuple[tuple[str, str], ...]  # (slot or @setting, value text)
-    sampler_note: Optional[str]
+    sampler_note: str | None
     rewritten: tuple[str, ...]  # slot / @setting names whose weights were written
 
 
@@ -102,9 +102,7 @@ class _Edit:
     text: str
 
 
-def _definition_edit(
-    text: str, d: Definition, weights: Sequence[Optional[float]]
-) -> _Edit:
+def _definition_edit(text: str, d: Definition, weights: Sequence[float | None]) -> _Edit:
     """Rewrite a definition's alternatives: ``weights[k]`` is the new weight, or None to
     remove the alternative. Separators, comments and texts of kept ones are unchanged."""
     alts = d.alternatives
@@ -170,7 +168,7 @@ def _slot_refs(nodes: Sequence[object], counts: dict[str, int]) -> None:
 
 def _new_weights(
     d: Definition, learned: Learned, drop: bool, key: str
-) -> tuple[list[Optional[float]], list[str]]:
+) -> tuple[list[float | None], list[str]]:
     """Per alternative: the new weight (percent), or None when dropped; and dropped texts."""
     alts = d.alternatives
     raw = [a.weight * learned.factor(key, a.text) for a in alts]
@@ -184,9 +182,9 @@ def _new_weights(
     if alive and all(a.text in losing for a in alive):
         best = max(alive, key=lambda a: estimates[a.text].shrunk)
         losing.discard(best.text)
-    total = sum(w for a, w in zip(alts, raw) if a.text not in losing)
-    weights: list[Optional[float]] = []
-    for a, w in zip(alts, raw):
+    total = sum(w for a, w in zip(alts, raw, strict=False) if a.text not in losing)
+    weights: list[float | None] = []
+    for a, w in zip(alts, raw, strict=False):
         weights.append(None if a.text in losing else (100.0 * w / total if total > 0 else a.weight))
     dropped = []
     for a in alts:
@@ -238,8 +236,9 @@ def _optional_edits(
 # the header and the sampler
 
 
-def _header(learned: Learned, dropped: Sequence[tuple[str, str]], note: Optional[str],
-            optional_slots: Sequence[str]) -> list[str]:
+def _header(
+    learned: Learned, dropped: Sequence[tuple[str, str]], note: str | None, optional_slots: Sequence[str]
+) -> list[str]:
     rejected = (
         f"; {learned.rejected:,} rejected images left out"
         if learned.rejected and not learned.include_rejected
@@ -259,7 +258,8 @@ def _header(learned: Learned, dropped: Sequence[tuple[str, str]], note: Optional
     if optional_slots:
         lines.append(
             "#   Optional parts [w::x] are weighed against their absence the same way: "
-            + ", ".join(f"<{s}>" for s in optional_slots) + "."
+            + ", ".join(f"<{s}>" for s in optional_slots)
+            + "."
         )
     if dropped:
         shown = "; ".join(f"{name}: {value}" for name, value in dropped)
@@ -281,7 +281,7 @@ def _strip_header(text: str) -> str:
 
 def _sampler_edits(
     text: str, definitions: Sequence[Definition], used: str
-) -> tuple[list[_Edit], Optional[str]]:
+) -> tuple[list[_Edit], str | None]:
     sampler_def = next((d for d in definitions if d.is_setting and d.name == "sampler"), None)
     written = sampler_def.alternatives[0].text if sampler_def is not None else "random"
     edits: list[_Edit] = []
@@ -291,18 +291,24 @@ def _sampler_edits(
         alt = sampler_def.alternatives[0]
         edits.append(_Edit(alt.start, _alt_end(alt), "random"))
         if written == "exploit":
-            note = ("The experiment used the exploit sampler; its weights are now written here, "
-                    "so @sampler = random (and @exploit is commented out).")
+            note = (
+                "The experiment used the exploit sampler; its weights are now written here, "
+                "so @sampler = random (and @exploit is commented out)."
+            )
             for d in definitions:
                 if d.is_setting and d.name in ("exploit", "exploit_workspace"):
                     line_start = text.rfind("\n", 0, d.start) + 1
                     edits.append(_Edit(line_start, line_start, "# "))
         else:
-            note = (f"The experiment used the {written} sampler, which ignores weights: "
-                    "this template uses @sampler = random.")
+            note = (
+                f"The experiment used the {written} sampler, which ignores weights: "
+                "this template uses @sampler = random."
+            )
     elif used in WEIGHTLESS_SAMPLERS:
-        note = (f"The experiment ran with --sampler {used}, which ignores weights: "
-                "run this template with the random sampler.")
+        note = (
+            f"The experiment ran with --sampler {used}, which ignores weights: "
+            "run this template with the random sampler."
+        )
     return edits, note
 
 
@@ -350,9 +356,7 @@ def refine_template(
     definitions = parse(Source(source_name, body)).definitions
     sampler_edits, note = _sampler_edits(body, definitions, learned.sampler)
     body = _apply(body, sampler_edits)  # settings with one value: reweight never touches them
-    new_body, dropped, rewritten, optional_slots = reweight(
-        body, learned, drop=drop, source_name=source_name
-    )
+    new_body, dropped, rewritten, optional_slots = reweight(body, learned, drop=drop, source_name=source_name)
     header = _header(learned, dropped, note, optional_slots)
     out = "\n".join(header) + "\n" + (new_body if new_body.startswith("\n") else "\n" + new_body)
     _verify(out, source_name, dropped)
@@ -372,35 +376,44 @@ def _verify(text: str, source_name: str, dropped: Sequence[tuple[str, str]]) -> 
 
 def refine(
     store: Store,
-    experiment: Union[str, Experiment],
+    experiment: str | Experiment,
     drop: bool = False,
     strength: float = 1.0,
     *,
     prior: float = DEFAULT_PRIOR,
     include_rejected: bool = False,
-    min_stars: Optional[int] = None,
+    min_stars: int | None = None,
 ) -> str:
     """The next template's text for an experiment (see the module docstring)."""
     return refine_result(
-        store, experiment, drop=drop, strength=strength, prior=prior,
-        include_rejected=include_rejected, min_stars=min_stars,
+        store,
+        experiment,
+        drop=drop,
+        strength=strength,
+        prior=prior,
+        include_rejected=include_rejected,
+        min_stars=min_stars,
     ).text
 
 
 def refine_result(
     store: Store,
-    experiment: Union[str, Experiment],
+    experiment: str | Experiment,
     *,
     drop: bool = False,
     strength: float = 1.0,
     prior: float = DEFAULT_PRIOR,
     include_rejected: bool = False,
-    min_stars: Optional[int] = None,
+    min_stars: int | None = None,
 ) -> Refined:
     """Like :func:`refine`, with what was dropped and learned (``sdp refine`` reports it)."""
     exp = experiment if isinstance(experiment, Experiment) else store.require(experiment)
     learned = learn(
-        store, exp, strength=strength, prior=prior, include_rejected=include_rejected,
+        store,
+        exp,
+        strength=strength,
+        prior=prior,
+        include_rejected=include_rejected,
         min_stars=min_stars,
     )
     return refine_template(exp.template_text, learned, drop=drop, source_name=exp.template_path or exp.name)

@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any
 
 from stable_discovery.errors import UsageError
 from stable_discovery.store.database import Experiment, Store
@@ -126,7 +127,7 @@ class StatsReport:
     base_rate: float
     values: tuple[ValueStats, ...] = field(default=())
     include_rejected: bool = False
-    min_stars: Optional[int] = None
+    min_stars: int | None = None
     tested: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,14 +225,14 @@ class _Count:
     rejected: int = 0
 
 
-def _winner_sql(min_stars: Optional[int]) -> str:
+def _winner_sql(min_stars: int | None) -> str:
     if min_stars is None:
         return "r.favourite = 1"
     return f"(r.favourite = 1 OR COALESCE(r.stars, 0) >= {int(min_stars)})"
 
 
 def _counts(
-    store: Store, exp: Experiment, min_stars: Optional[int]
+    store: Store, exp: Experiment, min_stars: int | None
 ) -> tuple[dict[tuple[str, int], _Count], int, int, int]:
     """Per (name, index) counts, and the experiment's done, rejected and winner totals."""
     db = store.db
@@ -278,7 +279,7 @@ def _counts(
     return counts, done, int(rejected), int(winners)
 
 
-def _resolve(store: Store, experiment: Union[str, Experiment]) -> Experiment:
+def _resolve(store: Store, experiment: str | Experiment) -> Experiment:
     if isinstance(experiment, Experiment):
         return experiment
     return store.require(experiment)
@@ -291,10 +292,10 @@ def setting_names(template_text: str) -> set[str]:
 
 def experiment_stats(
     store: Store,
-    experiment: Union[str, Experiment],
+    experiment: str | Experiment,
     *,
     include_rejected: bool = False,
-    min_stars: Optional[int] = None,
+    min_stars: int | None = None,
 ) -> StatsReport:
     """Every value's statistics for an experiment (a name or an :class:`Experiment`).
 
@@ -329,11 +330,11 @@ def experiment_stats(
         _, _, _, n, k, _ = rows[i]
         pvalues[i] = fisher_greater(k, n, F, N)
     qvalues = [1.0] * len(rows)
-    for i, q in zip(tested, benjamini_hochberg([pvalues[i] for i in tested])):
+    for i, q in zip(tested, benjamini_hochberg([pvalues[i] for i in tested]), strict=False):
         qvalues[i] = q
 
     values = []
-    for (name, index, text, n, k, rej), p, q in zip(rows, pvalues, qvalues):
+    for (name, index, text, n, k, rej), p, q in zip(rows, pvalues, qvalues, strict=False):
         rate = k / n if n > 0 else 0.0
         low, high = wilson(k, n)
         values.append(
@@ -370,25 +371,23 @@ def experiment_stats(
 
 def value_stats(
     store: Store,
-    experiment: Union[str, Experiment],
+    experiment: str | Experiment,
     *,
     include_rejected: bool = False,
-    min_stars: Optional[int] = None,
+    min_stars: int | None = None,
 ) -> list[ValueStats]:
     """The rows of :func:`experiment_stats`, ranked by the interval's lower bound."""
     return list(
-        experiment_stats(
-            store, experiment, include_rejected=include_rejected, min_stars=min_stars
-        ).values
+        experiment_stats(store, experiment, include_rejected=include_rejected, min_stars=min_stars).values
     )
 
 
 def plot(
-    stats: Union[StatsReport, Iterable[ValueStats]],
-    path: Union[str, Path],
+    stats: StatsReport | Iterable[ValueStats],
+    path: str | Path,
     *,
-    base_rate: Optional[float] = None,
-    title: Optional[str] = None,
+    base_rate: float | None = None,
+    title: str | None = None,
     limit: int = 60,
 ) -> Path:
     """Draw favourite rates with their 95% intervals into a PNG at ``path``.

@@ -6,6 +6,6 @@ it is opened. Built-in backends: ``dummy`` (no torch; for tests and dry runs) an
 random-weights pipeline locally).
 """
 
-from stable_discovery.backends.base import Backend, Batch, BackendError, GenerationKey
+from stable_discovery.backends.base import Backend, BackendError, Batch, GenerationKey
 
 __all__ = ["Backend", "Batch", "BackendError", "GenerationKey"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from stable_discovery.errors import SdpError
 from stable_discovery.sampling.sample import Sample
@@ -35,7 +36,7 @@ class GenerationKey:
     scheduler: str
 
     @classmethod
-    def of(cls, sample: Sample) -> "GenerationKey":
+    def of(cls, sample: Sample) -> GenerationKey:
         s = sample.settings
         return cls(
             str(s["model"]),
@@ -68,7 +69,7 @@ class Backend(Protocol):
     def describe_model(self, model: str) -> str:
         """The model's name as recorded in PNG metadata (``Model: …``)."""
 
-    def generate(self, batch: Batch) -> Sequence["Image"]:
+    def generate(self, batch: Batch) -> Sequence[Image]:
         """Images for the batch's samples, in order."""
 
     def close(self) -> None:

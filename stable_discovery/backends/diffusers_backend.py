@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
-from stable_discovery.backends.base import Batch, BackendError
+from stable_discovery.backends.base import BackendError, Batch
 from stable_discovery.backends.quiet import quiet_libraries
 from stable_discovery.backends.tiny import TINY_MODEL, TINY_VERSION, is_tiny, tiny_model_path
 
@@ -111,8 +112,8 @@ def _modules() -> tuple[Any, Any]:
     except ImportError as e:
         raise BackendError(f"the diffusers backend needs PyTorch ({e}); {_INSTALL_HINT}") from None
     try:
-        import transformers  # noqa: F401
         import diffusers  # noqa: F401
+        import transformers  # noqa: F401
     except ImportError as e:
         raise BackendError(
             f"the diffusers backend needs diffusers and transformers ({e}); {_INSTALL_HINT}"
@@ -125,7 +126,9 @@ def _modules() -> tuple[Any, Any]:
 
 def _offline() -> bool:
     """Whether the Hugging Face offline variables ask for no network."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _looks_like_path(model: str) -> bool:
@@ -195,12 +198,12 @@ class DiffusersBackend:
     def __init__(
         self,
         device: str = "auto",
-        dtype: Optional[str] = None,
+        dtype: str | None = None,
         attention: str = "sdpa",
         compile: bool | str = False,
-        threads: Optional[int] = None,
+        threads: int | None = None,
         generator_device: str = "device",
-        local_files_only: Optional[bool] = None,
+        local_files_only: bool | None = None,
     ) -> None:
         if attention not in _ATTENTION:
             raise BackendError(f"unknown attention {attention!r}; known: {', '.join(_ATTENTION)}")
@@ -246,7 +249,9 @@ class DiffusersBackend:
         if threads is not None:
             torch.set_num_threads(threads)
         if dev.startswith("cuda") and not torch.cuda.is_available():
-            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            build = (
+                "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            )
             raise BackendError(
                 f"device {dev!r} was asked for but PyTorch sees no CUDA GPU (torch {torch.__version__}, "
                 f"{build}). Ways out: run without a device setting (CPU), --model tiny to try the "
@@ -278,7 +283,7 @@ class DiffusersBackend:
         self._setup()
         return str(self._dtype).replace("torch.", "")
 
-    def prepare(self, models: "Sequence[str]") -> None:
+    def prepare(self, models: Sequence[str]) -> None:
         """Load every model a run needs before any work, so a model that cannot be
         reached fails the run at once (``sdp run`` calls this)."""
         for model in models:
@@ -383,7 +388,9 @@ class DiffusersBackend:
         self._scheduler_of[model] = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""
         return pipe
 
-    def _load_error(self, model: str, source: str, local: bool, offline: bool, exc: BaseException) -> BackendError:
+    def _load_error(
+        self, model: str, source: str, local: bool, offline: bool, exc: BaseException
+    ) -> BackendError:
         """A one-paragraph message for a failed ``from_pretrained``: the model, what was
         tried, the ways out."""
         cause = _root_cause(exc)
@@ -397,7 +404,9 @@ class DiffusersBackend:
                     "folder per component, as save_pretrained writes), give a Hugging Face "
                     "model id, or use --model tiny"
                 )
-            return BackendError(f"cannot load model {model!r} from the folder {source}: {reason}. Way out: {fix}")
+            return BackendError(
+                f"cannot load model {model!r} from the folder {source}: {reason}. Way out: {fix}"
+            )
         if isinstance(exc, ValueError) and "valid repo id" in str(exc):
             return BackendError(
                 f"cannot load model {model!r}: it is neither an existing folder nor a valid "
@@ -408,10 +417,14 @@ class DiffusersBackend:
         cache = _hf_cache_dir()
         if offline or name == "OfflineModeIsEnabled":
             tried = f"not in the local Hugging Face cache ({cache}), and offline mode (HF_HUB_OFFLINE) kept the Hub from being tried"
-        elif name in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError") or re.search(r"\b40[134]\b", reason):
+        elif name in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError") or re.search(
+            r"\b40[134]\b", reason
+        ):
             tried = f"not in the local Hugging Face cache ({cache}), and the Hub answered: {reason}"
         else:
-            tried = f"not in the local Hugging Face cache ({cache}), and the Hub could not be reached ({reason})"
+            tried = (
+                f"not in the local Hugging Face cache ({cache}), and the Hub could not be reached ({reason})"
+            )
         return BackendError(
             f"cannot load model {model!r}: {tried}. Ways out: --model tiny (random weights, "
             "no network needed); --model PATH (a local diffusers folder); or fill the cache on "
@@ -431,7 +444,9 @@ class DiffusersBackend:
         try:
             pipe.scheduler = cls.from_config(self._base_scheduler[model], **extra)
         except ImportError as e:  # LMS needs scipy; diffusers' placeholder raises on use
-            raise BackendError(f"scheduler {name!r} needs a package that is missing: {_first_line(e)}") from None
+            raise BackendError(
+                f"scheduler {name!r} needs a package that is missing: {_first_line(e)}"
+            ) from None
         self._scheduler_of[model] = name
 
     # -- the protocol ---------------------------------------------------------------------
@@ -446,7 +461,7 @@ class DiffusersBackend:
             return path.resolve().name or model
         return model
 
-    def generate(self, batch: Batch) -> Sequence["Image"]:
+    def generate(self, batch: Batch) -> Sequence[Image]:
         """One PIL image per sample of the batch, in order."""
         if not batch.samples:
             return []
@@ -497,7 +512,7 @@ class DiffusersBackend:
             if self._torch.cuda.is_available():
                 self._torch.cuda.empty_cache()
 
-    def __enter__(self) -> "DiffusersBackend":
+    def __enter__(self) -> DiffusersBackend:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from stable_discovery.backends.base import Batch
 

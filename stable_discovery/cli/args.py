@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional, TextIO
+from typing import Any, TextIO
 
 from stable_discovery.errors import UsageError
 
-__all__ = ["add_template_args", "add_workspace_arg", "load_template", "template_sampler", "open_store",
-           "backend_factory", "emit", "plural", "nonneg", "stars"]
+__all__ = [
+    "add_template_args",
+    "add_workspace_arg",
+    "load_template",
+    "template_sampler",
+    "open_store",
+    "backend_factory",
+    "emit",
+    "plural",
+    "nonneg",
+    "stars",
+]
 
 
 def add_template_args(p: argparse.ArgumentParser, allow_text: bool = True) -> None:
@@ -42,7 +53,7 @@ def load_template(args: argparse.Namespace) -> Any:
     return load(args.file, args.wildcards, extra)
 
 
-def template_sampler(program: Any, requested: Optional[str] = None) -> Any:
+def template_sampler(program: Any, requested: str | None = None) -> Any:
     """The sampler a command uses, checked against the program: an unknown ``@sampler``
     is an error at its place in the template, and ``legacy`` needs the original shape."""
     from stable_discovery import plugins

@@ -19,28 +19,43 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         exps = store.experiments()
         if args.json:
             for e in exps:
-                out.write(json.dumps({
-                    "name": e.name, "template": e.template_path, "sampler": e.sampler,
-                    "seed": e.seed, "count": e.count, "done": e.done, "backend": e.backend,
-                    "overrides": e.overrides, "created_at": e.created_at, "updated_at": e.updated_at,
-                }) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "name": e.name,
+                            "template": e.template_path,
+                            "sampler": e.sampler,
+                            "seed": e.seed,
+                            "count": e.count,
+                            "done": e.done,
+                            "backend": e.backend,
+                            "overrides": e.overrides,
+                            "created_at": e.created_at,
+                            "updated_at": e.updated_at,
+                        }
+                    )
+                    + "\n"
+                )
             return 0
         if not exps:
             out.write(f"no experiments in {store.workspace}\n")
             return 0
         rows = [("NAME", "TEMPLATE", "DONE", "SAMPLER", "BACKEND", "UPDATED")]
         for e in exps:
-            rows.append((
-                e.name,
-                e.template_path or "-",
-                f"{e.done}/{e.count}",
-                e.sampler,
-                e.backend + (" " + " ".join(f"{k}={v}" for k, v in e.overrides.items()) if e.overrides else ""),
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(e.updated_at)),
-            ))
+            rows.append(
+                (
+                    e.name,
+                    e.template_path or "-",
+                    f"{e.done}/{e.count}",
+                    e.sampler,
+                    e.backend
+                    + (" " + " ".join(f"{k}={v}" for k, v in e.overrides.items()) if e.overrides else ""),
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(e.updated_at)),
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
-            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() + "\n")
     return 0
 
 

@@ -37,11 +37,18 @@ def add_commands(sub: Any) -> None:
         "Escape closes, c compares two, ? shows every key.",
     )
     _add_workspace_arg(p)
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                   help=f"port to listen on (default: {DEFAULT_PORT}; 0 picks a free one)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default: 127.0.0.1, this machine only; "
-                   "0.0.0.0 shares the gallery, and its rating, with your network)")
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port to listen on (default: {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; "
+        "0.0.0.0 shares the gallery, and its rating, with your network)",
+    )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     p.set_defaults(func=cmd_gallery)
 
@@ -56,8 +63,10 @@ def cmd_gallery(args: argparse.Namespace, out: TextIO) -> int:
     url = server.url
     if args.host in ("0.0.0.0", "::"):
         url = f"http://127.0.0.1:{server.port}/" if args.host == "0.0.0.0" else f"http://[::1]:{server.port}/"
-        out.write(f"warning: listening on all interfaces ({args.host}); anyone who can reach "
-                  "this machine can see and rate the images\n")
+        out.write(
+            f"warning: listening on all interfaces ({args.host}); anyone who can reach "
+            "this machine can see and rate the images\n"
+        )
     out.write(f"gallery of {workspace} at {url}  (Ctrl+C to stop)\n")
     out.flush()
     if not args.no_browser:

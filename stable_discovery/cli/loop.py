@@ -19,11 +19,14 @@ __all__ = ["add_commands", "cmd_stats", "cmd_refine", "format_table"]
 
 def _winner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--min-stars", type=int, metavar="N",
+        "--min-stars",
+        type=int,
+        metavar="N",
         help="also count images rated N stars or more as winners (default: favourites only)",
     )
     p.add_argument(
-        "--include-rejected", action="store_true",
+        "--include-rejected",
+        action="store_true",
         help="count rejected images as images that are not favourites (default: leave them out)",
     )
 
@@ -63,8 +66,11 @@ def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
     r = report
     rejected = ""
     if r.rejected:
-        rejected = (f", {r.rejected:,} rejected counted as non-favourites" if r.include_rejected
-                    else f", {r.rejected:,} rejected left out")
+        rejected = (
+            f", {r.rejected:,} rejected counted as non-favourites"
+            if r.include_rejected
+            else f", {r.rejected:,} rejected left out"
+        )
     winners = "favourites" if r.min_stars is None else f"winners (favourite or {r.min_stars}+ stars)"
     lines = [
         f"{r.experiment}: {r.images:,} images{rejected}; {r.favourites:,} {winners}; "
@@ -78,20 +84,22 @@ def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
     shown = r.values if limit is None else r.values[:limit]
     for v in shown:
         slot = ("@" + v.name) if v.kind == "setting" else v.name
-        rows.append((
-            _cut(slot, 24),
-            _cut(v.text if v.text else '""', width),
-            f"{v.images:,}",
-            f"{v.favourites:,}",
-            _pct(v.rate) if v.images else "-",
-            f"{_pct(v.low)}–{_pct(v.high)}" if v.images else "-",
-            f"{v.lift:.2f}x" if v.images else "-",
-            "*" if v.significant else "",
-        ))
+        rows.append(
+            (
+                _cut(slot, 24),
+                _cut(v.text if v.text else '""', width),
+                f"{v.images:,}",
+                f"{v.favourites:,}",
+                _pct(v.rate) if v.images else "-",
+                f"{_pct(v.low)}–{_pct(v.high)}" if v.images else "-",
+                f"{v.lift:.2f}x" if v.images else "-",
+                "*" if v.significant else "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {2, 3, 4, 6}
     for row in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         lines.append("  ".join(cells).rstrip())
     if limit is not None and len(r.values) > limit:
         lines.append(f"… {len(r.values) - limit:,} more (--limit)")
@@ -194,12 +202,25 @@ def add_commands(sub: Any) -> None:
     p.add_argument("name", help="experiment name")
     p.add_argument("-o", "--output", type=Path, metavar="NEXT.sdp", help="write here instead of stdout")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
-    p.add_argument("--drop", action="store_true",
-                   help="remove values whose whole 95%% interval is below the base rate (never all of a slot's)")
-    p.add_argument("--strength", type=_float_arg(0.0), default=1.0, metavar="S",
-                   help="weights follow (shrunk rate / base rate)^S; 0 keeps them, 2 is greedier (default 1)")
-    p.add_argument("--prior", type=_float_arg(0.0), default=2.0, metavar="M",
-                   help="the shrinkage prior's worth in favourites (default 2; at least 10 images)")
+    p.add_argument(
+        "--drop",
+        action="store_true",
+        help="remove values whose whole 95%% interval is below the base rate (never all of a slot's)",
+    )
+    p.add_argument(
+        "--strength",
+        type=_float_arg(0.0),
+        default=1.0,
+        metavar="S",
+        help="weights follow (shrunk rate / base rate)^S; 0 keeps them, 2 is greedier (default 1)",
+    )
+    p.add_argument(
+        "--prior",
+        type=_float_arg(0.0),
+        default=2.0,
+        metavar="M",
+        help="the shrinkage prior's worth in favourites (default 2; at least 10 images)",
+    )
     _winner_args(p)
     _workspace_arg(p)
     p.set_defaults(func=cmd_refine)

@@ -7,7 +7,15 @@ import os
 import sys
 from typing import Any, TextIO
 
-from stable_discovery.cli.args import add_template_args, add_workspace_arg, backend_factory, load_template, nonneg, open_store, template_sampler
+from stable_discovery.cli.args import (
+    add_template_args,
+    add_workspace_arg,
+    backend_factory,
+    load_template,
+    nonneg,
+    open_store,
+    template_sampler,
+)
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -15,9 +23,8 @@ __all__ = ["add_commands"]
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery import plugins
-    from stable_discovery.run.runner import RunOptions, parse_overrides, run_experiment
     from stable_discovery.language.settings import BUILTIN_SETTINGS
-
+    from stable_discovery.run.runner import RunOptions, parse_overrides, run_experiment
     from stable_discovery.store.database import ENV_WORKSPACE, workspace_path
 
     # samplers that read the store (exploit) look where this run writes
@@ -54,9 +61,16 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     factory = backend_factory(backend)
     from stable_discovery.run.executors import make_executor
 
-    executor = make_executor(getattr(args, "executor", "local"), backend, options.backend_options,
-                             getattr(args, "address", None), getattr(args, "workers", None), factory)
+    executor = make_executor(
+        getattr(args, "executor", "local"),
+        backend,
+        options.backend_options,
+        getattr(args, "address", None),
+        getattr(args, "workers", None),
+        factory,
+    )
     with open_store(args) as store:
+
         def started(exp: Any) -> None:
             sys.stderr.write(
                 f"experiment {exp.name}: {exp.done} of {exp.count} done, "
@@ -77,9 +91,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         )
     if result.interrupted:
         again = " ".join(_resume_command(args, result.experiment))
-        sys.stderr.write(
-            f"stopped: {result.done} of {result.count} done. Resume with:\n  {again}\n"
-        )
+        sys.stderr.write(f"stopped: {result.done} of {result.count} done. Resume with:\n  {again}\n")
         return 130
     rate = result.generated / result.seconds if result.seconds > 0 else 0.0
     sys.stderr.write(
@@ -110,14 +122,31 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
     p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")
     p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a generation setting, e.g. --set size=256x256 (repeatable)")
-    p.add_argument("--sink", action="append", metavar="NAME", help="an extra output from a plugin (repeatable)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local (default): this process; ray: Ray workers, one per GPU (pip install -e '.[ray]')")
-    p.add_argument("--address", metavar="ADDR",
-                   help="with --executor ray: the cluster to join ('auto': the one `ray start` made here)")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="with --executor ray: how many workers (default: one per GPU; else per CPU, at most 4)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a generation setting, e.g. --set size=256x256 (repeatable)",
+    )
+    p.add_argument(
+        "--sink", action="append", metavar="NAME", help="an extra output from a plugin (repeatable)"
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): this process; ray: Ray workers, one per GPU (pip install -e '.[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --executor ray: the cluster to join ('auto': the one `ray start` made here)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --executor ray: how many workers (default: one per GPU; else per CPU, at most 4)",
+    )
     add_workspace_arg(p)
     p.set_defaults(func=cmd_run)

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from stable_discovery.store.filters import Filters
 
-__all__ = ["ApiError", "Filters", "RateRequest", "parse_filters", "parse_rate", "parse_int", "page_args", "MAX_BODY"]
+__all__ = [
+    "ApiError",
+    "Filters",
+    "RateRequest",
+    "parse_filters",
+    "parse_rate",
+    "parse_int",
+    "page_args",
+    "MAX_BODY",
+]
 
 MAX_BODY = 16 * 1024
 MAX_LIMIT = 1000
@@ -41,7 +51,7 @@ class RateRequest:
     rejected: Any = ...
 
 
-def parse_int(text: Optional[str], what: str, *, low: int = 0, high: Optional[int] = None) -> int:
+def parse_int(text: str | None, what: str, *, low: int = 0, high: int | None = None) -> int:
     """A whole number from a query parameter, within bounds, else a 400."""
     if text is None or not _INT_RE.match(text):
         raise ApiError(400, f"{what} must be a whole number, not {text!r}")
@@ -52,7 +62,7 @@ def parse_int(text: Optional[str], what: str, *, low: int = 0, high: Optional[in
     return value
 
 
-def _one(params: Mapping[str, Sequence[str]], key: str) -> Optional[str]:
+def _one(params: Mapping[str, Sequence[str]], key: str) -> str | None:
     values = params.get(key)
     if not values:
         return None
@@ -61,7 +71,7 @@ def _one(params: Mapping[str, Sequence[str]], key: str) -> Optional[str]:
     return values[0]
 
 
-def _tristate(params: Mapping[str, Sequence[str]], key: str) -> Optional[bool]:
+def _tristate(params: Mapping[str, Sequence[str]], key: str) -> bool | None:
     text = _one(params, key)
     if text is None or text == "" or text == "any":
         return None
@@ -97,7 +107,7 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
     )
 
 
-def page_args(params: Mapping[str, Sequence[str]]) -> tuple[Optional[int], int]:
+def page_args(params: Mapping[str, Sequence[str]]) -> tuple[int | None, int]:
     """``after`` (the last index already shown; absent for the first page) and ``limit``."""
     after_text = _one(params, "after")
     after = None if after_text in (None, "") else parse_int(after_text, "after", low=-1)

@@ -13,7 +13,6 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Optional
 from urllib.parse import unquote
 
 __all__ = ["FILE_RE", "split_file_route", "safe_image_path"]
@@ -24,7 +23,7 @@ EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,200}\.png$")
 
 
-def _segment(raw: str) -> Optional[str]:
+def _segment(raw: str) -> str | None:
     try:
         text = unquote(raw, errors="strict")
     except UnicodeDecodeError:
@@ -32,7 +31,7 @@ def _segment(raw: str) -> Optional[str]:
     return text
 
 
-def split_file_route(path: str) -> Optional[tuple[str, str, str]]:
+def split_file_route(path: str) -> tuple[str, str, str] | None:
     """``/thumb/exp/00001.png`` → ``("thumb", "exp", "00001.png")``; None when malformed.
 
     ``path`` is the request path without its query string, still percent-encoded.
@@ -52,7 +51,9 @@ def _inside(child: str, parent: str) -> bool:
     return child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def safe_image_path(workspace: Path, experiment: str, name: str, root: Optional[str] = None) -> Optional[Path]:
+def safe_image_path(
+    workspace: Path, experiment: str, name: str, root: str | None = None
+) -> Path | None:
     """The path of ``workspace/experiment/name`` when it is a regular file inside the
     experiment folder, which is inside the workspace (symlinks followed), else None.
 

@@ -26,19 +26,20 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import parse_qs
 
 from stable_discovery.errors import SdpError, UsageError
-from stable_discovery.store.database import Store
-from stable_discovery.store import gallery_queries as queries
-from stable_discovery.gallery.api import ApiError, MAX_BODY, page_args, parse_filters, parse_int, parse_rate
-from stable_discovery.gallery.paths import split_file_route, safe_image_path
+from stable_discovery.gallery.api import MAX_BODY, ApiError, page_args, parse_filters, parse_int, parse_rate
+from stable_discovery.gallery.paths import safe_image_path, split_file_route
 from stable_discovery.gallery.thumbs import ThumbnailError, thumbnail
+from stable_discovery.store import gallery_queries as queries
+from stable_discovery.store.database import Store
 
 __all__ = ["GalleryServer", "make_server", "LOOPBACK_HOSTS"]
 
@@ -74,7 +75,9 @@ class GalleryServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], workspace: Path, *, log: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(
+        self, address: tuple[str, int], workspace: Path, *, log: Callable[[str], None] | None = None
+    ) -> None:
         self.workspace = Path(workspace)
         self.root = os.path.realpath(self.workspace)
         self.static = _load_static()
@@ -87,7 +90,7 @@ class GalleryServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, GalleryHandler)
         self.port = int(self.server_address[1])
-        self.allowed_hosts: Optional[set[str]] = None
+        self.allowed_hosts: set[str] | None = None
         if host in LOOPBACK_HOSTS:
             self.allowed_hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}", f"[::1]:{self.port}"}
 
@@ -115,7 +118,9 @@ class GalleryServer(ThreadingHTTPServer):
             self._names = names
         return name in names
 
-    def cached_facets(self, key: tuple[Any, ...], make: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def cached_facets(
+        self, key: tuple[Any, ...], make: Callable[[], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
         with self._lock:
             hit = self._facets.get(key)
         if hit is None:
@@ -199,7 +204,9 @@ class GalleryHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug: one line on the terminal, no details to the page
             if os.environ.get("SDP_DEBUG"):
                 raise
-            self.server.log(f"gallery: internal error on {method} {self.path[:200]}: {type(exc).__name__}: {exc}")
+            self.server.log(
+                f"gallery: internal error on {method} {self.path[:200]}: {type(exc).__name__}: {exc}"
+            )
             self._json(500, {"error": "internal error; the terminal running sdp gallery says more"})
 
     def _check_host(self) -> None:
@@ -214,7 +221,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
             self._send(200, static[0], static[1], extra={"Cache-Control": "no-cache"})
             return
         if path.startswith("/api/"):
-            handler = _GET_ROUTES.get(path[len("/api/"):])
+            handler = _GET_ROUTES.get(path[len("/api/") :])
             if handler is None:
                 raise ApiError(404, f"no such API: {path[:100]}")
             self._json(200, handler(self, params))
@@ -229,8 +236,9 @@ class GalleryHandler(BaseHTTPRequestHandler):
             raise ApiError(404, "not found")
         source = safe_image_path(self.server.workspace, experiment, name, self.server.root)
         if source is None:
-            raise ApiError(403 if (self.server.workspace / experiment / name).is_symlink() else 404,
-                           "not found")
+            raise ApiError(
+                403 if (self.server.workspace / experiment / name).is_symlink() else 404, "not found"
+            )
         if kind == "img":
             self._file(source, "image/png")
             return
@@ -257,7 +265,10 @@ class GalleryHandler(BaseHTTPRequestHandler):
 
     def api_experiments(self, params: dict[str, list[str]]) -> Any:
         with self.server.open_store() as store:
-            return {"workspace": str(self.server.workspace), "experiments": queries.experiment_summaries(store.db)}
+            return {
+                "workspace": str(self.server.workspace),
+                "experiments": queries.experiment_summaries(store.db),
+            }
 
     def api_samples(self, params: dict[str, list[str]]) -> Any:
         filters = parse_filters(params)
@@ -271,8 +282,12 @@ class GalleryHandler(BaseHTTPRequestHandler):
     def api_facets(self, params: dict[str, list[str]]) -> Any:
         store, exp_id, name = self._store_and_experiment(params)
         with store:
-            key = (exp_id, *store.db.execute(
-                "SELECT created_at, updated_at FROM experiments WHERE id = ?", (exp_id,)).fetchone())
+            key = (
+                exp_id,
+                *store.db.execute(
+                    "SELECT created_at, updated_at FROM experiments WHERE id = ?", (exp_id,)
+                ).fetchone(),
+            )
             names = self.server.cached_facets(key, lambda: queries.facets(store.db, exp_id))
         return {"experiment": name, "names": names}
 
@@ -303,15 +318,22 @@ class GalleryHandler(BaseHTTPRequestHandler):
                 return data
             values = stats_module.value_stats(store, exp)
             base = queries.base_rate(store.db, exp_id)
-        return {"experiment": name, "base_rate": base["rate"], "images": base["images"],
-                "favourites": base["favourites"], "values": [v.to_dict() for v in values]}
+        return {
+            "experiment": name,
+            "base_rate": base["rate"],
+            "images": base["images"],
+            "favourites": base["favourites"],
+            "values": [v.to_dict() for v in values],
+        }
 
     # POST --------------------------------------------------------------------------
     def _post(self, path: str) -> None:
         if path != "/api/rate":
             self._drain()
-            raise ApiError(404 if not path.startswith("/api/") or path[5:] not in _GET_ROUTES else 405,
-                           "nothing to post here")
+            raise ApiError(
+                404 if not path.startswith("/api/") or path[5:] not in _GET_ROUTES else 405,
+                "nothing to post here",
+            )
         origin = self.headers.get("Origin")
         host = self.headers.get("Host") or ""
         if origin is not None and origin.lower() != f"http://{host}".lower():
@@ -353,7 +375,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
         self._json(200, {"experiment": exp.name, "index": request.index, "rating": rating})
 
     # responses ---------------------------------------------------------------------
-    def _send(self, status: int, body: bytes, ctype: str, extra: Optional[dict[str, str]] = None) -> None:
+    def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -368,7 +390,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
         if body and self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, status: int, data: Any, extra: Optional[dict[str, str]] = None) -> None:
+    def _json(self, status: int, data: Any, extra: dict[str, str] | None = None) -> None:
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"Cache-Control": "no-store", **(extra or {})}
         self._send(status, body, "application/json; charset=utf-8", headers)
@@ -404,8 +426,9 @@ _GET_ROUTES: dict[str, Callable[[GalleryHandler, dict[str, list[str]]], Any]] = 
 }
 
 
-def make_server(workspace: Path, host: str = "127.0.0.1", port: int = 0,
-                log: Optional[Callable[[str], None]] = None) -> GalleryServer:
+def make_server(
+    workspace: Path, host: str = "127.0.0.1", port: int = 0, log: Callable[[str], None] | None = None
+) -> GalleryServer:
     """A gallery server over ``workspace`` (which must hold a run store), not yet serving."""
     workspace = Path(workspace)
     if not (workspace / "discovery.db").is_file():
@@ -418,5 +441,7 @@ def make_server(workspace: Path, host: str = "127.0.0.1", port: int = 0,
         return GalleryServer((host, port), workspace, log=log)
     except OSError as exc:
         if exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
-            raise UsageError(f"port {port} is in use: pick another with --port, or --port 0 for any free one") from None
+            raise UsageError(
+                f"port {port} is in use: pick another with --port, or --port 0 for any free one"
+            ) from None
         raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None

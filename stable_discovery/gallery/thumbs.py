@@ -13,7 +13,6 @@ import io
 import os
 import threading
 from pathlib import Path
-from typing import Union
 
 __all__ = ["THUMB_SIZE", "THUMB_DIR", "thumbnail", "ThumbnailError"]
 
@@ -46,7 +45,7 @@ def _render(source: Path) -> bytes:
         raise ThumbnailError(f"cannot read {source.name}: {exc}") from None
 
 
-def thumbnail(workspace: Path, experiment: str, name: str, source: Path) -> Union[Path, bytes]:
+def thumbnail(workspace: Path, experiment: str, name: str, source: Path) -> Path | bytes:
     """The cached thumbnail's path for image ``name`` of ``experiment`` (its real path
     ``source``, already checked as safe), making it when missing or stale; the JPEG bytes
     when it cannot be cached."""

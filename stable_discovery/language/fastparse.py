@@ -29,7 +29,6 @@ wildcard, multi-select), then ``<…>`` text, then single characters.
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 from stable_discovery.language.limits import MAX_NESTING, MAX_SPECIAL
 from stable_discovery.language.syntax import Alternative, Choice, Node, SlotRef, Text, WildcardRef
@@ -57,6 +56,8 @@ def _read_weight(text: str, i: int) -> tuple[float, int]:
     if w is None:
         return 1.0, i
     return float(w.group().strip()[:-2].strip()), w.end()
+
+
 # characters outside the subset: optional parts, escapes, comments, newlines
 _outside = re.compile(r"[\[\]\\#\n]").search
 # the next character with a meaning; '|' is text outside braces
@@ -87,9 +88,7 @@ def _trim(parts: list[Node]) -> tuple[Node, ...]:
     return tuple(parts)
 
 
-def _alternative(
-    text: str, parts: list[Node], weight: float, start: int, seg: int, end: int
-) -> Alternative:
+def _alternative(text: str, parts: list[Node], weight: float, start: int, seg: int, end: int) -> Alternative:
     """The alternative whose items (after any weight) run from ``start`` to ``end``:
     ``parts`` so far, then the text from ``seg``."""
     raw = text[start:end]
@@ -104,7 +103,7 @@ def _alternative(
     return Alternative(_trim(parts), weight, stripped, first)
 
 
-def parse_bare_fast(text: str) -> Optional[tuple[Node, ...]]:
+def parse_bare_fast(text: str) -> tuple[Node, ...] | None:
     """The nodes ``parse_bare`` gives for ``text`` (comments and newlines already
     blanked), or ``None`` when ``text`` is outside the subset this parser covers."""
     if len(text) > MAX_SPECIAL or _outside(text) is not None:

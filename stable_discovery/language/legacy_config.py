@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from stable_discovery.errors import Source, TemplateError
 
@@ -20,8 +20,16 @@ if TYPE_CHECKING:
 
 __all__ = ["LegacyConfig", "legacy_source", "config_to_sdp", "config_of", "parse_config", "SUFFIXES"]
 
-KEYS = ("subjects", "actions", "suffixes_1", "suffixes_2", "suffixes_3", "steps", "num_configs",
-        "generator_seed")
+KEYS = (
+    "subjects",
+    "actions",
+    "suffixes_1",
+    "suffixes_2",
+    "suffixes_3",
+    "steps",
+    "num_configs",
+    "generator_seed",
+)
 SUFFIXES = ("suffix_1", "suffix_2", "suffix_3")
 
 
@@ -35,7 +43,7 @@ class LegacyConfig:
     generator_seed: int
 
 
-def _where(source: Source, key: str) -> Optional[int]:
+def _where(source: Source, key: str) -> int | None:
     m = re.search(r'"' + re.escape(key) + r'"\s*:', source.text)
     return m.start() if m else None
 
@@ -47,9 +55,7 @@ def parse_config(source: Source) -> LegacyConfig:
     except json.JSONDecodeError as exc:
         raise TemplateError(f"not valid JSON: {exc.msg}", source, exc.pos) from None
     if not isinstance(data, dict):
-        raise TemplateError(
-            "a generator config is a JSON object with keys " + ", ".join(KEYS), source, 0
-        )
+        raise TemplateError("a generator config is a JSON object with keys " + ", ".join(KEYS), source, 0)
     unknown = [k for k in data if k not in KEYS]
     if unknown:
         raise TemplateError(
@@ -74,7 +80,7 @@ def parse_config(source: Source) -> LegacyConfig:
                 raise TemplateError(f"a value of {key!r} contains a line break", source, _where(source, key))
         return tuple(value)
 
-    def integer(key: str, lo: Optional[int] = None) -> int:
+    def integer(key: str, lo: int | None = None) -> int:
         if key not in data:
             raise TemplateError(f"missing key {key!r}: an integer", source, 0)
         value = data[key]
@@ -95,8 +101,7 @@ def parse_config(source: Source) -> LegacyConfig:
     return LegacyConfig(
         subjects=strings("subjects", True),
         actions=strings("actions", True),
-        suffixes=(strings("suffixes_1", False), strings("suffixes_2", False),
-                  strings("suffixes_3", False)),
+        suffixes=(strings("suffixes_1", False), strings("suffixes_2", False), strings("suffixes_3", False)),
         steps=tuple(steps),
         num_configs=integer("num_configs", 0),
         generator_seed=integer("generator_seed"),
@@ -120,7 +125,7 @@ def _escape(value: str, source: Source, key: str) -> str:
 def prompt_shape(config: LegacyConfig) -> str:
     """The prompt line that matches the original tool's prompt construction."""
     text = "<subject> <action>"
-    for name, values in zip(SUFFIXES, config.suffixes):
+    for name, values in zip(SUFFIXES, config.suffixes, strict=False):
         # the original draws among the values and None alike: weighting the part by the
         # number of values gives `absent` the same 1/(n+1) share under @sampler = random
         if len(values) > 1:
@@ -159,7 +164,7 @@ def config_to_sdp(config: LegacyConfig, source: Source) -> str:
     ]
     out += slot("subject", "subjects", config.subjects)
     out += slot("action", "actions", config.actions)
-    for name, key, values in zip(SUFFIXES, ("suffixes_1", "suffixes_2", "suffixes_3"), config.suffixes):
+    for name, key, values in zip(SUFFIXES, ("suffixes_1", "suffixes_2", "suffixes_3"), config.suffixes, strict=False):
         if values:
             out += slot(name, key, values)
     out.append("")
@@ -208,14 +213,15 @@ def config_of(program: Program) -> LegacyConfig:
             0,
             hint="use @sampler = random, combinatorial or shuffle for other templates",
         )
-    extra = [
-        n for n in program.slots if n not in ("subject", "action", "prompt", "negative") + SUFFIXES
-    ]
+    extra = [n for n in program.slots if n not in ("subject", "action", "prompt", "negative") + SUFFIXES]
     config = LegacyConfig(
         subjects=_plain_values(program, "subject"),
         actions=_plain_values(program, "action"),
-        suffixes=(_plain_values(program, "suffix_1"), _plain_values(program, "suffix_2"),
-                  _plain_values(program, "suffix_3")),
+        suffixes=(
+            _plain_values(program, "suffix_1"),
+            _plain_values(program, "suffix_2"),
+            _plain_values(program, "suffix_3"),
+        ),
         steps=tuple(program.settings["steps"].values),
         num_configs=int(program.setting("count", 0)),
         generator_seed=int(program.setting("seed", 0)),
@@ -224,8 +230,7 @@ def config_of(program: Program) -> LegacyConfig:
     written = " ".join(prompt.alternatives[0].text.split()) if len(prompt.alternatives) == 1 else ""
     if extra or _unweighted(written) != _unweighted(prompt_shape(config)):
         raise TemplateError(
-            "the legacy sampler builds prompts as the original tool did: "
-            f"`prompt = {prompt_shape(config)}`",
+            f"the legacy sampler builds prompts as the original tool did: `prompt = {prompt_shape(config)}`",
             src,
             prompt.start,
             hint="use @sampler = random to sample a prompt of another shape",

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.limits import MAX_NESTING, MAX_SPECIAL
@@ -44,7 +44,7 @@ def grammar_path() -> Path:
     raise FileNotFoundError("sdp.lark not found beside the stable_discovery package")
 
 
-def _cache_dir() -> Optional[Path]:
+def _cache_dir() -> Path | None:
     """Where built parsers are cached: the user's cache folder, or None if there is none."""
     try:
         if sys.platform == "win32":
@@ -66,7 +66,7 @@ _LARK_OPTIONS: dict[str, Any] = {
 }
 
 
-def _lark_cache_file(grammar: str, start: str) -> Optional[str]:
+def _lark_cache_file(grammar: str, start: str) -> str | None:
     """A cache file for one built parser, named by a hash of everything that shapes it:
     a changed grammar, option, Lark or Python version gets a file of its own (and Lark
     checks the same hash inside the file before using it)."""
@@ -77,9 +77,7 @@ def _lark_cache_file(grammar: str, start: str) -> Optional[str]:
 
     import lark
 
-    key = "\0".join(
-        [grammar, start, repr(sorted(_LARK_OPTIONS.items())), lark.__version__, sys.version]
-    )
+    key = "\0".join([grammar, start, repr(sorted(_LARK_OPTIONS.items())), lark.__version__, sys.version])
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +86,7 @@ def _lark_cache_file(grammar: str, start: str) -> Optional[str]:
     return str(folder / f"sdp-lark-{start}-{digest}.pickle")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lark(start: str) -> Any:
     """The LALR parser for one entry point, built once per process and cached on disk.
 
@@ -127,7 +125,6 @@ def _check_size(source: Source, text: str) -> None:
                 m.start(),
                 hint="put long lists of values in a wildcard file (one value per line)",
             )
-
 
 
 # escapes and comments are skipped whole; brackets and newlines are the events
@@ -333,9 +330,7 @@ class _Builder:
                     present = Alternative(inner.parts, inner.weight, inner.text, inner.start)
             else:
                 text = self.text[opener.end_pos : closer.start_pos].strip()
-                present = Alternative(
-                    (Choice(tuple(alts), opener.start_pos),), 1.0, text, opener.end_pos
-                )
+                present = Alternative((Choice(tuple(alts), opener.start_pos),), 1.0, text, opener.end_pos)
             return Choice((empty, present), opener.start_pos, optional=True), closer.end_pos
         raise AssertionError(child.data)  # pragma: no cover
 
@@ -401,14 +396,12 @@ def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateErro
             )
         if file_mode and {"EQ"} >= expected:
             return TemplateError(
-                f"expected '=' after the name {source.text[_line_start(source, pos):pos].strip()!r}",
+                f"expected '=' after the name {source.text[_line_start(source, pos) : pos].strip()!r}",
                 source,
                 pos,
                 hint="a definition is `name = alternative | alternative`",
             )
-        return TemplateError(
-            f"unexpected {str(tok)!r}, expected {_describe_expected(expected)}", source, pos
-        )
+        return TemplateError(f"unexpected {str(tok)!r}, expected {_describe_expected(expected)}", source, pos)
     if isinstance(exc, UnexpectedCharacters):
         pos = exc.pos_in_stream
         char = source.text[pos : pos + 1]
@@ -447,7 +440,7 @@ _COMMENT_OR_ESCAPE = re.compile(r"\\[{}\[\]<>|#$_\\]|#[^\n]*")
 def _blank_comments_and_newlines(text: str) -> str:
     """For bare templates: comments become spaces, newlines become spaces (offsets kept)."""
 
-    def repl(m: "re.Match[str]") -> str:
+    def repl(m: re.Match[str]) -> str:
         s = m.group(0)
         return s if s.startswith("\\") else " " * len(s)
 
@@ -456,7 +449,7 @@ def _blank_comments_and_newlines(text: str) -> str:
     return text.replace("\n", " ")
 
 
-def parse_bare(source: Source, text: Optional[str] = None) -> tuple[Node, ...]:
+def parse_bare(source: Source, text: str | None = None) -> tuple[Node, ...]:
     """Parse one template (no definitions): newlines are spaces, '|' outside braces is text.
 
     Templates in the common subset (text, choices, weights, slots, wildcards) are parsed

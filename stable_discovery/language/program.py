@@ -10,17 +10,18 @@ from __future__ import annotations
 import difflib
 import gc
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.fastparse import parse_bare_fast
 from stable_discovery.language.parser import parse, parse_bare
 from stable_discovery.language.settings import BUILTIN_SETTINGS, SettingSpec, SettingValueError
-from stable_discovery.space.nodes import Lit, Multi, Node, Pick, Ref, Seq, SpaceTooComplex
 from stable_discovery.language.syntax import Alternative, Choice, Definition, SlotRef, Text, WildcardRef
 from stable_discovery.language.wildcards import WildcardLibrary, read_text_file
+from stable_discovery.space.nodes import Lit, Multi, Node, Pick, Ref, Seq, SpaceTooComplex
 
 __all__ = ["Program", "SlotInfo", "SettingInfo", "load", "loads", "SEPARATOR"]
 
@@ -74,7 +75,7 @@ class Program:
     root: Node = field(repr=False)
     sampled_settings: tuple[str, ...] = ()
     is_bare: bool = False
-    legacy: Optional[Any] = None  # a LegacyConfig when loaded from an original JSON config
+    legacy: Any | None = None  # a LegacyConfig when loaded from an original JSON config
     wildcard_files: tuple[Path, ...] = ()  # the wildcard files the template reads
     run_settings: frozenset = frozenset()  # settings that steer the run, not each image
     _space: list = field(default_factory=list, repr=False)
@@ -112,7 +113,7 @@ class Program:
 # ---------------------------------------------------------------------------------------
 
 
-def _suggest(name: str, candidates: Iterable[str]) -> Optional[str]:
+def _suggest(name: str, candidates: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -183,7 +184,7 @@ class _Compiler:
                     stack.extend((p, line_src, 2) for p in parts if type(p) is not Text)
 
     def _unknown_slot(self, node: SlotRef, src: Source) -> None:
-        names = [n for n in self.slots]
+        names = list(self.slots)
         guess = _suggest(node.name, names)
         hint = None
         others = [n for n in names if n not in ENTRY_POINTS]
@@ -223,7 +224,9 @@ class _Compiler:
                 lines.append((_parse_line(line.text, line.source), line.source))
         if not lines:
             raise TemplateError(
-                f"wildcard __{ref.pattern}__ has no lines", src, ref.start,
+                f"wildcard __{ref.pattern}__ has no lines",
+                src,
+                ref.start,
                 hint="a wildcard file lists one value per line; blank and # lines are skipped",
             )
         self.wild_lines[ref.pattern] = lines
@@ -235,12 +238,9 @@ class _Compiler:
             return done
         lines = self.wildcard_lines(ref, src)
         if ref.pattern in self.wild_in_progress:
-            cycle = self.wild_in_progress[self.wild_in_progress.index(ref.pattern) :] + [
-                ref.pattern
-            ]
+            cycle = self.wild_in_progress[self.wild_in_progress.index(ref.pattern) :] + [ref.pattern]
             raise TemplateError(
-                "wildcards refer to each other in a cycle: "
-                + " → ".join(f"__{p}__" for p in cycle),
+                "wildcards refer to each other in a cycle: " + " → ".join(f"__{p}__" for p in cycle),
                 src,
                 ref.start,
             )
@@ -261,7 +261,7 @@ class _Compiler:
         return done
 
     # pass 2: compile -------------------------------------------------------------------
-    def slot(self, name: str, at: Optional[SlotRef], src: Source) -> Node:
+    def slot(self, name: str, at: SlotRef | None, src: Source) -> Node:
         if name not in self.slots:
             assert at is not None
             self._unknown_slot(at, src)
@@ -286,9 +286,7 @@ class _Compiler:
             if name not in self.used:
                 self.used.append(name)
             traced = name not in self.untraced
-            node = self.pick(
-                info.alternatives, info.source, name if traced else None, at=info.start
-            )
+            node = self.pick(info.alternatives, info.source, name if traced else None, at=info.start)
         finally:
             self.in_progress.pop()
         self.compiled[name] = node
@@ -299,16 +297,16 @@ class _Compiler:
             return ref
         return node
 
-    def pick(
-        self, alts: Sequence[Alternative], src: Source, name: Optional[str], at: int
-    ) -> Node:
+    def pick(self, alts: Sequence[Alternative], src: Source, name: str | None, at: int) -> Node:
         nodes = [self.parts(a.parts, src) for a in alts]
         weights = [a.weight for a in alts]
         if len(nodes) == 1 and name is None:
             return nodes[0]
         if sum(weights) <= 0:
             raise TemplateError(
-                "every alternative has weight 0, so none can be chosen", src, at,
+                "every alternative has weight 0, so none can be chosen",
+                src,
+                at,
                 hint="give at least one alternative a positive weight",
             )
         return Pick(nodes, weights, name, [a.text for a in alts], [a.text for a in alts])
@@ -365,7 +363,7 @@ class _Compiler:
             # {2$$__colours__}: choose among the wildcard's values
             nodes, texts = self.wildcard(only[0], src)
             weights = [1.0] * len(nodes)
-            keys: list[Optional[str]] = list(texts)
+            keys: list[str | None] = list(texts)
         else:
             nodes = [self.parts(a.parts, src) for a in alts]
             weights = [a.weight for a in alts]
@@ -376,7 +374,9 @@ class _Compiler:
                 return nodes[0]
             if sum(weights) <= 0:
                 raise TemplateError(
-                    "every alternative has weight 0, so none can be chosen", src, choice.start,
+                    "every alternative has weight 0, so none can be chosen",
+                    src,
+                    choice.start,
                     hint="give at least one alternative a positive weight",
                 )
             return Pick(nodes, weights, None, texts, keys)
@@ -524,9 +524,7 @@ def _parse_line(text: str, source: Source) -> tuple[Any, ...]:
 # ---------------------------------------------------------------------------------------
 
 
-def _check_setting(
-    d: Definition, specs: dict[str, SettingSpec], source: Source
-) -> SettingInfo:
+def _check_setting(d: Definition, specs: dict[str, SettingSpec], source: Source) -> SettingInfo:
     spec = specs.get(d.name)
     if spec is None:
         guess = _suggest(d.name, specs)
@@ -555,9 +553,7 @@ def _check_setting(
     if not values:
         raise TemplateError(f"@{d.name} has no value", source, d.start)
     if len(values) > 1 and not spec.multi:
-        raise TemplateError(
-            f"@{d.name} takes one value, not {len(values)}", source, d.alternatives[1].start
-        )
+        raise TemplateError(f"@{d.name} takes one value, not {len(values)}", source, d.alternatives[1].start)
     if len(values) > 1 and sum(weights) <= 0:
         raise TemplateError(f"every value of @{d.name} has weight 0", source, d.start)
     return SettingInfo(d.name, tuple(values), tuple(texts), tuple(weights), d.start)
@@ -636,9 +632,7 @@ def _compile_source(
                 slots[both[0]].start,
             )
     if "size" in settings and ("width" in settings or "height" in settings):
-        raise TemplateError(
-            "use either @size or @width/@height, not both", source, settings["size"].start
-        )
+        raise TemplateError("use either @size or @width/@height, not both", source, settings["size"].start)
     library = WildcardLibrary(wildcard_dirs)
     comp = _Compiler(source, slots, library)
     if parsed.bare is not None:
@@ -657,9 +651,7 @@ def _compile_source(
     for name, info in settings.items():
         if info.sampled:
             sampled.append(name)
-            parts.append(
-                Pick([Lit(t) for t in info.texts], info.weights, name, info.texts, info.texts)
-            )
+            parts.append(Pick([Lit(t) for t in info.texts], info.weights, name, info.texts, info.texts))
             parts.append(Lit(SEPARATOR))
     try:
         root = Seq(parts) if len(parts) > 1 else parts[0]
@@ -701,7 +693,7 @@ def _compile_source(
     )
 
 
-def default_wildcard_dirs(path: Optional[Path]) -> tuple[Path, ...]:
+def default_wildcard_dirs(path: Path | None) -> tuple[Path, ...]:
     if path is None:
         return (Path("wildcards"),)
     return (path.parent / "wildcards",)
@@ -709,16 +701,12 @@ def default_wildcard_dirs(path: Optional[Path]) -> tuple[Path, ...]:
 
 def load(
     path: Path | str,
-    wildcard_dirs: Optional[Sequence[Path | str]] = None,
+    wildcard_dirs: Sequence[Path | str] | None = None,
     extra_settings: Sequence[SettingSpec] = (),
 ) -> Program:
     """Load a ``.sdp`` template or an original stable-discovery JSON config."""
     path = Path(path)
-    dirs = (
-        tuple(Path(d) for d in wildcard_dirs)
-        if wildcard_dirs
-        else default_wildcard_dirs(path)
-    )
+    dirs = tuple(Path(d) for d in wildcard_dirs) if wildcard_dirs else default_wildcard_dirs(path)
     text = read_text_file(path)
     if path.suffix.lower() == ".json":
         from stable_discovery.language.legacy_config import legacy_source

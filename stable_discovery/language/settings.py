@@ -8,8 +8,9 @@ that lists the known ones.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 __all__ = ["SettingSpec", "BUILTIN_SETTINGS", "GENERATION_DEFAULTS", "SettingValueError"]
 
@@ -30,7 +31,7 @@ class SettingSpec:
     per_image: bool = True  # False: steers the sampler or the run, not in sample.settings
 
 
-def _int(lo: int, hi: Optional[int] = None, what: str = "an integer") -> Callable[[str], int]:
+def _int(lo: int, hi: int | None = None, what: str = "an integer") -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text.replace("_", ""))
@@ -78,7 +79,7 @@ def _size(text: str) -> tuple[int, int]:
     return _dimension(m.group(1)), _dimension(m.group(2))
 
 
-def _word(choices: Optional[tuple[str, ...]] = None) -> Callable[[str], str]:
+def _word(choices: tuple[str, ...] | None = None) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip()
         if not value:
@@ -103,24 +104,33 @@ SCHEDULERS = (
 )
 
 BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("count", _int(0), "number of samples (random sampler)", multi=False,
-                per_image=False),
-    SettingSpec("seed", _any_int, "seed of the sampler", multi=False, default=0,
-                per_image=False),
-    SettingSpec("sampler", _word(), "random | combinatorial | shuffle | legacy | a plugin's",
-                multi=False, default="random", per_image=False),
-    SettingSpec("seed_mode", _word(("index", "random")),
-                "image seed: the sample index (default) or drawn from @seed",
-                multi=False, default="index", per_image=False),
-    SettingSpec("batch", _int(1, 4096, "a batch size"), "images per backend call",
-                multi=False, per_image=False),
+    SettingSpec("count", _int(0), "number of samples (random sampler)", multi=False, per_image=False),
+    SettingSpec("seed", _any_int, "seed of the sampler", multi=False, default=0, per_image=False),
+    SettingSpec(
+        "sampler",
+        _word(),
+        "random | combinatorial | shuffle | legacy | a plugin's",
+        multi=False,
+        default="random",
+        per_image=False,
+    ),
+    SettingSpec(
+        "seed_mode",
+        _word(("index", "random")),
+        "image seed: the sample index (default) or drawn from @seed",
+        multi=False,
+        default="index",
+        per_image=False,
+    ),
+    SettingSpec(
+        "batch", _int(1, 4096, "a batch size"), "images per backend call", multi=False, per_image=False
+    ),
     SettingSpec("steps", _int(1, 1000, "a step count"), "denoising steps", default=50),
     SettingSpec("guidance", _float, "classifier-free guidance scale", default=7.5),
     SettingSpec("size", _size, "WIDTHxHEIGHT, multiples of 8"),
     SettingSpec("width", _dimension, "width in pixels, a multiple of 8", default=768),
     SettingSpec("height", _dimension, "height in pixels, a multiple of 8", default=768),
-    SettingSpec("model", _word(), "model id or path",
-                default="stabilityai/stable-diffusion-2-1"),
+    SettingSpec("model", _word(), "model id or path", default="stabilityai/stable-diffusion-2-1"),
     SettingSpec("scheduler", _word(SCHEDULERS), "noise scheduler", default="ddim"),
 )
 

@@ -6,7 +6,7 @@ Offsets are character offsets into the template's :class:`~stable_discovery.erro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 __all__ = [
     "Text",
@@ -48,7 +48,7 @@ class Select:
     """The multi-select prefix ``{low-high$$joiner$$``; ``None`` bounds mean open."""
 
     low: int
-    high: Optional[int]
+    high: int | None
     joiner: str
 
 
@@ -56,7 +56,7 @@ class Select:
 class Alternative:
     """One alternative of a choice or definition; ``text`` is its source, trimmed."""
 
-    parts: tuple["Node", ...]
+    parts: tuple[Node, ...]
     weight: float
     text: str
     start: int
@@ -68,7 +68,7 @@ class Choice:
 
     alternatives: tuple[Alternative, ...]
     start: int
-    select: Optional[Select] = None
+    select: Select | None = None
     optional: bool = False
 
 
@@ -90,4 +90,4 @@ class ParsedTemplate:
     """A parsed source: definitions, or (a file without any) one bare template."""
 
     definitions: tuple[Definition, ...]
-    bare: Optional[tuple[Node, ...]] = None
+    bare: tuple[Node, ...] | None = None

@@ -7,9 +7,9 @@ Each non-blank line that does not start with ``#`` is a template of its own. Glo
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 from stable_discovery.errors import Source, TemplateError
 
@@ -68,7 +68,7 @@ class WildcardLibrary:
 
     def __init__(self, folders: Iterable[Path | str] = ()) -> None:
         self.folders: tuple[Path, ...] = tuple(Path(f) for f in folders)
-        self._names: Optional[dict[str, Path]] = None
+        self._names: dict[str, Path] | None = None
         self._lines: dict[Path, tuple[WildcardLine, ...]] = {}
 
     def names(self) -> dict[str, Path]:

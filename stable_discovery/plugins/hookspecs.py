@@ -8,7 +8,8 @@ callback; observer hooks are called with keyword arguments and their results ign
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -45,7 +46,7 @@ DEFAULT_PLUGINS = (
 
 ENV_PLUGINS = "SDP_PLUGINS"
 
-_pm: Optional[pluggy.PluginManager] = None
+_pm: pluggy.PluginManager | None = None
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -75,7 +76,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             pm.register(ep.load(), name=ep.name)
 
 
-def register(plugin: Any, name: Optional[str] = None) -> None:
+def register(plugin: Any, name: str | None = None) -> None:
     """Register a plugin object or module at run time (tests, notebooks)."""
     get_plugin_manager().register(plugin, name=name)
     _clear_caches()
@@ -108,22 +109,22 @@ def _collect(hook: str) -> dict[str, Callable[..., Any]]:
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def samplers() -> dict[str, Callable[[], Any]]:
     return _collect("register_samplers")
 
 
-@lru_cache(maxsize=None)
+@cache
 def backends() -> dict[str, Callable[..., Any]]:
     return _collect("register_backends")
 
 
-@lru_cache(maxsize=None)
+@cache
 def sinks() -> dict[str, Callable[..., Any]]:
     return _collect("register_sinks")
 
 
-@lru_cache(maxsize=None)
+@cache
 def setting_specs() -> tuple[Any, ...]:
     specs: list[Any] = []
     get_plugin_manager().hook.register_settings(register=specs.append)

@@ -8,7 +8,8 @@ exactly-once hold the same.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from stable_discovery.errors import UsageError
 
@@ -19,13 +20,13 @@ EXECUTORS = ("local", "ray")
 
 
 def make_executor(
-    kind: Optional[str],
+    kind: str | None,
     backend_name: str,
-    backend_options: Optional[dict[str, Any]] = None,
-    address: Optional[str] = None,
-    workers: Optional[int] = None,
-    backend_factory: Optional[Callable[..., Any]] = None,
-    log: Optional[TextIO] = None,
+    backend_options: dict[str, Any] | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    backend_factory: Callable[..., Any] | None = None,
+    log: TextIO | None = None,
 ) -> Any:
     """The executor ``sdp run`` asked for; ``None`` for the local one (the runner's
     default). Raises :class:`UsageError` for options that do not go together, and for
@@ -34,7 +35,9 @@ def make_executor(
     if kind not in EXECUTORS:
         raise UsageError(f"unknown executor {kind!r}; executors: {', '.join(EXECUTORS)}")
     if kind == "local":
-        given = [flag for flag, value in (("--address", address), ("--workers", workers)) if value is not None]
+        given = [
+            flag for flag, value in (("--address", address), ("--workers", workers)) if value is not None
+        ]
         if given:
             raise UsageError(f"{' and '.join(given)} go with --executor ray")
         return None

@@ -7,7 +7,7 @@ bounded by ``max_buffered`` samples whatever the number of samples.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from stable_discovery.backends.base import Batch, GenerationKey
 from stable_discovery.sampling.sample import Sample

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["a1111_parameters", "png_info", "read_metadata", "JSON_KEY", "SAMPLER_NAMES"]
 
@@ -64,7 +65,7 @@ def png_info(parameters: str, record: Mapping[str, Any]) -> Any:
     return info
 
 
-def read_metadata(path: Any) -> tuple[Optional[str], Optional[dict]]:
+def read_metadata(path: Any) -> tuple[str | None, dict | None]:
     """The ``parameters`` text and the project's JSON record of a PNG file."""
     from PIL import Image
 

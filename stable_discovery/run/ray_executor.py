@@ -37,8 +37,9 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, TextIO
+from typing import Any, TextIO
 
 from stable_discovery.backends.base import Backend, BackendError, Batch
 from stable_discovery.errors import SdpError, UsageError
@@ -115,11 +116,13 @@ def unpack_image(packed: tuple[Any, ...]) -> Any:
 class BatchWorker:
     """Holds one backend, loaded once, and turns batches into packed images."""
 
-    def __init__(self, backend_name: str, backend_options: dict[str, Any], shipped_factory: Optional[bytes]) -> None:
+    def __init__(
+        self, backend_name: str, backend_options: dict[str, Any], shipped_factory: bytes | None
+    ) -> None:
         self.backend_name = backend_name
         self.backend_options = dict(backend_options)
         self.shipped_factory = shipped_factory
-        self.backend: Optional[Backend] = None
+        self.backend: Backend | None = None
 
     def _backend(self) -> Backend:
         if self.backend is None:
@@ -215,10 +218,10 @@ def _first_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _unreachable(address: str, timeout: float = 5.0) -> Optional[str]:
+def _unreachable(address: str, timeout: float = 5.0) -> str | None:
     """Why ``host:port`` (or ``ray://host:port``) takes no TCP connection, or ``None``
     (also for ``auto`` and other forms Ray resolves itself)."""
-    target = address[len("ray://"):] if address.startswith("ray://") else address
+    target = address[len("ray://") :] if address.startswith("ray://") else address
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit():
         return None
@@ -260,14 +263,14 @@ class RayExecutor:
     def __init__(
         self,
         backend_name: str,
-        backend_options: Optional[dict[str, Any]] = None,
-        address: Optional[str] = None,
-        workers: Optional[int] = None,
-        num_gpus_per_worker: Optional[float] = None,
+        backend_options: dict[str, Any] | None = None,
+        address: str | None = None,
+        workers: int | None = None,
+        num_gpus_per_worker: float | None = None,
         in_flight_per_worker: int = 2,
         max_attempts: int = 3,
-        backend_factory: Optional[Callable[..., Any]] = None,
-        log: Optional[TextIO] = None,
+        backend_factory: Callable[..., Any] | None = None,
+        log: TextIO | None = None,
         quiet: bool = False,
         startup_warning_s: float = 60.0,
     ) -> None:
@@ -282,7 +285,9 @@ class RayExecutor:
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise RayUnavailable(f"--executor ray needs Ray, which is not installed; install it with: {INSTALL_HINT}")
+            raise RayUnavailable(
+                f"--executor ray needs Ray, which is not installed; install it with: {INSTALL_HINT}"
+            )
         self.backend_name = backend_name
         self.backend_options = dict(backend_options or {})
         self.address = address
@@ -300,7 +305,7 @@ class RayExecutor:
         self._pool: list[_Worker] = []
         self._spawned = 0
         self._actor_cls: Any = None
-        self._shipped: Optional[bytes] = None
+        self._shipped: bytes | None = None
         #: Workers lost during the last run (tests, reports).
         self.workers_lost = 0
         #: Batches submitted again after their worker was lost.
@@ -325,12 +330,12 @@ class RayExecutor:
         os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
         if ray.is_initialized():
             return ray
-        common: dict[str, Any] = dict(
-            include_dashboard=False,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-            configure_logging=True,
-        )
+        common: dict[str, Any] = {
+            "include_dashboard": False,
+            "logging_level": logging.ERROR,
+            "log_to_driver": False,
+            "configure_logging": True,
+        }
         t0 = time.monotonic()
         # as ray.init itself does: RAY_ADDRESS names the cluster when --address does not
         address = self.address or os.environ.get("RAY_ADDRESS") or None
@@ -390,8 +395,10 @@ class RayExecutor:
         else:
             n = max(1, min(int(cpus), MAX_DEFAULT_CPU_WORKERS))
         if per_gpu > 0 and n * per_gpu > gpus:
-            self._say(f"{n} workers of {per_gpu:g} GPU each but the cluster has {gpus:g} GPUs: "
-                      "the others start when GPUs free up")
+            self._say(
+                f"{n} workers of {per_gpu:g} GPU each but the cluster has {gpus:g} GPUs: "
+                "the others start when GPUs free up"
+            )
         elif per_gpu == 0 and n > cpus:
             self._say(f"{n} workers but the cluster has {cpus:g} CPUs: the others start when CPUs free up")
         return n, per_gpu
@@ -411,7 +418,7 @@ class RayExecutor:
         self._pool.append(worker)
         return worker
 
-    def _ship_factory(self) -> Optional[bytes]:
+    def _ship_factory(self) -> bytes | None:
         if self.backend_factory is None:
             return None
         try:
@@ -441,7 +448,7 @@ class RayExecutor:
         return model
 
     def run(
-        self, backend: Optional[Backend], batches: Iterator[Batch], stop: dict
+        self, backend: Backend | None, batches: Iterator[Batch], stop: dict
     ) -> Iterator[tuple[Batch, list[Any], float]]:
         """Yield (batch, images, seconds) for every batch, as workers finish them."""
         ray = self._start_ray()
@@ -496,7 +503,9 @@ class RayExecutor:
                 )
             new = self._spawn(per_gpu)
             starting[new.handle.ready.remote()] = new
-            self._say(f"worker {worker.number} ({worker.where}) was lost; started worker {new.number} in its place")
+            self._say(
+                f"worker {worker.number} ({worker.where}) was lost; started worker {new.number} in its place"
+            )
 
         def user_error(exc: BaseException) -> SdpError:
             cause = getattr(exc, "cause", None)
@@ -514,7 +523,9 @@ class RayExecutor:
         while True:
             # submit while there is room: retried batches first, then the planner's
             while not stop.get("requested"):
-                free = [w for w in self._pool if w.alive and w.ready and w.in_flight < self.in_flight_per_worker]
+                free = [
+                    w for w in self._pool if w.alive and w.ready and w.in_flight < self.in_flight_per_worker
+                ]
                 if not free:
                     break
                 task = retry.popleft() if retry else None
@@ -537,7 +548,11 @@ class RayExecutor:
             waiting = list(in_flight) + list(starting)
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             if not ready:
-                if not warned and not any(w.ready for w in self._pool) and time.monotonic() - began > self.startup_warning_s:
+                if (
+                    not warned
+                    and not any(w.ready for w in self._pool)
+                    and time.monotonic() - began > self.startup_warning_s
+                ):
                     warned = True
                     res = ray.available_resources()
                     self._say(
@@ -560,7 +575,9 @@ class RayExecutor:
                         raise BackendError(f"a Ray worker could not start: {_first_line(str(exc))}") from None
                     worker.ready = True
                     gpus = ",".join(info.get("gpus") or [])
-                    worker.where = f"{info.get('host')} pid {info.get('pid')}" + (f" GPU {gpus}" if gpus else "")
+                    worker.where = f"{info.get('host')} pid {info.get('pid')}" + (
+                        f" GPU {gpus}" if gpus else ""
+                    )
                     continue
                 task, worker = in_flight.pop(ref)
                 worker.in_flight -= 1

@@ -15,30 +15,43 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from stable_discovery.backends.base import Backend, BackendError, Batch
 from stable_discovery.errors import UsageError
+from stable_discovery.language.program import Program
 from stable_discovery.run.planner import plan
 from stable_discovery.run.pngmeta import a1111_parameters, png_info
-from stable_discovery.language.program import Program
 from stable_discovery.sampling.sample import Sample
 from stable_discovery.store.database import Experiment, ExperimentSpec, Store, StoreError
 
-__all__ = ["Executor", "LocalExecutor", "RunOptions", "RunResult", "run_experiment", "apply_overrides", "wildcards_hash",
-           "parse_overrides", "ExperimentLock", "sweep", "image_name", "Progress"]
+__all__ = [
+    "Executor",
+    "LocalExecutor",
+    "RunOptions",
+    "RunResult",
+    "run_experiment",
+    "apply_overrides",
+    "wildcards_hash",
+    "parse_overrides",
+    "ExperimentLock",
+    "sweep",
+    "image_name",
+    "Progress",
+]
 
 
 @dataclass(frozen=True)
 class RunOptions:
     name: str
     backend: str = "diffusers"
-    batch: Optional[int] = None
-    count: Optional[int] = None
-    seed: Optional[int] = None
-    sampler: Optional[str] = None
+    batch: int | None = None
+    count: int | None = None
+    seed: int | None = None
+    sampler: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)
     sinks: tuple[str, ...] = ()
     backend_options: dict[str, Any] = field(default_factory=dict)
@@ -122,7 +135,7 @@ def _write_atomically(folder: Path, fname: str, image: Any, pnginfo: Any) -> Non
     try:
         view = buffer.getbuffer()
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
     os.replace(tmp, os.path.join(folder, fname))
@@ -178,7 +191,7 @@ def sweep(folder: Path, done_files: set[str]) -> int:
 class Progress:
     """A one-line progress bar on stderr: done/total, rate and time left."""
 
-    def __init__(self, label: str, total: int, done: int, stream: Optional[TextIO] = None) -> None:
+    def __init__(self, label: str, total: int, done: int, stream: TextIO | None = None) -> None:
         self.label = label
         self.total = total
         self.start_done = done
@@ -214,8 +227,7 @@ class Progress:
         width = 24
         filled = int(width * pct / 100)
         bar = "#" * filled + "-" * (width - filled)
-        return (f"{self.label} [{bar}] {self.done}/{self.total} {pct:5.1f}%  "
-                f"{rate:.2f} img/s  ETA {eta}")
+        return f"{self.label} [{bar}] {self.done}/{self.total} {pct:5.1f}%  {rate:.2f} img/s  ETA {eta}"
 
     def close(self) -> None:
         if self.tty:
@@ -245,7 +257,7 @@ class Executor(Protocol):
     needs_local_backend: bool
 
     def run(
-        self, backend: Optional[Backend], batches: Iterator[Batch], stop: dict
+        self, backend: Backend | None, batches: Iterator[Batch], stop: dict
     ) -> Iterator[tuple[Batch, list[Any], float]]: ...
 
     def describe_model(self, model: str) -> str: ...
@@ -257,7 +269,7 @@ class LocalExecutor:
     needs_local_backend = True
 
     def run(
-        self, backend: Optional[Backend], batches: Iterator[Batch], stop: dict
+        self, backend: Backend | None, batches: Iterator[Batch], stop: dict
     ) -> Iterator[tuple[Batch, list[Any], float]]:
         assert backend is not None
         for batch in batches:
@@ -271,7 +283,7 @@ class LocalExecutor:
         return model
 
 
-def resolve_count(program: Program, sampler: Any, requested: Optional[int]) -> int:
+def resolve_count(program: Program, sampler: Any, requested: int | None) -> int:
     size = sampler.size(program)
     count = requested if requested is not None else program.setting("count")
     if count is None:
@@ -290,19 +302,19 @@ def resolve_count(program: Program, sampler: Any, requested: Optional[int]) -> i
 def run_experiment(
     store: Store,
     program: Program,
-    template_path: Optional[str],
+    template_path: str | None,
     options: RunOptions,
     backend_factory: Callable[..., Backend],
     sink_factories: dict[str, Callable[..., Any]],
     hooks: Any = None,
-    setting_specs: Optional[dict[str, Any]] = None,
-    progress_stream: Optional[TextIO] = None,
-    on_started: Optional[Callable[[Experiment], None]] = None,
-    executor: Optional["Executor"] = None,
+    setting_specs: dict[str, Any] | None = None,
+    progress_stream: TextIO | None = None,
+    on_started: Callable[[Experiment], None] | None = None,
+    executor: Executor | None = None,
 ) -> RunResult:
     """Generate every sample of an experiment that is not done yet."""
-    from stable_discovery.plugins import get_sampler
     from stable_discovery.language.settings import BUILTIN_SETTINGS
+    from stable_discovery.plugins import get_sampler
 
     specs = setting_specs or {s.name: s for s in BUILTIN_SETTINGS}
     sampler_name = options.sampler or program.setting("sampler", "random")
@@ -326,7 +338,7 @@ def run_experiment(
     folder = store.experiment_dir(exp.name)
     folder.mkdir(parents=True, exist_ok=True)
     lock = ExperimentLock(folder, exp.name)
-    backend: Optional[Backend] = None
+    backend: Backend | None = None
     sinks: list[Any] = []
     interrupted = False
     generated = 0
@@ -381,11 +393,12 @@ def run_experiment(
                     f"{len(batch.samples)} samples"
                 )
             model_name = (
-                backend.describe_model(batch.key.model) if backend is not None
+                backend.describe_model(batch.key.model)
+                if backend is not None
                 else run_batches.describe_model(batch.key.model)
             )
             items = []
-            for sample, image in zip(batch.samples, images):
+            for sample, image in zip(batch.samples, images, strict=False):
                 if image.size != (batch.key.width, batch.key.height):
                     raise BackendError(
                         f"backend {options.backend!r} made a {image.size[0]}x{image.size[1]} image "
@@ -456,8 +469,13 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def regenerate(store: Store, exp: Experiment, index: int, backend_factory: Callable[..., Backend],
-               backend_options: Optional[dict[str, Any]] = None) -> tuple[Any, Optional[int]]:
+def regenerate(
+    store: Store,
+    exp: Experiment,
+    index: int,
+    backend_factory: Callable[..., Backend],
+    backend_options: dict[str, Any] | None = None,
+) -> tuple[Any, int | None]:
     """Make a stored sample's image again: (new image, max pixel difference to the file)."""
     from PIL import Image, ImageChops
 
@@ -481,5 +499,3 @@ def regenerate(store: Store, exp: Experiment, index: int, backend_factory: Calla
         diff = ImageChops.difference(stored.convert("RGB"), image.convert("RGB"))
         extrema = diff.getextrema()
     return image, max(hi for _lo, hi in extrema)
-
-

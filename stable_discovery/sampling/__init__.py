@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from stable_discovery.sampling.samplers import (
         CombinatorialSampler,
         RandomSampler,
-        Sampler,
         SampleBuilder,
+        Sampler,
         ShuffleSampler,
     )
 

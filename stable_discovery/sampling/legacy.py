@@ -9,7 +9,7 @@ by :mod:`stable_discovery.language.legacy_config`.
 from __future__ import annotations
 
 import random
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from stable_discovery.language.legacy_config import SUFFIXES, config_of
 from stable_discovery.language.program import Program
@@ -24,7 +24,7 @@ class LegacySampler:
 
     name = "legacy"
 
-    def size(self, program: Program) -> Optional[int]:
+    def size(self, program: Program) -> int | None:
         return None
 
     def samples(self, program: Program, start: int, stop: int, seed: int) -> Iterator[Sample]:
@@ -44,10 +44,10 @@ class LegacySampler:
             jst = rng.sample(range(len(steps)), 1)[0]
             if i < start:
                 continue
-            chosen = [values[j] if j < len(values) else None for values, j in zip(suffixes, jsuf)]
+            chosen = [values[j] if j < len(values) else None for values, j in zip(suffixes, jsuf, strict=False)]
             prompt = subjects[js] + " " + actions[ja] + "".join(", " + s for s in chosen if s)
             trace = {"subject": Chosen(js, subjects[js]), "action": Chosen(ja, actions[ja])}
-            for name, values, j in zip(SUFFIXES, suffixes, jsuf):
+            for name, values, j in zip(SUFFIXES, suffixes, jsuf, strict=False):
                 if j < len(values):
                     trace[name] = Chosen(j, values[j])
             trace["steps"] = Chosen(jst, str(steps[jst]))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from stable_discovery.space.trace import Chosen
 
@@ -37,7 +38,7 @@ class Sample:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Sample":
+    def from_dict(cls, data: Mapping[str, Any]) -> Sample:
         return cls(
             index=int(data["index"]),
             prompt=str(data["prompt"]),

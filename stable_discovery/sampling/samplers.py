@@ -11,13 +11,14 @@ Third-party samplers implement the same small protocol and arrive through plugin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import MappingProxyType
-from typing import Any, Iterator, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from stable_discovery.space.draws import DrawBlock, sample_key, seed_key
 from stable_discovery.language.program import SEPARATOR, Program
-from stable_discovery.sampling.sample import Sample
 from stable_discovery.language.settings import GENERATION_DEFAULTS
+from stable_discovery.sampling.sample import Sample
+from stable_discovery.space.draws import DrawBlock, sample_key, seed_key
 from stable_discovery.space.nodes import draw_function
 
 __all__ = [
@@ -39,7 +40,7 @@ class Sampler(Protocol):
 
     name: str
 
-    def size(self, program: Program) -> Optional[int]:
+    def size(self, program: Program) -> int | None:
         """How many distinct samples there are; ``None`` when unbounded."""
 
     def samples(self, program: Program, start: int, stop: int, seed: int) -> Iterator[Sample]:
@@ -63,7 +64,7 @@ class SampleBuilder:
         self.base = base
         self.sampled = program.sampled_settings
         self.values = {
-            name: dict(zip(program.settings[name].texts, program.settings[name].values))
+            name: dict(zip(program.settings[name].texts, program.settings[name].values, strict=False))
             for name in self.sampled
         }
         self.random_seeds = program.setting("seed_mode", "index") == "random"
@@ -91,7 +92,7 @@ class SampleBuilder:
             settings = self._combos.get(key)
             if settings is None:
                 settings = dict(self.base)
-                for name, value_text in zip(self.sampled, key):
+                for name, value_text in zip(self.sampled, key, strict=False):
                     self._apply(settings, name, self.values[name][value_text])
                 settings = self._combos[key] = MappingProxyType(settings)
         else:
@@ -114,7 +115,7 @@ class SampleBuilder:
 class RandomSampler:
     name = "random"
 
-    def size(self, program: Program) -> Optional[int]:
+    def size(self, program: Program) -> int | None:
         return None
 
     def samples(self, program: Program, start: int, stop: int, seed: int) -> Iterator[Sample]:
@@ -130,7 +131,7 @@ class RandomSampler:
             block_stop = min(stop, block_start + _BLOCK)
             block = DrawBlock(key, block_start, block_stop, width)
             index = block_start
-            for row, skey in zip(block.rows, block.keys):
+            for row, skey in zip(block.rows, block.keys, strict=False):
                 out: list[str] = []
                 trace: list[tuple] = []
                 rand(out, trace, iter(row).__next__ if bounded else draw_function(skey, row), {})
@@ -149,7 +150,7 @@ class RandomSampler:
 class CombinatorialSampler:
     name = "combinatorial"
 
-    def size(self, program: Program) -> Optional[int]:
+    def size(self, program: Program) -> int | None:
         return program.count()
 
     def samples(self, program: Program, start: int, stop: int, seed: int) -> Iterator[Sample]:
@@ -160,7 +161,7 @@ class CombinatorialSampler:
         builder = SampleBuilder(program, seed)
         if space is program.root and start == 0:
             # zip with a range, not islice: stop may exceed sys.maxsize (10**30 combinations)
-            for index, (text, trace) in zip(range(stop), space.items()):
+            for index, (text, trace) in zip(range(stop), space.items(), strict=False):
                 yield builder.build(index, text, trace)
             return
         for index in range(start, stop):

@@ -8,7 +8,7 @@ draws past the block's width, and single samples, use the same arithmetic in Pyt
 from __future__ import annotations
 
 import hashlib
-from typing import Any, List
+from typing import Any
 
 __all__ = ["seed_key", "DrawBlock", "uniform", "sample_key"]
 
@@ -50,8 +50,8 @@ class DrawBlock:
         self.width = width
         n = stop - start
         if n <= 0:
-            self.rows: List[List[float]] = []
-            self.keys: List[int] = []
+            self.rows: list[list[float]] = []
+            self.keys: list[int] = []
             return
         if n < 4 or width == 0:
             self.keys = [sample_key(key, i) for i in range(start, stop)]

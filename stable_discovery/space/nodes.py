@@ -21,8 +21,9 @@ from __future__ import annotations
 import gc
 import itertools
 from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from math import factorial
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any
 
 from stable_discovery.space.trace import Chosen
 
@@ -50,7 +51,7 @@ def _too_many(bits: int) -> None:
         raise SpaceTooComplex("more than 10^100000 combinations: too many to count exactly")
 
 
-def draw_function(skey: int, row: List[float]) -> Any:
+def draw_function(skey: int, row: list[float]) -> Any:
     """A draw function: the precomputed row first, then computed draws."""
     from stable_discovery.space.draws import uniform
 
@@ -67,7 +68,7 @@ def draw_function(skey: int, row: List[float]) -> Any:
     return nxt
 
 
-def _table_rand(paths: list[tuple[str, TraceItems, float]]) -> "RandFn":
+def _table_rand(paths: list[tuple[str, TraceItems, float]]) -> RandFn:
     """One draw chooses among precomputed paths (text, trace, probability)."""
     texts = [t for t, _, _ in paths]
     traces = [tr for _, tr, _ in paths]
@@ -80,13 +81,13 @@ def _table_rand(paths: list[tuple[str, TraceItems, float]]) -> "RandFn":
     if n1 == 0:
         text0, trace0 = texts[0], traces[0]
 
-        def one(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+        def one(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
             out.append(text0)
             trace.extend(trace0)
 
         return one
 
-    def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+    def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
         k = bisect_right(cum, nxt() * total)
         if k > n1:
             k = n1
@@ -96,10 +97,10 @@ def _table_rand(paths: list[tuple[str, TraceItems, float]]) -> "RandFn":
     return f
 
 
-RandFn = Callable[[List[str], List[tuple], Callable[[], float], dict], None]
+RandFn = Callable[[list[str], list[tuple], Callable[[], float], dict], None]
 
 #: The nodes holding memoised random paths while the outermost ``rand_fn()`` runs.
-_memoised: Optional[list] = None
+_memoised: list | None = None
 
 
 class Node:
@@ -114,7 +115,7 @@ class Node:
     closed: bool
     max_draws: int
 
-    def table(self) -> Optional[list]:
+    def table(self) -> list | None:
         """All expansions as (text, trace) pairs when there are few; else None."""
         if not self.closed or self.count > TABLE_LIMIT:
             return None
@@ -126,14 +127,14 @@ class Node:
     def items(self) -> Iterator[tuple[str, TraceItems]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def decode(self, index: int, out: List[str], trace: List[tuple]) -> None:  # pragma: no cover
+    def decode(self, index: int, out: list[str], trace: list[tuple]) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def rand_fn(self) -> RandFn:
         fn = getattr(self, "_rand", None)
         if fn is None:
             global _memoised
-            outermost: Optional[list] = None
+            outermost: list | None = None
             gc_paused = False
             if _memoised is None:
                 # building a large tree's functions makes many small objects that stay
@@ -156,7 +157,7 @@ class Node:
                     gc.enable()
         return fn
 
-    def rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
+    def rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
         """Every evaluation path with its probability, when there are at most ``limit``.
 
         A small subtree is sampled with one draw over its paths: the same distribution
@@ -175,7 +176,7 @@ class Node:
             memoised.append(self)
         return paths
 
-    def _rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
+    def _rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
         return None
 
     def _make_rand(self) -> RandFn:  # pragma: no cover
@@ -195,16 +196,16 @@ class Lit(Node):
     def items(self) -> Iterator[tuple[str, TraceItems]]:
         yield self.text, ()
 
-    def decode(self, index: int, out: List[str], trace: List[tuple]) -> None:
+    def decode(self, index: int, out: list[str], trace: list[tuple]) -> None:
         out.append(self.text)
 
-    def rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
+    def rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
         return [(self.text, (), 1.0)]
 
     def _make_rand(self) -> RandFn:
         text = self.text
 
-        def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+        def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
             out.append(text)
 
         return f
@@ -224,7 +225,7 @@ class Seq(Node):
         else:
             self.count = -1
 
-    def _rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
+    def _rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
         acc: list[tuple[str, TraceItems, float]] = [("", (), 1.0)]
         for c in self.children:
             sub = c.rand_paths(limit)
@@ -277,13 +278,13 @@ class Seq(Node):
             groups.append(run)
         return _product_groups(groups)
 
-    def decode(self, index: int, out: List[str], trace: List[tuple]) -> None:
+    def decode(self, index: int, out: list[str], trace: list[tuple]) -> None:
         # mixed radix, leftmost digit slowest: peel digits off from the right
         digits = []
         for c in reversed(self.children):
             index, digit = divmod(index, c.count)
             digits.append(digit)
-        for c, digit in zip(self.children, reversed(digits)):
+        for c, digit in zip(self.children, reversed(digits), strict=False):
             c.decode(digit, out, trace)
 
 
@@ -328,9 +329,7 @@ def _product_groups(groups: list[Any]) -> Iterator[tuple[str, TraceItems]]:
 
 def _product_groups_flat(groups: list[Any]) -> Iterator[tuple[str, TraceItems]]:
     """``_product_groups`` as an odometer over one iterator per group (no recursion)."""
-    makers = [
-        (lambda g=g: _run_items(g)) if isinstance(g, list) else g.items for g in groups
-    ]
+    makers = [(lambda g=g: _run_items(g)) if isinstance(g, list) else g.items for g in groups]
     n = len(makers)
     iters: list[Any] = [makers[0]()] + [None] * (n - 1)
     texts: list[str] = [""] * n
@@ -369,9 +368,9 @@ class Pick(Node):
         self,
         alts: Sequence[Node],
         weights: Sequence[float],
-        name: Optional[str] = None,
-        texts: Optional[Sequence[str]] = None,
-        keys: Optional[Sequence[str]] = None,
+        name: str | None = None,
+        texts: Sequence[str] | None = None,
+        keys: Sequence[str] | None = None,
     ) -> None:
         self.alts = tuple(alts)
         self.name = name
@@ -382,7 +381,7 @@ class Pick(Node):
         first: dict = {}
         canonical = []
         distinct = []
-        for k, a in enumerate(self.alts):
+        for k, _a in enumerate(self.alts):
             key = keys[k] if keys is not None else None
             if key is not None:
                 if key in first:
@@ -395,9 +394,7 @@ class Pick(Node):
         # identical alternatives are one alternative: a random draw of any of them is
         # traced with the first one's index, as the combinatorial view traces it
         self.entries = (
-            None
-            if name is None
-            else tuple((name, Chosen(canonical[k], t)) for k, t in enumerate(self.texts))
+            None if name is None else tuple((name, Chosen(canonical[k], t)) for k, t in enumerate(self.texts))
         )
         cum = []
         total = 0.0
@@ -410,17 +407,17 @@ class Pick(Node):
         self.closed = all(a.closed for a in self.alts)
         self.max_draws = 1 + max((a.max_draws for a in self.alts), default=0)
         self._table = None
-        self._starts: Optional[list[int]] = None
+        self._starts: list[int] | None = None
         if self.closed:
             self.count = sum(self.alts[k].count for k in self.distinct)
         else:
             self.count = -1
 
-    def _rand_paths(self, limit: int) -> Optional[list[tuple[str, TraceItems, float]]]:
+    def _rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
         if len(self.alts) > limit:
             return None  # every alternative has at least one path
         out: list[tuple[str, TraceItems, float]] = []
-        weights = [b - a for a, b in zip([0.0] + self.cum[:-1], self.cum)]
+        weights = [b - a for a, b in zip([0.0] + self.cum[:-1], self.cum, strict=False)]
         for k, a in enumerate(self.alts):
             sub = a.rand_paths(limit)
             if sub is None or len(out) + len(sub) > limit:
@@ -437,13 +434,13 @@ class Pick(Node):
         if all(lit is not None for lit in lits):
             if entries is None:
 
-                def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+                def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
                     k = bisect_right(cum, nxt() * total) if n1 else 0
                     out.append(lits[k] if k <= n1 else lits[n1])
 
             else:
 
-                def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+                def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
                     k = bisect_right(cum, nxt() * total) if n1 else 0
                     if k > n1:
                         k = n1
@@ -453,7 +450,7 @@ class Pick(Node):
             return f
         fns = tuple(a.rand_fn() for a in self.alts)
 
-        def g(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+        def g(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
             k = bisect_right(cum, nxt() * total) if n1 else 0
             if k > n1:
                 k = n1
@@ -474,7 +471,7 @@ class Pick(Node):
                 for text, tr in a.items():
                     yield text, entry + tr
 
-    def decode(self, index: int, out: List[str], trace: List[tuple]) -> None:
+    def decode(self, index: int, out: list[str], trace: list[tuple]) -> None:
         starts = self._starts
         if starts is None:
             starts = []
@@ -506,7 +503,16 @@ class Multi(Node):
     """``{lo-hi$$joiner$$…}``: an ordered selection of distinct alternatives."""
 
     __slots__ = (
-        "alts", "weights", "lo", "hi", "joiner", "distinct", "_blocks", "_uniform", "_dlo", "_dhi",
+        "alts",
+        "weights",
+        "lo",
+        "hi",
+        "joiner",
+        "distinct",
+        "_blocks",
+        "_uniform",
+        "_dlo",
+        "_dhi",
         "_merged",
     )
 
@@ -515,9 +521,9 @@ class Multi(Node):
         alts: Sequence[Node],
         weights: Sequence[float],
         lo: int,
-        hi: Optional[int],
+        hi: int | None,
         joiner: str,
-        keys: Sequence[Optional[str]],
+        keys: Sequence[str | None],
     ) -> None:
         self.alts = tuple(alts)
         self.weights = tuple(weights)
@@ -542,7 +548,7 @@ class Multi(Node):
         self.closed = all(a.closed for a in self.alts)
         self.max_draws = 1 + self.hi * (1 + max((a.max_draws for a in self.alts), default=0))
         self._table = None
-        self._blocks: Optional[list[tuple[int, int]]] = None
+        self._blocks: list[tuple[int, int]] | None = None
         if not self.closed:
             raise AssertionError("Multi over open alternatives is compiled as a Pick")
         counts = [self.alts[k].count for k in self.distinct]
@@ -569,7 +575,7 @@ class Multi(Node):
         n, lo, hi, joiner = len(self.distinct), self._dlo, self._dhi, self.joiner
         all_weights, uniform = self._merged, self._uniform
 
-        def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+        def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
             k = min(hi, lo + int(nxt() * (hi - lo + 1)))
             chosen: list[int] = []
             if uniform:
@@ -618,13 +624,14 @@ class Multi(Node):
                 tables = [self.alts[i].table() for i in perm]
                 if all(t is not None for t in tables):
                     for combo in itertools.product(*tables):
-                        yield join([t for t, _ in combo]), tuple(
-                            itertools.chain.from_iterable(tr for _, tr in combo)
+                        yield (
+                            join([t for t, _ in combo]),
+                            tuple(itertools.chain.from_iterable(tr for _, tr in combo)),
                         )
                 else:
                     yield from _joined_product([self.alts[i] for i in perm], join)
 
-    def decode(self, index: int, out: List[str], trace: List[tuple]) -> None:
+    def decode(self, index: int, out: list[str], trace: list[tuple]) -> None:
         counts = {k: self.alts[k].count for k in self.distinct}
         uniform = len(set(counts.values())) <= 1
         c = next(iter(counts.values()), 1)
@@ -681,7 +688,7 @@ class Multi(Node):
         for a in chosen:
             mult //= counts[a]
             sub, index = divmod(index, mult)
-            piece: List[str] = []
+            piece: list[str] = []
             self.alts[a].decode(sub, piece, trace)
             parts.append("".join(piece))
         out.append(self.joiner.join(parts))
@@ -719,7 +726,7 @@ class Ref(Node):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.pick: Optional[Pick] = None  # set once the slot is compiled (cycles are refused)
+        self.pick: Pick | None = None  # set once the slot is compiled (cycles are refused)
         self.closed = False
         self.count = -1
         self.max_draws = 0  # set with the pick
@@ -730,7 +737,7 @@ class Ref(Node):
         assert self.pick is not None
         pick = self.pick.rand_fn()
 
-        def f(out: List[str], trace: List[tuple], nxt: Any, bound: dict) -> None:
+        def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
             value = bound.get(name)
             if value is None:
                 mark = len(out)
@@ -859,9 +866,9 @@ class OpenSpace:
             stack.pop()
         return mult * memo[key]
 
-    def decode(self, index: int) -> tuple[List[str], List[tuple]]:
-        out: List[str] = []
-        trace: List[tuple] = []
+    def decode(self, index: int) -> tuple[list[str], list[tuple]]:
+        out: list[str] = []
+        trace: list[tuple] = []
         bound: dict[str, str] = {}
         marks: dict[str, int] = {}
         cell = self._start

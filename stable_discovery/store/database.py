@@ -12,13 +12,14 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from stable_discovery.errors import SdpError, UsageError
-from stable_discovery.store.migrations import migrate
 from stable_discovery.sampling.sample import Chosen, Sample
+from stable_discovery.store.migrations import migrate
 
 __all__ = [
     "ENV_WORKSPACE",
@@ -38,7 +39,7 @@ class StoreError(SdpError):
     exit_code = 1
 
 
-def workspace_path(option: Optional[Path]) -> Path:
+def workspace_path(option: Path | None) -> Path:
     """``--workspace``, else ``$SDP_WORKSPACE``, else ``./sdp-runs``."""
     if option is not None:
         return option
@@ -51,7 +52,7 @@ class ExperimentSpec:
     """What makes an experiment itself: running it again must give the same samples."""
 
     name: str
-    template_path: Optional[str]
+    template_path: str | None
     template_text: str
     wildcards_hash: str
     sampler: str
@@ -69,7 +70,7 @@ class ExperimentSpec:
 class Experiment:
     id: int
     name: str
-    template_path: Optional[str]
+    template_path: str | None
     template_text: str
     template_hash: str
     wildcards_hash: str
@@ -87,12 +88,7 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 
 def check_name(name: str) -> str:
-    if (
-        not name
-        or len(name) > 100
-        or not set(name) <= _NAME_CHARS
-        or name[0] in ".-"
-    ):
+    if not name or len(name) > 100 or not set(name) <= _NAME_CHARS or name[0] in ".-":
         raise UsageError(
             f"bad experiment name {name!r}: use letters, digits, '.', '_' and '-' "
             "(not first), at most 100 characters"
@@ -123,7 +119,7 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -151,7 +147,7 @@ class Store:
             done=done,
         )
 
-    def get(self, name: str) -> Optional[Experiment]:
+    def get(self, name: str) -> Experiment | None:
         row = self.db.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
@@ -192,8 +188,12 @@ class Store:
             diffs.append(_text_difference(exp.template_text, spec.template_text))
         if exp.wildcards_hash != spec.wildcards_hash:
             diffs.append("the wildcard files it uses changed")
-        for field, label in (("sampler", "sampler"), ("seed", "seed"), ("count", "count"),
-                             ("backend", "backend")):
+        for field, label in (
+            ("sampler", "sampler"),
+            ("seed", "seed"),
+            ("count", "count"),
+            ("backend", "backend"),
+        ):
             old, new = getattr(exp, field), getattr(spec, field)
             if old != new:
                 diffs.append(f"{label} {old} → {new}")
@@ -217,9 +217,19 @@ class Store:
                     "UPDATE experiments SET template_path = ?, template_text = ?, template_hash = ?, "
                     "wildcards_hash = ?, sampler = ?, seed = ?, count = ?, backend = ?, overrides = ?, "
                     "updated_at = ? WHERE id = ?",
-                    (spec.template_path, spec.template_text, spec.template_hash, spec.wildcards_hash,
-                     spec.sampler, spec.seed, spec.count, spec.backend,
-                     json.dumps(spec.overrides, sort_keys=True), time.time(), existing.id),
+                    (
+                        spec.template_path,
+                        spec.template_text,
+                        spec.template_hash,
+                        spec.wildcards_hash,
+                        spec.sampler,
+                        spec.seed,
+                        spec.count,
+                        spec.backend,
+                        json.dumps(spec.overrides, sort_keys=True),
+                        time.time(),
+                        existing.id,
+                    ),
                 )
                 refreshed = self.get(spec.name)
                 assert refreshed is not None
@@ -259,9 +269,12 @@ class Store:
         return exp
 
     def _has_rows(self, experiment_id: int) -> bool:
-        return self.db.execute(
-            "SELECT 1 FROM samples WHERE experiment_id = ? LIMIT 1", (experiment_id,)
-        ).fetchone() is not None
+        return (
+            self.db.execute(
+                "SELECT 1 FROM samples WHERE experiment_id = ? LIMIT 1", (experiment_id,)
+            ).fetchone()
+            is not None
+        )
 
     def free_name(self, name: str) -> str:
         base = name
@@ -283,9 +296,7 @@ class Store:
             )
         }
 
-    def record_done(
-        self, experiment_id: int, items: Sequence[tuple[Sample, str, float, int]]
-    ) -> None:
+    def record_done(self, experiment_id: int, items: Sequence[tuple[Sample, str, float, int]]) -> None:
         """Mark samples done, each with its file, seconds and batch size; one transaction."""
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
@@ -295,9 +306,18 @@ class Store:
                 "seed, status, file, batch_size, seconds, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, 'done', ?, ?, ?, ?)",
                 [
-                    (experiment_id, sample.index, sample.prompt, sample.negative,
-                     json.dumps(dict(sample.settings), sort_keys=True), sample.seed, file,
-                     batch_size, seconds, now)
+                    (
+                        experiment_id,
+                        sample.index,
+                        sample.prompt,
+                        sample.negative,
+                        json.dumps(dict(sample.settings), sort_keys=True),
+                        sample.seed,
+                        file,
+                        batch_size,
+                        seconds,
+                        now,
+                    )
                     for sample, file, seconds, batch_size in items
                 ],
             )
@@ -313,9 +333,7 @@ class Store:
                     for name, c in sample.trace.items()
                 ],
             )
-            self.db.execute(
-                "UPDATE experiments SET updated_at = ? WHERE id = ?", (now, experiment_id)
-            )
+            self.db.execute("UPDATE experiments SET updated_at = ? WHERE id = ?", (now, experiment_id))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -325,11 +343,13 @@ class Store:
     def _require_done(self, experiment: Experiment, indices: Sequence[int]) -> None:
         if len(indices) <= 64:  # a few marks (the gallery, one at a time): look them up
             missing = [
-                i for i in indices
+                i
+                for i in indices
                 if self.db.execute(
                     "SELECT 1 FROM samples WHERE experiment_id = ? AND idx = ? AND status = 'done'",
                     (experiment.id, i),
-                ).fetchone() is None
+                ).fetchone()
+                is None
             ]
         else:
             done = self.done_indices(experiment.id)
@@ -346,9 +366,9 @@ class Store:
         experiment: Experiment,
         indices: Sequence[int],
         *,
-        favourite: Optional[bool] = None,
-        stars: Optional[int] = -1,
-        rejected: Optional[bool] = None,
+        favourite: bool | None = None,
+        stars: int | None = -1,
+        rejected: bool | None = None,
     ) -> None:
         """Set favourite, stars (1-5, ``None`` clears, -1 leaves) and/or rejected."""
         if stars is not None and stars != -1 and not 1 <= stars <= 5:
@@ -390,7 +410,7 @@ class Store:
             return {"favourite": False, "stars": None, "rejected": False}
         return {"favourite": bool(row[0]), "stars": row[1], "rejected": bool(row[2])}
 
-    def record(self, experiment: Experiment, index: int) -> Optional[dict[str, Any]]:
+    def record(self, experiment: Experiment, index: int) -> dict[str, Any] | None:
         """A stored sample's full record, or None when it is not done."""
         row = self.db.execute(
             "SELECT * FROM samples WHERE experiment_id = ? AND idx = ?", (experiment.id, index)
@@ -430,7 +450,7 @@ class Store:
 
 def _text_difference(old: str, new: str) -> str:
     old_lines, new_lines = old.splitlines(), new.splitlines()
-    for number, (a, b) in enumerate(zip(old_lines, new_lines), start=1):
+    for number, (a, b) in enumerate(zip(old_lines, new_lines, strict=False), start=1):
         if a != b:
             return f"the template changed at line {number} ({a.strip()!r} → {b.strip()!r})"
     if len(old_lines) != len(new_lines):

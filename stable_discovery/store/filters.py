@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 __all__ = ["Filters"]
 
@@ -17,7 +16,7 @@ class Filters:
     ``stars`` is ``"none"`` (unrated) or a minimum from 1 to 5.
     """
 
-    favourite: Optional[bool] = None
-    rejected: Optional[bool] = None
-    stars: Optional[str] = None
+    favourite: bool | None = None
+    rejected: bool | None = None
+    stars: str | None = None
     values: tuple[tuple[str, tuple[int, ...]], ...] = field(default_factory=tuple)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Optional
+from typing import Any
 
 from stable_discovery.store.filters import Filters
 
@@ -61,8 +61,12 @@ def experiment_summaries(db: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def _where(
-    db: sqlite3.Connection, experiment_id: int, f: Filters, after: Optional[int] = None,
-    *, counting: bool = False,
+    db: sqlite3.Connection,
+    experiment_id: int,
+    f: Filters,
+    after: int | None = None,
+    *,
+    counting: bool = False,
 ) -> tuple[str, list[Any], bool]:
     """Conditions on ``samples s`` alone, each answered from an index, so that neither
     counting nor paging reads a row or joins; and whether an ``IN`` list drives the query.
@@ -116,14 +120,13 @@ def _where(
             marks = ", ".join("?" * len(choices))
             parts.append(
                 f"SELECT idx FROM choices WHERE experiment_id = ? AND name = ? AND {_BY_VALUE} "
-                f"AND choice IN ({marks})"
-                + (" AND idx > ?" if after is not None else "")
+                f"AND choice IN ({marks})" + (" AND idx > ?" if after is not None else "")
             )
             params.extend([experiment_id, name, *choices])
             if after is not None:
                 params.append(after)
         conds.append(f"s.idx IN ({' INTERSECT '.join(parts)})")
-        values = values[len(drivers):]
+        values = values[len(drivers) :]
         driven = True
     for name, choices in values:
         marks = ", ".join("?" * len(choices))
@@ -144,7 +147,7 @@ def page(
     db: sqlite3.Connection,
     experiment_id: int,
     filters: Filters,
-    after: Optional[int],
+    after: int | None,
     limit: int,
 ) -> dict[str, Any]:
     """Up to ``limit`` samples with index above ``after``, in index order.
@@ -188,7 +191,9 @@ def page(
             result["total"] = len(items)
         else:
             where, params, _ = _where(db, experiment_id, filters, counting=True)
-            result["total"] = db.execute(f"SELECT COUNT(*) FROM samples s WHERE {where}", params).fetchone()[0]
+            result["total"] = db.execute(f"SELECT COUNT(*) FROM samples s WHERE {where}", params).fetchone()[
+                0
+            ]
     return result
 
 
@@ -225,8 +230,7 @@ def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
         groups.setdefault(name, []).append({"choice": choice, "text": text, "count": count})
     names = sorted(groups, key=lambda n: (order.get(n, len(order)), n))
     return [
-        {"name": n, "kind": "setting" if n in setting_names else "slot", "values": groups[n]}
-        for n in names
+        {"name": n, "kind": "setting" if n in setting_names else "slot", "values": groups[n]} for n in names
     ]
 
 

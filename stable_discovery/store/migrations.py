@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["MIGRATIONS", "migrate", "migration"]
 
@@ -111,8 +111,7 @@ def m0003_gallery_indexes(db: sqlite3.Connection) -> None:
     counted and checked from an index too.
     """
     db.execute(
-        "CREATE INDEX choices_by_value_idx ON choices (experiment_id, name, choice, idx) "
-        "WHERE name <> ''"
+        "CREATE INDEX choices_by_value_idx ON choices (experiment_id, name, choice, idx) WHERE name <> ''"
     )
     db.execute("CREATE INDEX samples_by_status ON samples (experiment_id, status, idx)")
 
