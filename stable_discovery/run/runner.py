@@ -347,13 +347,7 @@ def run_experiment(
     stop = {"requested": False}
     try:
         done = store.done_indices(exp.id)
-        done_files = {
-            r[0]
-            for r in store.db.execute(
-                "SELECT file FROM samples WHERE experiment_id = ? AND status = 'done'", (exp.id,)
-            )
-        }
-        sweep(folder, done_files)
+        sweep(folder, store.done_files(exp.id))
         if on_started is not None:
             on_started(exp)
         if len(done) >= count:

@@ -296,6 +296,15 @@ class Store:
             )
         }
 
+    def done_files(self, experiment_id: int) -> set[str]:
+        """The file names of an experiment's done samples."""
+        return {
+            r[0]
+            for r in self.db.execute(
+                "SELECT file FROM samples WHERE experiment_id = ? AND status = 'done'", (experiment_id,)
+            )
+        }
+
     def record_done(self, experiment_id: int, items: Sequence[tuple[Sample, str, float, int]]) -> None:
         """Mark samples done, each with its file, seconds and batch size; one transaction."""
         now = time.time()
