@@ -81,10 +81,8 @@ def _trim(parts: list[Node]) -> tuple[Node, ...]:
         stripped = value.rstrip()
         if len(stripped) != len(value):
             parts[-1] = Text(stripped, last.start)
-    if (type(parts[0]) is Text and not parts[0].value) or (  # type: ignore[union-attr]
-        type(parts[-1]) is Text and not parts[-1].value  # type: ignore[union-attr]
-    ):
-        return tuple(p for p in parts if not (type(p) is Text and not p.value))  # type: ignore[union-attr]
+    if (type(parts[0]) is Text and not parts[0].value) or (type(parts[-1]) is Text and not parts[-1].value):
+        return tuple(p for p in parts if not (type(p) is Text and not p.value))
     return tuple(parts)
 
 
@@ -103,7 +101,7 @@ def _alternative(text: str, parts: list[Node], weight: float, start: int, seg: i
     return Alternative(_trim(parts), weight, stripped, first)
 
 
-def parse_bare_fast(text: str) -> tuple[Node, ...] | None:
+def parse_bare_fast(text: str) -> tuple[Node, ...] | None:  # noqa: C901 - the hot path: one scanning loop (bench/RESULTS.md)
     """The nodes ``parse_bare`` gives for ``text`` (comments and newlines already
     blanked), or ``None`` when ``text`` is outside the subset this parser covers."""
     if len(text) > MAX_SPECIAL or _outside(text) is not None:

@@ -403,7 +403,7 @@ def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateErro
             )
         return TemplateError(f"unexpected {str(tok)!r}, expected {_describe_expected(expected)}", source, pos)
     if isinstance(exc, UnexpectedCharacters):
-        pos = exc.pos_in_stream
+        pos = exc.pos_in_stream if exc.pos_in_stream is not None else len(source.text)
         char = source.text[pos : pos + 1]
         allowed = set(exc.allowed or ())
         if file_mode and ("NAME" in allowed or "EQ" in allowed):

@@ -23,7 +23,7 @@ import itertools
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from math import factorial
-from typing import Any
+from typing import Any, cast
 
 from stable_discovery.space.trace import Chosen
 
@@ -114,8 +114,9 @@ class Node:
     count: int
     closed: bool
     max_draws: int
+    _table: list[tuple[str, TraceItems]] | None
 
-    def table(self) -> list | None:
+    def table(self) -> list[tuple[str, TraceItems]] | None:
         """All expansions as (text, trace) pairs when there are few; else None."""
         if not self.closed or self.count > TABLE_LIMIT:
             return None
@@ -430,8 +431,8 @@ class Pick(Node):
     def _make_rand(self) -> RandFn:
         cum, total, n1 = self.cum, self.total, len(self.alts) - 1
         entries = self.entries
-        lits = self.lits
-        if all(lit is not None for lit in lits):
+        if all(lit is not None for lit in self.lits):
+            lits = cast(tuple[str, ...], self.lits)
             if entries is None:
 
                 def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
@@ -532,7 +533,7 @@ class Multi(Node):
         self.lo = min(lo, self.hi)
         self.joiner = joiner
         first: dict = {}
-        distinct = []
+        distinct: list[int] = []
         merged: list[float] = []  # weight of each distinct alternative (duplicates add up)
         for k, key in enumerate(keys):
             if key is not None and key in first:
@@ -621,8 +622,9 @@ class Multi(Node):
         join = self.joiner.join
         for k in range(self._dlo, self._dhi + 1):
             for perm in itertools.permutations(self.distinct, k):
-                tables = [self.alts[i].table() for i in perm]
-                if all(t is not None for t in tables):
+                maybe_tables = [self.alts[i].table() for i in perm]
+                if all(t is not None for t in maybe_tables):
+                    tables = cast(list[list[tuple[str, TraceItems]]], maybe_tables)
                     for combo in itertools.product(*tables):
                         yield (
                             join([t for t, _ in combo]),
@@ -846,7 +848,7 @@ class OpenSpace:
             return mult
         memo = self._memo
         key = (id(start), bound)
-        hit = memo.get(key)
+        hit: int | None = memo.get(key)
         if hit is not None:
             return mult * hit
         # depth-first with an explicit stack: long continuations cannot overflow it
@@ -864,7 +866,19 @@ class OpenSpace:
                 continue
             memo[k] = sum(tm * (1 if tc is None else memo[(id(tc), tb)]) for tc, tb, tm in terms)
             stack.pop()
-        return mult * memo[key]
+        total: int = memo[key]
+        return mult * total
+
+    def _choose(self, pick: Pick, after: Any, names: frozenset, index: int) -> tuple[Any, int]:
+        """The cell that continues with the alternative of ``pick`` holding ``index``, and
+        the index within it; the choice's trace entry is appended by the caller."""
+        for k in pick.distinct:
+            nxt = self._cons(pick.alts[k], after)
+            c = self._count(nxt, names)
+            if index < c:
+                return (nxt, k), index
+            index -= c
+        raise IndexError(index)  # pragma: no cover - callers stay below the count
 
     def decode(self, index: int) -> tuple[list[str], list[tuple]]:
         out: list[str] = []
@@ -882,42 +896,30 @@ class OpenSpace:
                 bound[item.name] = value
                 cell = rest
             elif item.closed:
-                sub = self._count(rest, names)
-                digit, index = divmod(index, sub)
+                digit, index = divmod(index, self._count(rest, names))
                 item.decode(digit, out, trace)
                 cell = rest
             elif isinstance(item, Seq):
                 cell = self._push(item.children, rest)
-            elif isinstance(item, Pick):
-                for k in item.distinct:
-                    nxt = self._cons(item.alts[k], rest)
-                    c = self._count(nxt, names)
-                    if index < c:
-                        if item.entries is not None:
-                            trace.append(item.entries[k])
-                        cell = nxt
-                        break
-                    index -= c
-            elif isinstance(item, Ref):
-                if item.name in names:
-                    out.append(bound[item.name])
-                    cell = rest
-                    continue
-                pick = item.pick
-                assert pick is not None
-                inner = names | {item.name}
-                after = self._cons(self._end(item.name), rest)
-                for k in pick.distinct:
-                    nxt = self._cons(pick.alts[k], after)
-                    c = self._count(nxt, inner)
-                    if index < c:
-                        if pick.entries is not None:
-                            trace.append(pick.entries[k])
-                        marks[item.name] = len(out)
-                        names = inner
-                        cell = nxt
-                        break
-                    index -= c
-            else:  # pragma: no cover
-                raise AssertionError(type(item))
+            elif isinstance(item, Ref) and item.name in names:
+                out.append(bound[item.name])
+                cell = rest
+            else:
+                pick, after, inner = self._open_pick(item, rest, names)
+                (cell, k), index = self._choose(pick, after, inner, index)
+                if pick.entries is not None:
+                    trace.append(pick.entries[k])
+                if inner is not names:
+                    marks[item.name] = len(out)
+                    names = inner
         return out, trace
+
+    def _open_pick(self, item: Any, rest: Any, names: frozenset) -> tuple[Pick, Any, frozenset]:
+        """For an open choice (a :class:`Pick`, or the first use of a shared slot's
+        :class:`Ref`): the pick, what follows it, and the slots bound inside it."""
+        if isinstance(item, Pick):
+            return item, rest, names
+        if isinstance(item, Ref):
+            assert item.pick is not None
+            return item.pick, self._cons(self._end(item.name), rest), names | {item.name}
+        raise AssertionError(type(item))  # pragma: no cover
