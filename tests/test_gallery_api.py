@@ -302,7 +302,8 @@ def test_gallery_queries_use_the_covering_index_and_others_do_not(ws: Path) -> N
             r[3]
             for r in db.execute(
                 "EXPLAIN QUERY PLAN SELECT c.name, COUNT(*) FROM ratings r JOIN choices c "
-                "ON c.experiment_id = r.experiment_id AND c.idx = r.idx WHERE r.experiment_id = 1 GROUP BY c.name"
+                "ON c.experiment_id = r.experiment_id AND c.idx = r.idx "
+                "WHERE r.experiment_id = 1 GROUP BY c.name"
             )
         )
         assert "choices_by_value_idx" not in other

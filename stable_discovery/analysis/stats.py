@@ -29,7 +29,8 @@ A *winner* is an image marked favourite; with ``min_stars=N`` an image rated N s
 more counts as well.
 
 Counting is SQL aggregation over the run store (``GROUP BY`` on the ``choices`` index,
-favourites joined from ``ratings``), so 100,000 samples take well under a second.
+favourites joined from ``ratings``; :mod:`stable_discovery.store.stats_queries`), so
+100,000 samples take well under a second.
 :func:`plot` draws the rows as a PNG (Pillow only; see :mod:`.stats_plot`).
 """
 
@@ -44,6 +45,7 @@ from typing import Any
 
 from stable_discovery.errors import UsageError
 from stable_discovery.store.database import Experiment, Store
+from stable_discovery.store.stats_queries import ExperimentCounts, experiment_counts
 
 __all__ = [
     "ValueStats",
@@ -214,69 +216,19 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------
-# counting in the store
+# the report
 
 
-@dataclass
-class _Count:
-    text: str = ""
-    total: int = 0  # done samples with the value, rejected or not
-    favourites: int = 0  # winners among the samples that count
-    rejected: int = 0
+@dataclass(frozen=True)
+class _Row:
+    """A value (or a slot's absent row) with the counts that go into its statistics."""
 
-
-def _winner_sql(min_stars: int | None) -> str:
-    if min_stars is None:
-        return "r.favourite = 1"
-    return f"(r.favourite = 1 OR COALESCE(r.stars, 0) >= {int(min_stars)})"
-
-
-def _counts(
-    store: Store, exp: Experiment, min_stars: int | None
-) -> tuple[dict[tuple[str, int], _Count], int, int, int]:
-    """Per (name, index) counts, and the experiment's done, rejected and winner totals."""
-    db = store.db
-    eid = exp.id
-    counts: dict[tuple[str, int], _Count] = {}
-    # choices rows exist only for done samples (Store.record_done writes both at once),
-    # so this runs on the (experiment_id, name, choice) index alone
-    for name, choice, n in db.execute(
-        "SELECT name, choice, COUNT(*) FROM choices WHERE experiment_id = ? GROUP BY name, choice",
-        (eid,),
-    ):
-        counts[(name, choice)] = _Count(total=n)
-    for key, c in counts.items():
-        row = db.execute(
-            "SELECT text FROM choices WHERE experiment_id = ? AND name = ? AND choice = ? LIMIT 1",
-            (eid, key[0], key[1]),
-        ).fetchone()
-        c.text = row[0] if row else ""
-    counted = " AND r.rejected = 0"  # a rejected image is never a winner
-    done_join = "JOIN samples s ON s.experiment_id = r.experiment_id AND s.idx = r.idx AND s.status = 'done'"
-    winner = _winner_sql(min_stars)
-    for name, choice, n in db.execute(
-        f"SELECT c.name, c.choice, COUNT(*) FROM ratings r {done_join} "
-        "JOIN choices c ON c.experiment_id = r.experiment_id AND c.idx = r.idx "
-        f"WHERE r.experiment_id = ? AND {winner}{counted} GROUP BY c.name, c.choice",
-        (eid,),
-    ):
-        if (name, choice) in counts:
-            counts[(name, choice)].favourites = n
-    for name, choice, n in db.execute(
-        f"SELECT c.name, c.choice, COUNT(*) FROM ratings r {done_join} "
-        "JOIN choices c ON c.experiment_id = r.experiment_id AND c.idx = r.idx "
-        "WHERE r.experiment_id = ? AND r.rejected = 1 GROUP BY c.name, c.choice",
-        (eid,),
-    ):
-        if (name, choice) in counts:
-            counts[(name, choice)].rejected = n
-    done = store.done_count(eid)
-    rejected, winners = db.execute(
-        f"SELECT COALESCE(SUM(r.rejected), 0), COALESCE(SUM(CASE WHEN {winner}{counted} THEN 1 ELSE 0 END), 0) "
-        f"FROM ratings r {done_join} WHERE r.experiment_id = ?",
-        (eid,),
-    ).fetchone()
-    return counts, done, int(rejected), int(winners)
+    name: str
+    index: int
+    text: str
+    images: int  # the images that count (rejected ones left out unless asked)
+    winners: int
+    rejected: int
 
 
 def _resolve(store: Store, experiment: str | Experiment) -> Experiment:
@@ -288,6 +240,61 @@ def _resolve(store: Store, experiment: str | Experiment) -> Experiment:
 def setting_names(template_text: str) -> set[str]:
     """The names of the settings a template defines (``@name = …`` lines)."""
     return set(_SETTING_LINE.findall(template_text))
+
+
+def _rows(counts: ExperimentCounts, images: int, include_rejected: bool, settings: set[str]) -> list[_Row]:
+    """One row per value, then an ``(absent)`` row for each slot some images lack.
+
+    ``images`` is the experiment's count of images that count.
+    """
+    rows = []
+    present: dict[str, list[int]] = {}  # name → images, winners, rejected, total
+    for c in counts.values:
+        n = c.total if include_rejected else c.total - c.rejected
+        rows.append(_Row(c.name, c.choice, c.text, n, c.winners, c.rejected))
+        acc = present.setdefault(c.name, [0, 0, 0, 0])
+        acc[0] += n
+        acc[1] += c.winners
+        acc[2] += c.rejected
+        acc[3] += c.total
+    for name, (n, k, rej, total) in present.items():
+        if total < counts.done and name not in settings:
+            rows.append(_Row(name, -1, ABSENT, images - n, counts.winners - k, counts.rejected - rej))
+    return rows
+
+
+def _significance(rows: Sequence[_Row], winners: int, images: int) -> tuple[list[float], list[float], int]:
+    """Each row's p-value and q-value, and how many rows were tested: a value present in
+    every image (or in none) is not, and keeps p = q = 1."""
+    tested = [i for i, r in enumerate(rows) if 0 < r.images < images]
+    pvalues = [1.0] * len(rows)
+    for i in tested:
+        pvalues[i] = fisher_greater(rows[i].winners, rows[i].images, winners, images)
+    qvalues = [1.0] * len(rows)
+    for i, q in zip(tested, benjamini_hochberg([pvalues[i] for i in tested]), strict=False):
+        qvalues[i] = q
+    return pvalues, qvalues, len(tested)
+
+
+def _value_stats(row: _Row, p: float, q: float, base: float, settings: set[str]) -> ValueStats:
+    rate = row.winners / row.images if row.images > 0 else 0.0
+    low, high = wilson(row.winners, row.images)
+    return ValueStats(
+        name=row.name,
+        kind="setting" if row.name in settings else "slot",
+        index=row.index,
+        text=row.text,
+        images=row.images,
+        favourites=row.winners,
+        rejected=row.rejected,
+        rate=rate,
+        low=low,
+        high=high,
+        lift=rate / base if base > 0 else 1.0,
+        p_value=p,
+        q_value=q,
+        significant=q < Q_LEVEL,
+    )
 
 
 def experiment_stats(
@@ -305,67 +312,26 @@ def experiment_stats(
     if min_stars is not None and not 1 <= min_stars <= 5:
         raise UsageError(f"--min-stars goes from 1 to 5, not {min_stars}")
     exp = _resolve(store, experiment)
-    counts, done, rejected, F = _counts(store, exp, min_stars)
-    N = done if include_rejected else done - rejected
-    base = F / N if N > 0 else 0.0
+    counts = experiment_counts(store.db, exp.id, min_stars)
+    images = counts.done if include_rejected else counts.done - counts.rejected
+    base = counts.winners / images if images > 0 else 0.0
     settings = setting_names(exp.template_text)
-
-    rows: list[tuple[str, int, str, int, int, int]] = []  # name, index, text, n, k, rejected
-    present: dict[str, list[int]] = {}
-    for (name, index), c in counts.items():
-        n = c.total if include_rejected else c.total - c.rejected
-        rows.append((name, index, c.text, n, c.favourites, c.rejected))
-        acc = present.setdefault(name, [0, 0, 0, 0])
-        acc[0] += n
-        acc[1] += c.favourites
-        acc[2] += c.rejected
-        acc[3] += c.total
-    for name, (n, k, rej, total) in present.items():
-        if total < done and name not in settings:
-            rows.append((name, -1, ABSENT, N - n, F - k, rejected - rej))
-
-    tested = [i for i, r in enumerate(rows) if 0 < r[3] < N]
-    pvalues = [1.0] * len(rows)
-    for i in tested:
-        _, _, _, n, k, _ = rows[i]
-        pvalues[i] = fisher_greater(k, n, F, N)
-    qvalues = [1.0] * len(rows)
-    for i, q in zip(tested, benjamini_hochberg([pvalues[i] for i in tested]), strict=False):
-        qvalues[i] = q
-
-    values = []
-    for (name, index, text, n, k, rej), p, q in zip(rows, pvalues, qvalues, strict=False):
-        rate = k / n if n > 0 else 0.0
-        low, high = wilson(k, n)
-        values.append(
-            ValueStats(
-                name=name,
-                kind="setting" if name in settings else "slot",
-                index=index,
-                text=text,
-                images=n,
-                favourites=k,
-                rejected=rej,
-                rate=rate,
-                low=low,
-                high=high,
-                lift=rate / base if base > 0 else 1.0,
-                p_value=p,
-                q_value=q,
-                significant=q < Q_LEVEL,
-            )
-        )
-    values.sort(key=lambda v: (-v.low, -v.rate, -v.images, v.name, v.index))
+    rows = _rows(counts, images, include_rejected, settings)
+    pvalues, qvalues, tested = _significance(rows, counts.winners, images)
+    values = sorted(
+        (_value_stats(*args, base, settings) for args in zip(rows, pvalues, qvalues, strict=True)),
+        key=lambda v: (-v.low, -v.rate, -v.images, v.name, v.index),
+    )
     return StatsReport(
         experiment=exp.name,
-        images=N,
-        favourites=F,
-        rejected=rejected,
+        images=images,
+        favourites=counts.winners,
+        rejected=counts.rejected,
         base_rate=base,
         values=tuple(values),
         include_rejected=include_rejected,
         min_stars=min_stars,
-        tested=len(tested),
+        tested=tested,
     )
 
 

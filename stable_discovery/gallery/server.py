@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -35,11 +34,19 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from stable_discovery.errors import SdpError, UsageError
-from stable_discovery.gallery.api import MAX_BODY, ApiError, page_args, parse_filters, parse_int, parse_rate
+from stable_discovery.gallery.api import (
+    MAX_BODY,
+    ApiError,
+    RateRequest,
+    page_args,
+    parse_filters,
+    parse_int,
+    parse_rate,
+)
 from stable_discovery.gallery.paths import safe_image_path, split_file_route
 from stable_discovery.gallery.thumbs import ThumbnailError, thumbnail
 from stable_discovery.store import gallery_queries as queries
-from stable_discovery.store.database import Store
+from stable_discovery.store.database import Store, read_experiment_names
 
 __all__ = ["GalleryServer", "make_server", "LOOPBACK_HOSTS"]
 
@@ -109,11 +116,7 @@ class GalleryServer(ThreadingHTTPServer):
         with self._lock:
             if name in self._names:
                 return True
-        db = sqlite3.connect(f"file:{self.workspace / 'discovery.db'}?mode=ro", uri=True, timeout=30)
-        try:
-            names = {row[0] for row in db.execute("SELECT name FROM experiments")}
-        finally:
-            db.close()
+        names = read_experiment_names(self.workspace)
         with self._lock:
             self._names = names
         return name in names
@@ -257,11 +260,11 @@ class GalleryHandler(BaseHTTPRequestHandler):
         if not name:
             raise ApiError(400, "which experiment? give experiment=NAME")
         store = self.server.open_store()
-        row = store.db.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        exp_id = store.experiment_id(name)
+        if exp_id is None:
             store.close()
             raise ApiError(404, f"no experiment named {name!r}")
-        return store, int(row[0]), name
+        return store, exp_id, name
 
     def api_experiments(self, params: dict[str, list[str]]) -> Any:
         with self.server.open_store() as store:
@@ -282,12 +285,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
     def api_facets(self, params: dict[str, list[str]]) -> Any:
         store, exp_id, name = self._store_and_experiment(params)
         with store:
-            key = (
-                exp_id,
-                *store.db.execute(
-                    "SELECT created_at, updated_at FROM experiments WHERE id = ?", (exp_id,)
-                ).fetchone(),
-            )
+            key = (exp_id, *store.experiment_stamp(exp_id))
             names = self.server.cached_facets(key, lambda: queries.facets(store.db, exp_id))
         return {"experiment": name, "names": names}
 
@@ -351,17 +349,15 @@ class GalleryHandler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self.close_connection = True
             raise ApiError(413, "the body is too large")
-        body = self.rfile.read(length)
-        request = parse_rate(body)
+        self._json(200, self._rate(parse_rate(self.rfile.read(length))))
+
+    def _rate(self, request: RateRequest) -> dict[str, Any]:
+        """Apply a checked rating change; the sample's rating as it now stands."""
         with self.server.open_store() as store:
             exp = store.get(request.experiment)
             if exp is None:
                 raise ApiError(404, f"no experiment named {request.experiment!r}")
-            done = store.db.execute(
-                "SELECT 1 FROM samples WHERE experiment_id = ? AND idx = ? AND status = 'done'",
-                (exp.id, request.index),
-            ).fetchone()
-            if done is None:
+            if not store.is_done(exp.id, request.index):
                 raise ApiError(404, f"{request.experiment!r} has no generated sample {request.index}")
             kwargs: dict[str, Any] = {}
             if request.favourite is not ...:
@@ -372,7 +368,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
                 kwargs["stars"] = request.stars
             store.rate(exp, [request.index], **kwargs)
             rating = store.rating(exp, request.index)
-        self._json(200, {"experiment": exp.name, "index": request.index, "rating": rating})
+        return {"experiment": exp.name, "index": request.index, "rating": rating}
 
     # responses ---------------------------------------------------------------------
     def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:

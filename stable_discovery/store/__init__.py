@@ -1,9 +1,19 @@
 """The run store: the workspace's SQLite database and its image folders. Every SQL
-statement of the project lives in this package."""
+statement of the project lives in this package (``tests/test_store.py`` checks it):
+
+* :mod:`.database`: :class:`Store`, the connection, experiments, samples and ratings;
+* :mod:`.migrations`: the schema, as named migrations;
+* :mod:`.lookups`: small questions about one experiment (its id, whether a sample is done);
+* :mod:`.gallery_queries`: the gallery's pages, counts and facets;
+* :mod:`.stats_queries`: the per-value counts behind ``sdp stats``.
+
+The query modules take an open connection (``Store.db``) and return plain data.
+"""
 
 from __future__ import annotations
 
 from stable_discovery.store.database import (
+    DB_FILE,
     DEFAULT_WORKSPACE,
     ENV_WORKSPACE,
     Experiment,
@@ -11,11 +21,13 @@ from stable_discovery.store.database import (
     Store,
     StoreError,
     check_name,
+    read_experiment_names,
     sample_from_record,
     workspace_path,
 )
 
 __all__ = [
+    "DB_FILE",
     "DEFAULT_WORKSPACE",
     "ENV_WORKSPACE",
     "Experiment",
@@ -23,6 +35,7 @@ __all__ = [
     "Store",
     "StoreError",
     "check_name",
+    "read_experiment_names",
     "sample_from_record",
     "workspace_path",
 ]

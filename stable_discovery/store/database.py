@@ -19,11 +19,14 @@ from typing import Any
 
 from stable_discovery.errors import SdpError, UsageError
 from stable_discovery.sampling.sample import Chosen, Sample
+from stable_discovery.store import lookups
 from stable_discovery.store.migrations import migrate
 
 __all__ = [
     "ENV_WORKSPACE",
     "DEFAULT_WORKSPACE",
+    "DB_FILE",
+    "read_experiment_names",
     "Store",
     "ExperimentSpec",
     "Experiment",
@@ -33,6 +36,8 @@ __all__ = [
 
 ENV_WORKSPACE = "SDP_WORKSPACE"
 DEFAULT_WORKSPACE = "sdp-runs"
+#: The database file in a workspace.
+DB_FILE = "discovery.db"
 
 
 class StoreError(SdpError):
@@ -96,6 +101,19 @@ def check_name(name: str) -> str:
     return name
 
 
+def read_experiment_names(workspace: Path) -> set[str]:
+    """The names of a workspace's experiments, read without opening a :class:`Store`:
+    a read-only connection that neither creates, migrates nor writes anything.
+
+    Raises :class:`sqlite3.Error` when there is no readable store.
+    """
+    db = sqlite3.connect(f"file:{Path(workspace) / DB_FILE}?mode=ro", uri=True, timeout=30)
+    try:
+        return {row[0] for row in db.execute("SELECT name FROM experiments")}
+    finally:
+        db.close()
+
+
 class Store:
     """The workspace's database and image folders."""
 
@@ -105,7 +123,7 @@ class Store:
             self.workspace.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the workspace {self.workspace}: {exc.strerror}") from None
-        self.db_path = self.workspace / "discovery.db"
+        self.db_path = self.workspace / DB_FILE
         try:
             self.db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
             self.db.row_factory = sqlite3.Row
@@ -165,21 +183,24 @@ class Store:
         return exp
 
     def experiments(self) -> list[Experiment]:
-        counts = dict(
-            self.db.execute(
-                "SELECT experiment_id, COUNT(*) FROM samples WHERE status = 'done' GROUP BY experiment_id"
-            ).fetchall()
-        )
+        counts = lookups.done_counts(self.db)
         rows = self.db.execute("SELECT * FROM experiments ORDER BY created_at, id").fetchall()
         return [self._experiment(r, counts.get(r["id"], 0)) for r in rows]
 
+    def experiment_id(self, name: str) -> int | None:
+        """The id of the experiment called ``name``, or None when there is none."""
+        return lookups.experiment_id(self.db, name)
+
+    def experiment_stamp(self, experiment_id: int) -> tuple[float, float]:
+        """``(created_at, updated_at)`` of an experiment: it changes whenever samples are
+        recorded, so it keys caches of what was computed from them."""
+        stamp = lookups.experiment_stamp(self.db, experiment_id)
+        if stamp is None:
+            raise StoreError(f"no experiment with id {experiment_id} in {self.db_path}")
+        return stamp
+
     def done_count(self, experiment_id: int) -> int:
-        return int(
-            self.db.execute(
-                "SELECT COUNT(*) FROM samples WHERE experiment_id = ? AND status = 'done'",
-                (experiment_id,),
-            ).fetchone()[0]
-        )
+        return lookups.done_count(self.db, experiment_id)
 
     def differences(self, exp: Experiment, spec: ExperimentSpec) -> list[str]:
         """What differs between a stored experiment and a new run's spec, in words."""
@@ -208,64 +229,47 @@ class Store:
         """
         check_name(spec.name)
         existing = self.get(spec.name)
-        if existing is not None:
-            diffs = self.differences(existing, spec)
-            if diffs and existing.done == 0 and not self._has_rows(existing.id):
-                # nothing was made under the old spec (e.g. its model could not be
-                # loaded): there is nothing to overwrite, so the name takes the new spec
-                self.db.execute(
-                    "UPDATE experiments SET template_path = ?, template_text = ?, template_hash = ?, "
-                    "wildcards_hash = ?, sampler = ?, seed = ?, count = ?, backend = ?, overrides = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    (
-                        spec.template_path,
-                        spec.template_text,
-                        spec.template_hash,
-                        spec.wildcards_hash,
-                        spec.sampler,
-                        spec.seed,
-                        spec.count,
-                        spec.backend,
-                        json.dumps(spec.overrides, sort_keys=True),
-                        time.time(),
-                        existing.id,
-                    ),
-                )
-                refreshed = self.get(spec.name)
-                assert refreshed is not None
-                return refreshed
-            if diffs:
-                raise UsageError(
-                    f"experiment {spec.name!r} already exists and differs: "
-                    + "; ".join(diffs)
-                    + f". Nothing was changed. Run it under a new name, e.g. --name {self.free_name(spec.name)}"
-                )
+        if existing is None:
+            return self._create_experiment(spec)
+        diffs = self.differences(existing, spec)
+        if not diffs:
             return existing
+        if existing.done == 0 and not self._has_rows(existing.id):
+            # nothing was made under the old spec (e.g. its model could not be loaded):
+            # there is nothing to overwrite, so the name takes the new spec
+            return self._respecify_experiment(existing, spec)
+        raise UsageError(
+            f"experiment {spec.name!r} already exists and differs: {'; '.join(diffs)}. "
+            f"Nothing was changed. Run it under a new name, e.g. --name {self.free_name(spec.name)}"
+        )
+
+    def _create_experiment(self, spec: ExperimentSpec) -> Experiment:
         now = time.time()
         try:
             self.db.execute(
                 "INSERT INTO experiments (name, template_path, template_text, template_hash, "
                 "wildcards_hash, sampler, seed, count, backend, overrides, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    spec.name,
-                    spec.template_path,
-                    spec.template_text,
-                    spec.template_hash,
-                    spec.wildcards_hash,
-                    spec.sampler,
-                    spec.seed,
-                    spec.count,
-                    spec.backend,
-                    json.dumps(spec.overrides, sort_keys=True),
-                    now,
-                    now,
-                ),
+                (spec.name, *_spec_columns(spec), now, now),
             )
         except sqlite3.IntegrityError:  # created by another process a moment ago
             return self.open_experiment(spec)
-        exp = self.get(spec.name)
-        assert exp is not None
+        return self._reread(spec.name)
+
+    def _respecify_experiment(self, existing: Experiment, spec: ExperimentSpec) -> Experiment:
+        """Give a stored experiment without samples a new spec."""
+        self.db.execute(
+            "UPDATE experiments SET template_path = ?, template_text = ?, template_hash = ?, "
+            "wildcards_hash = ?, sampler = ?, seed = ?, count = ?, backend = ?, overrides = ?, "
+            "updated_at = ? WHERE id = ?",
+            (*_spec_columns(spec), time.time(), existing.id),
+        )
+        return self._reread(spec.name)
+
+    def _reread(self, name: str) -> Experiment:
+        exp = self.get(name)
+        if exp is None:
+            raise StoreError(f"experiment {name!r} vanished from {self.db_path} while it was being opened")
         return exp
 
     def _has_rows(self, experiment_id: int) -> bool:
@@ -287,6 +291,10 @@ class Store:
         return f"{base}-{n}"
 
     # samples ---------------------------------------------------------------------------
+    def is_done(self, experiment_id: int, idx: int) -> bool:
+        """Whether sample ``idx`` of the experiment has been generated."""
+        return lookups.is_done(self.db, experiment_id, idx)
+
     def done_indices(self, experiment_id: int) -> set[int]:
         return {
             r[0]
@@ -351,15 +359,7 @@ class Store:
     # ratings ---------------------------------------------------------------------------
     def _require_done(self, experiment: Experiment, indices: Sequence[int]) -> None:
         if len(indices) <= 64:  # a few marks (the gallery, one at a time): look them up
-            missing = [
-                i
-                for i in indices
-                if self.db.execute(
-                    "SELECT 1 FROM samples WHERE experiment_id = ? AND idx = ? AND status = 'done'",
-                    (experiment.id, i),
-                ).fetchone()
-                is None
-            ]
+            missing = [i for i in indices if not self.is_done(experiment.id, i)]
         else:
             done = self.done_indices(experiment.id)
             missing = [i for i in indices if i not in done]
@@ -384,6 +384,7 @@ class Store:
             raise UsageError(f"stars go from 1 to 5, not {stars}")
         self._require_done(experiment, indices)
         now = time.time()
+        sets, params = _rating_changes(now, favourite, stars, rejected)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             for idx in indices:
@@ -391,18 +392,8 @@ class Store:
                     "INSERT OR IGNORE INTO ratings (experiment_id, idx, updated_at) VALUES (?, ?, ?)",
                     (experiment.id, idx, now),
                 )
-                sets, params = ["updated_at = ?"], [now]
-                if favourite is not None:
-                    sets.append("favourite = ?")
-                    params.append(int(favourite))
-                if stars != -1:
-                    sets.append("stars = ?")
-                    params.append(stars)
-                if rejected is not None:
-                    sets.append("rejected = ?")
-                    params.append(int(rejected))
                 self.db.execute(
-                    f"UPDATE ratings SET {', '.join(sets)} WHERE experiment_id = ? AND idx = ?",
+                    f"UPDATE ratings SET {sets} WHERE experiment_id = ? AND idx = ?",
                     (*params, experiment.id, idx),
                 )
             self.db.execute("COMMIT")
@@ -455,6 +446,39 @@ class Store:
             rec = self.record(experiment, idx)
             if rec is not None:
                 yield rec
+
+
+def _rating_changes(
+    now: float, favourite: bool | None, stars: int | None, rejected: bool | None
+) -> tuple[str, list[Any]]:
+    """The ``SET`` list of a rating change and its parameters (``stars == -1``: untouched)."""
+    sets: list[str] = ["updated_at = ?"]
+    params: list[Any] = [now]
+    if favourite is not None:
+        sets.append("favourite = ?")
+        params.append(int(favourite))
+    if stars != -1:
+        sets.append("stars = ?")
+        params.append(stars)
+    if rejected is not None:
+        sets.append("rejected = ?")
+        params.append(int(rejected))
+    return ", ".join(sets), params
+
+
+def _spec_columns(spec: ExperimentSpec) -> tuple[Any, ...]:
+    """The experiment columns a spec sets, from ``template_path`` to ``overrides``."""
+    return (
+        spec.template_path,
+        spec.template_text,
+        spec.template_hash,
+        spec.wildcards_hash,
+        spec.sampler,
+        spec.seed,
+        spec.count,
+        spec.backend,
+        json.dumps(spec.overrides, sort_keys=True),
+    )
 
 
 def _text_difference(old: str, new: str) -> str:

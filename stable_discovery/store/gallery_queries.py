@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import dataclass, field
 from typing import Any
 
 from stable_discovery.store.filters import Filters
+from stable_discovery.store.lookups import done_count, done_counts
 
 __all__ = ["experiment_summaries", "page", "facets", "base_rate"]
 
@@ -20,14 +22,13 @@ __all__ = ["experiment_summaries", "page", "facets", "base_rate"]
 #: true of every row, it must appear in a query for SQLite to use that index.
 _BY_VALUE = "name <> ''"
 
+#: Value filters: (slot or setting name, the choices it may take).
+_Values = list[tuple[str, tuple[int, ...]]]
+
 
 def experiment_summaries(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every experiment with its image, favourite, rejected and rated counts."""
-    done = dict(
-        db.execute(
-            "SELECT experiment_id, COUNT(*) FROM samples WHERE status = 'done' GROUP BY experiment_id"
-        ).fetchall()
-    )
+    done = done_counts(db)
     marks = {
         row[0]: row[1:]
         for row in db.execute(
@@ -60,6 +61,22 @@ def experiment_summaries(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass
+class _Where:
+    """Conditions on ``samples s`` joined by AND, with their parameters in order."""
+
+    experiment_id: int
+    conds: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def add(self, condition: str, *params: Any) -> None:
+        self.conds.append(condition)
+        self.params.extend(params)
+
+    def sql(self) -> str:
+        return " AND ".join(self.conds)
+
+
 def _where(
     db: sqlite3.Connection,
     experiment_id: int,
@@ -79,16 +96,37 @@ def _where(
     value filters are probed per candidate with ``EXISTS`` on that index, instead of
     materializing lists of tens of thousands of indices each.
     """
-    conds = ["s.experiment_id = ?", "s.status = 'done'"]
-    params: list[Any] = [experiment_id]
+    where = _Where(experiment_id)
+    where.add("s.experiment_id = ?", experiment_id)
+    where.add("s.status = 'done'")
+    driven = _mark_conditions(where, f)
+    values = list(f.values)
+    if values and not driven:
+        values = _smallest_first(db, experiment_id, values)
+        drivers = values[:2] if counting else values[:1]
+        _driving_list(where, drivers, after)
+        values = values[len(drivers) :]
+        driven = True
+    for name, choices in values:
+        _value_probe(where, name, choices)
+    if after is not None:
+        # with a driving list, '+' keeps the planner from walking the whole index instead
+        where.add("+s.idx > ?" if driven else "s.idx > ?", after)
+    return where.sql(), where.params, driven
+
+
+def _mark_conditions(where: _Where, f: Filters) -> bool:
+    """The favourite, rejected and stars filters; whether one of them drives the query
+    (a positive list: favourites, rejected ones, N stars or more)."""
     driven = False
 
     def rated(condition: str, negate: bool, *extra: Any) -> None:
-        conds.append(
+        where.add(
             f"s.idx {'NOT IN' if negate else 'IN'} "
-            f"(SELECT idx FROM ratings WHERE experiment_id = ? AND {condition})"
+            f"(SELECT idx FROM ratings WHERE experiment_id = ? AND {condition})",
+            where.experiment_id,
+            *extra,
         )
-        params.extend([experiment_id, *extra])
 
     if f.favourite is not None:
         rated("favourite = 1", not f.favourite)
@@ -101,46 +139,56 @@ def _where(
     elif f.stars is not None:
         rated("stars >= ?", False, int(f.stars))
         driven = True
-    values = list(f.values)
-    if len(values) > 1 and not driven:
-        sizes = {}
-        for name, choices in values:
-            marks = ", ".join("?" * len(choices))
-            sizes[name] = db.execute(
-                f"SELECT COUNT(*) FROM choices WHERE experiment_id = ? AND name = ? AND {_BY_VALUE} "
-                f"AND choice IN ({marks})",
-                (experiment_id, name, *choices),
-            ).fetchone()[0]
-        values.sort(key=lambda item: sizes[item[0]])
-    if values and not driven:
-        # the driving list: the smallest value filter (intersected with the next one)
-        drivers = values[:2] if counting else values[:1]
-        parts = []
-        for name, choices in drivers:
-            marks = ", ".join("?" * len(choices))
-            parts.append(
-                f"SELECT idx FROM choices WHERE experiment_id = ? AND name = ? AND {_BY_VALUE} "
-                f"AND choice IN ({marks})" + (" AND idx > ?" if after is not None else "")
-            )
-            params.extend([experiment_id, name, *choices])
-            if after is not None:
-                params.append(after)
-        conds.append(f"s.idx IN ({' INTERSECT '.join(parts)})")
-        values = values[len(drivers) :]
-        driven = True
-    for name, choices in values:
+    return driven
+
+
+def _value_size(db: sqlite3.Connection, experiment_id: int, name: str, choices: tuple[int, ...]) -> int:
+    """How many samples have one of ``choices`` of ``name`` (from the covering index)."""
+    marks = ", ".join("?" * len(choices))
+    row = db.execute(
+        f"SELECT COUNT(*) FROM choices WHERE experiment_id = ? AND name = ? AND {_BY_VALUE} "
+        f"AND choice IN ({marks})",
+        (experiment_id, name, *choices),
+    ).fetchone()
+    return int(row[0])
+
+
+def _smallest_first(db: sqlite3.Connection, experiment_id: int, values: _Values) -> _Values:
+    """The value filters, those with the fewest samples first (counted only when there
+    are several to order)."""
+    if len(values) < 2:
+        return values
+    sizes = {name: _value_size(db, experiment_id, name, choices) for name, choices in values}
+    return sorted(values, key=lambda item: sizes[item[0]])
+
+
+def _driving_list(where: _Where, drivers: _Values, after: int | None) -> None:
+    """``s.idx IN`` the indices of the driving value filters (intersected), from the
+    covering index, from ``after`` on."""
+    parts, params = [], []
+    for name, choices in drivers:
         marks = ", ".join("?" * len(choices))
-        conds.append(
-            "EXISTS (SELECT 1 FROM choices c INDEXED BY choices_by_value_idx "
-            f"WHERE c.experiment_id = ? AND c.name = ? AND c.{_BY_VALUE} "
-            f"AND c.choice IN ({marks}) AND c.idx = s.idx)"
+        parts.append(
+            f"SELECT idx FROM choices WHERE experiment_id = ? AND name = ? AND {_BY_VALUE} "
+            f"AND choice IN ({marks})" + (" AND idx > ?" if after is not None else "")
         )
-        params.extend([experiment_id, name, *choices])
-    if after is not None:
-        # with a driving list, '+' keeps the planner from walking the whole index instead
-        conds.append("+s.idx > ?" if driven else "s.idx > ?")
-        params.append(after)
-    return " AND ".join(conds), params, driven
+        params.extend([where.experiment_id, name, *choices])
+        if after is not None:
+            params.append(after)
+    where.add(f"s.idx IN ({' INTERSECT '.join(parts)})", *params)
+
+
+def _value_probe(where: _Where, name: str, choices: tuple[int, ...]) -> None:
+    """An ``EXISTS`` probe of the covering index for a sample's value of ``name``."""
+    marks = ", ".join("?" * len(choices))
+    where.add(
+        "EXISTS (SELECT 1 FROM choices c INDEXED BY choices_by_value_idx "
+        f"WHERE c.experiment_id = ? AND c.name = ? AND c.{_BY_VALUE} "
+        f"AND c.choice IN ({marks}) AND c.idx = s.idx)",
+        where.experiment_id,
+        name,
+        *choices,
+    )
 
 
 def page(
@@ -164,17 +212,25 @@ def page(
         )
     ]
     more = len(indices) > limit
-    indices = indices[:limit]
-    rows = []
-    if indices:
-        marks = ", ".join("?" * len(indices))
-        rows = db.execute(
-            "SELECT s.idx, s.file, s.prompt, COALESCE(r.favourite, 0), r.stars, COALESCE(r.rejected, 0) "
-            "FROM samples s LEFT JOIN ratings r ON r.experiment_id = s.experiment_id AND r.idx = s.idx "
-            f"WHERE s.experiment_id = ? AND s.idx IN ({marks}) ORDER BY s.idx",
-            (experiment_id, *indices),
-        ).fetchall()
-    items = [
+    items = _items(db, experiment_id, indices[:limit])
+    result: dict[str, Any] = {"items": items, "next": items[-1]["index"] if more and items else None}
+    if after is None:
+        result["total"] = _count(db, experiment_id, filters) if more else len(items)
+    return result
+
+
+def _items(db: sqlite3.Connection, experiment_id: int, indices: list[int]) -> list[dict[str, Any]]:
+    """The listed fields and marks of the samples ``indices``, in index order."""
+    if not indices:
+        return []
+    marks = ", ".join("?" * len(indices))
+    rows = db.execute(
+        "SELECT s.idx, s.file, s.prompt, COALESCE(r.favourite, 0), r.stars, COALESCE(r.rejected, 0) "
+        "FROM samples s LEFT JOIN ratings r ON r.experiment_id = s.experiment_id AND r.idx = s.idx "
+        f"WHERE s.experiment_id = ? AND s.idx IN ({marks}) ORDER BY s.idx",
+        (experiment_id, *indices),
+    ).fetchall()
+    return [
         {
             "index": idx,
             "file": file,
@@ -185,16 +241,12 @@ def page(
         }
         for idx, file, prompt, fav, stars, rej in rows
     ]
-    result: dict[str, Any] = {"items": items, "next": items[-1]["index"] if more and items else None}
-    if after is None:
-        if not more:
-            result["total"] = len(items)
-        else:
-            where, params, _ = _where(db, experiment_id, filters, counting=True)
-            result["total"] = db.execute(f"SELECT COUNT(*) FROM samples s WHERE {where}", params).fetchone()[
-                0
-            ]
-    return result
+
+
+def _count(db: sqlite3.Connection, experiment_id: int, filters: Filters) -> int:
+    """How many samples match ``filters`` in all."""
+    where, params, _ = _where(db, experiment_id, filters, counting=True)
+    return int(db.execute(f"SELECT COUNT(*) FROM samples s WHERE {where}", params).fetchone()[0])
 
 
 def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
@@ -236,9 +288,7 @@ def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
 
 def base_rate(db: sqlite3.Connection, experiment_id: int) -> dict[str, Any]:
     """Images, favourites and the favourite rate of an experiment."""
-    images = db.execute(
-        "SELECT COUNT(*) FROM samples WHERE experiment_id = ? AND status = 'done'", (experiment_id,)
-    ).fetchone()[0]
+    images = done_count(db, experiment_id)
     favourites = db.execute(
         "SELECT COUNT(*) FROM ratings r JOIN samples s ON s.experiment_id = r.experiment_id "
         "AND s.idx = r.idx WHERE r.experiment_id = ? AND r.favourite = 1 AND s.status = 'done'",
