@@ -10,9 +10,10 @@ only turns a batch into pixels. What this module adds:
 * Workers: ``num_gpus=1`` each when the cluster has GPUs (Ray sets
   ``CUDA_VISIBLE_DEVICES``, so the backend's ``device="auto"`` finds its own GPU), else
   ``num_cpus=1`` each (Ray sets ``OMP_NUM_THREADS=1``: one torch thread per worker).
-* Each worker resolves its backend by name through :func:`stable_discovery.plugins.manager.backends`
-  on its own machine; a backend the worker does not know (one registered at run time in
-  the driver) is shipped from the driver, pickled.
+* Each worker resolves its backend by name on its own machine, through the lookup the
+  caller passes (``sdp run`` passes :func:`stable_discovery.plugins.backends`); a backend
+  the worker does not know (one registered at run time in the driver) is shipped from
+  the driver, pickled.
 * Batches are read from the planner lazily, at most ``in_flight_per_worker`` queued per
   worker, and results are yielded as they complete (``ray.wait``), in any order.
 * A worker that dies mid-batch (its process killed, its node lost): the worker is
