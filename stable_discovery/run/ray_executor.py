@@ -41,13 +41,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from stable_discovery.backends.base import Backend, Batch
 from stable_discovery.errors import SdpError, UsageError
-from stable_discovery.run.executors import Generated
 from stable_discovery.run.ray_scheduler import Scheduler, SchedulerLimits, WorkerPool, first_line
 from stable_discovery.run.ray_worker import BackendLookup, BatchWorker, pack_image, unpack_image
+
+if TYPE_CHECKING:
+    from stable_discovery.run.executors import Generated
 
 __all__ = [
     "RayExecutor",

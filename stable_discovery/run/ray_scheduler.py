@@ -17,12 +17,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stable_discovery.backends.base import BackendError, Batch
 from stable_discovery.errors import SdpError
-from stable_discovery.run.executors import Generated
 from stable_discovery.run.ray_worker import BackendLookup, BatchWorker, unpack_image
+
+if TYPE_CHECKING:
+    from stable_discovery.run.executors import Generated
 
 __all__ = ["RayWorker", "Scheduler", "WorkerPool", "first_line", "span"]
 
