@@ -31,8 +31,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
 
+from stable_discovery.cli.progress import ProgressObserver  # noqa: E402
 from stable_discovery.language.program import load  # noqa: E402
-from stable_discovery.run.runner import RunOptions, run_experiment  # noqa: E402
+from stable_discovery.plugins import get_sampler  # noqa: E402
+from stable_discovery.run.runner import RunOptions, RunParts, run_experiment  # noqa: E402
 from stable_discovery.store.database import Store  # noqa: E402
 
 TEMPLATE = """\
@@ -92,11 +94,8 @@ def one_run(path: Path, ws: Path, count: int, batch: int, ms: float, executor: A
             program,
             str(path),
             RunOptions("bench", backend="sleep", batch=batch, count=count, backend_options={"ms": ms}),
-            SleepBackend,
-            {},
-            hooks=clock,
-            progress_stream=open(os.devnull, "w"),
-            executor=executor,
+            RunParts(SleepBackend, get_sampler("random"), hooks=clock, executor=executor),
+            ProgressObserver(stream=open(os.devnull, "w")),
         )
         wall = time.perf_counter() - t0
     assert result.done == count and result.generated == count, result

@@ -21,10 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stable_discovery.backends.base import Batch, GenerationKey  # noqa: E402
 from stable_discovery.backends.dummy import DummyBackend  # noqa: E402
+from stable_discovery.cli.progress import ProgressObserver  # noqa: E402
 from stable_discovery.language.program import load  # noqa: E402
 from stable_discovery.plugins import get_sampler  # noqa: E402
+from stable_discovery.run.files import image_name  # noqa: E402
 from stable_discovery.run.pngmeta import a1111_parameters, png_info  # noqa: E402
-from stable_discovery.run.runner import RunOptions, image_name, run_experiment  # noqa: E402
+from stable_discovery.run.runner import RunOptions, RunParts, run_experiment  # noqa: E402
 from stable_discovery.store.database import Store  # noqa: E402
 
 TEMPLATE = """\
@@ -79,9 +81,8 @@ def sdp_run(program, path: Path, count: int, batch: int, ws: Path) -> float:
             program,
             str(path),
             RunOptions("bench", backend="dummy", batch=batch, count=count),
-            lambda **o: DummyBackend(),
-            {},
-            progress_stream=open(os.devnull, "w"),
+            RunParts(lambda **o: DummyBackend(), get_sampler("random")),
+            ProgressObserver(stream=open(os.devnull, "w")),  # the bar sdp run draws
         )
         elapsed = time.perf_counter() - t0
     assert result.done == count and result.generated == count
@@ -119,9 +120,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     b, s = min(bare), min(run)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(
-        f"images: {args.count} at 64x64, batch {args.batch}, best of {args.repeat}, written under {tmp.parent}"
-    )
+    print(f"images: {args.count} at 64x64, batch {args.batch}, best of {args.repeat}, ", end="")
+    print(f"written under {tmp.parent}")
     print(f"bare loop : {args.count / b:8.1f} img/s  ({b:.2f} s)")
     print(f"sdp run   : {args.count / s:8.1f} img/s  ({s:.2f} s)")
     print(f"ratio     : {b / s:.2f}x of the bare loop (target >= 0.9x)")

@@ -56,7 +56,8 @@ def check_consistent(ws: Path, name: str) -> list[sqlite3.Row]:
     db = sqlite3.connect(ws / "discovery.db")
     db.row_factory = sqlite3.Row
     stored = db.execute(
-        "SELECT s.* FROM samples s JOIN experiments e ON e.id = s.experiment_id WHERE e.name = ? ORDER BY idx",
+        "SELECT s.* FROM samples s JOIN experiments e ON e.id = s.experiment_id "
+        "WHERE e.name = ? ORDER BY idx",
         (name,),
     ).fetchall()
     files = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))

@@ -30,7 +30,7 @@ from stable_discovery.cli.main import main
 from stable_discovery.language.program import load
 from stable_discovery.plugins.hookspecs import hookimpl
 from stable_discovery.run.pngmeta import read_metadata
-from stable_discovery.run.runner import RunOptions, RunResult, run_experiment
+from stable_discovery.run.runner import RunOptions, RunParts, RunResult, run_experiment
 from stable_discovery.store.database import Store
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -175,11 +175,7 @@ def run(
                 overrides=overrides or {},
                 backend_options=options or {},
             ),
-            plugins.backends()[backend],
-            {},
-            hooks=hooks,
-            progress_stream=open(os.devnull, "w"),
-            executor=ex,
+            RunParts(plugins.backends()[backend], plugins.get_sampler("random"), hooks=hooks, executor=ex),
         )
 
 

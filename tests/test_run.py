@@ -15,8 +15,10 @@ from stable_discovery.backends.dummy import DummyBackend
 from stable_discovery.cli.main import main
 from stable_discovery.errors import UsageError
 from stable_discovery.language.program import load
+from stable_discovery.plugins import get_sampler
+from stable_discovery.run.files import ExperimentLock
 from stable_discovery.run.pngmeta import parse_parameters, read_metadata
-from stable_discovery.run.runner import ExperimentLock, RunOptions, run_experiment
+from stable_discovery.run.runner import RunOptions, RunParts, run_experiment
 from stable_discovery.store.database import Store, StoreError
 
 TEMPLATE = """\
@@ -46,7 +48,8 @@ def rows(ws: Path, name: str) -> list[sqlite3.Row]:
     db = sqlite3.connect(ws / "discovery.db")
     db.row_factory = sqlite3.Row
     return db.execute(
-        "SELECT s.* FROM samples s JOIN experiments e ON e.id = s.experiment_id WHERE e.name = ? ORDER BY idx",
+        "SELECT s.* FROM samples s JOIN experiments e ON e.id = s.experiment_id "
+        "WHERE e.name = ? ORDER BY idx",
         (name,),
     ).fetchall()
 
@@ -60,8 +63,6 @@ def test_run_writes_pngs_with_metadata_and_rows(tmpl, tmp_path, capsys) -> None:
     assert files == sorted(r["file"] for r in stored)
     assert not list((ws / "pets").glob("*.tmp"))
     program = load(tmpl)
-    from stable_discovery.plugins import get_sampler
-
     expected = list(get_sampler("random").samples(program, 0, 12, 7))
     for row, sample in zip(stored, expected, strict=False):
         assert row["status"] == "done" and row["prompt"] == sample.prompt and row["seed"] == sample.seed
@@ -185,8 +186,7 @@ def test_ctrl_c_stops_after_the_current_batch(tmpl, tmp_path) -> None:
             load(tmpl),
             str(tmpl),
             RunOptions("pets", backend="dummy", batch=3),
-            lambda **o: Interrupting(),
-            {},
+            RunParts(lambda **o: Interrupting(), get_sampler("random")),
         )
     assert result.interrupted and result.done == 6 and result.generated == 6
     assert len(list((tmp_path / "ws" / "pets").glob("*.png"))) == 6
@@ -196,8 +196,7 @@ def test_ctrl_c_stops_after_the_current_batch(tmpl, tmp_path) -> None:
             load(tmpl),
             str(tmpl),
             RunOptions("pets", backend="dummy", batch=3),
-            lambda **o: DummyBackend(),
-            {},
+            RunParts(lambda **o: DummyBackend(), get_sampler("random")),
         )
     assert not again.interrupted and again.done == 12 and again.generated == 6
 
@@ -284,8 +283,7 @@ def test_a_name_with_nothing_made_takes_a_new_spec(tmpl, tmp_path, capsys) -> No
                 load(tmpl),
                 str(tmpl),
                 RunOptions("pets", backend="other"),
-                lambda **o: Unreachable(),
-                {},
+                RunParts(lambda **o: Unreachable(), get_sampler("random")),
             )
         assert store.require("pets").done == 0
     # nothing was made under the first spec, so the same name may change backend

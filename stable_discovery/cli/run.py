@@ -23,33 +23,21 @@ __all__ = ["add_commands"]
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery import plugins
-    from stable_discovery.language.settings import BUILTIN_SETTINGS
-    from stable_discovery.run.runner import RunOptions, parse_overrides, run_experiment
+    from stable_discovery.cli.progress import RunReport
+    from stable_discovery.run.executors import make_executor
+    from stable_discovery.run.runner import RunOptions, RunParts, run_experiment
     from stable_discovery.store.database import ENV_WORKSPACE, workspace_path
 
     # samplers that read the store (exploit) look where this run writes
     os.environ[ENV_WORKSPACE] = str(workspace_path(args.workspace))
     program = load_template(args)
-    template_sampler(program, args.sampler)
-    specs = {s.name: s for s in BUILTIN_SETTINGS}
-    specs.update({s.name: s for s in plugins.setting_specs()})
-    pairs = list(args.set or [])
-    if args.model is not None:
-        pairs.append(f"model={args.model}")
-    overrides = parse_overrides(pairs, specs)
-    backend = args.backend
-    if backend is None:
-        backend = "diffusers"
-    sink_factories = plugins.sinks()
-    for sink in args.sink or []:
-        if sink not in sink_factories:
-            known = ", ".join(sink_factories) or "none installed"
-            raise UsageError(f"unknown sink {sink!r}; sinks: {known}")
-    name = args.name or (args.file.stem if args.file is not None else None)
-    if name is None:
-        raise UsageError("give --name NAME for a template given with -e")
+    sampler = template_sampler(program, args.sampler)
+    specs = _setting_specs()
+    overrides = _overrides(args, specs)
+    backend = args.backend if args.backend is not None else "diffusers"
+    sink_factories = _sink_factories(args.sink or [])
     options = RunOptions(
-        name=name,
+        name=_experiment_name(args),
         backend=backend,
         batch=args.batch,
         count=args.count,
@@ -59,8 +47,6 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         sinks=tuple(args.sink or ()),
     )
     factory = backend_factory(backend)
-    from stable_discovery.run.executors import make_executor
-
     executor = make_executor(
         getattr(args, "executor", "local"),
         backend,
@@ -68,27 +54,63 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         getattr(args, "address", None),
         getattr(args, "workers", None),
         factory,
+        backend_lookup=plugins.backends,
     )
+    parts = RunParts(
+        backend_factory=factory,
+        sampler=sampler,
+        sink_factories=sink_factories,
+        hooks=plugins.get_plugin_manager().hook,
+        setting_specs=specs,
+        executor=executor,
+    )
+    template_path = str(args.file) if args.file is not None else None
     with open_store(args) as store:
+        result = run_experiment(store, program, template_path, options, parts, RunReport())
+    return _finish(args, result)
 
-        def started(exp: Any) -> None:
-            sys.stderr.write(
-                f"experiment {exp.name}: {exp.done} of {exp.count} done, "
-                f"images in {store.experiment_dir(exp.name)}\n"
-            )
 
-        result = run_experiment(
-            store,
-            program,
-            str(args.file) if args.file is not None else None,
-            options,
-            factory,
-            sink_factories,
-            hooks=plugins.get_plugin_manager().hook,
-            setting_specs=specs,
-            on_started=started,
-            executor=executor,
-        )
+def _setting_specs() -> dict[str, Any]:
+    """Every setting by name: the built-in ones and the plugins'."""
+    from stable_discovery import plugins
+    from stable_discovery.language.settings import BUILTIN_SETTINGS
+
+    specs = {s.name: s for s in BUILTIN_SETTINGS}
+    specs.update({s.name: s for s in plugins.setting_specs()})
+    return specs
+
+
+def _overrides(args: argparse.Namespace, specs: dict[str, Any]) -> dict[str, str]:
+    """``--set`` and ``--model``, checked."""
+    from stable_discovery.run.runplan import parse_overrides
+
+    pairs = list(args.set or [])
+    if args.model is not None:
+        pairs.append(f"model={args.model}")
+    return parse_overrides(pairs, specs)
+
+
+def _sink_factories(names: list[str]) -> dict[str, Any]:
+    """The installed sinks, once every name ``--sink`` gave is known to be one of them."""
+    from stable_discovery import plugins
+
+    factories = plugins.sinks()
+    for sink in names:
+        if sink not in factories:
+            known = ", ".join(factories) or "none installed"
+            raise UsageError(f"unknown sink {sink!r}; sinks: {known}")
+    return factories
+
+
+def _experiment_name(args: argparse.Namespace) -> str:
+    name = args.name or (args.file.stem if args.file is not None else None)
+    if name is None:
+        raise UsageError("give --name NAME for a template given with -e")
+    return str(name)
+
+
+def _finish(args: argparse.Namespace, result: Any) -> int:
+    """The last line of ``sdp run`` and its exit status (130: stopped, resumable)."""
     if result.interrupted:
         again = " ".join(_resume_command(args, result.experiment))
         sys.stderr.write(f"stopped: {result.done} of {result.count} done. Resume with:\n  {again}\n")

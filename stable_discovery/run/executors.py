@@ -1,19 +1,64 @@
 """Executors: where an experiment's batches are generated.
 
-``local`` (the default, :class:`stable_discovery.run.runner.LocalExecutor`): one backend in
-this process. ``ray`` (:class:`.ray_executor.RayExecutor`): workers on a local Ray or a
-Ray cluster. Whatever the executor, the driver writes images and rows, so resuming and
-exactly-once hold the same.
+``local`` (the default, :class:`LocalExecutor`): one backend in this process. ``ray``
+(:class:`.ray_executor.RayExecutor`): workers on a local Ray or a Ray cluster. Whatever
+the executor, the driver (:func:`stable_discovery.run.runner.run_experiment`) writes
+images and rows, so resuming and exactly-once hold the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TextIO
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, TextIO
 
+from stable_discovery.backends.base import Backend, Batch
 from stable_discovery.errors import UsageError
 
-__all__ = ["EXECUTORS", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "Generated", "LocalExecutor", "make_executor"]
+
+#: What an executor yields for each batch: (the batch, its images, seconds it took).
+Generated = tuple[Batch, list[Any], float]
+
+
+class Executor(Protocol):
+    """Where batches are generated. ``run`` yields a :data:`Generated` for every batch it
+    is given, in any order; the driver writes files and rows, so resume and exactly-once
+    hold whatever the executor. ``stop`` set asks it to stop taking new batches. An
+    executor with ``drains_on_stop = True`` then yields the batches it has in flight (the
+    driver writes them) before it ends; others are left at once."""
+
+    needs_local_backend: bool
+
+    def run(
+        self, backend: Backend | None, batches: Iterator[Batch], stop: threading.Event
+    ) -> Iterator[Generated]: ...
+
+    def describe_model(self, model: str) -> str: ...
+
+
+class LocalExecutor:
+    """The default: one backend in this process, one batch at a time."""
+
+    needs_local_backend = True
+    drains_on_stop = False
+
+    def run(
+        self, backend: Backend | None, batches: Iterator[Batch], stop: threading.Event
+    ) -> Iterator[Generated]:
+        if backend is None:
+            raise ValueError("the local executor needs a backend")
+        for batch in batches:
+            t0 = time.perf_counter()
+            images = list(backend.generate(batch))
+            yield batch, images, time.perf_counter() - t0
+            if stop.is_set():
+                return
+
+    def describe_model(self, model: str) -> str:  # pragma: no cover - the backend answers
+        return model
+
 
 #: The names ``sdp run --executor`` takes.
 EXECUTORS = ("local", "ray")
@@ -27,10 +72,13 @@ def make_executor(
     workers: int | None = None,
     backend_factory: Callable[..., Any] | None = None,
     log: TextIO | None = None,
-) -> Any:
+    backend_lookup: Callable[[], Mapping[str, Callable[..., Any]]] | None = None,
+) -> Executor | None:
     """The executor ``sdp run`` asked for; ``None`` for the local one (the runner's
-    default). Raises :class:`UsageError` for options that do not go together, and for
-    ``ray`` without Ray installed (saying how to install it)."""
+    default, :class:`LocalExecutor`). ``backend_lookup`` (the installed backends by
+    name) is called where the batches are generated. Raises :class:`UsageError` for
+    options that do not go together, and for ``ray`` without Ray installed (saying how
+    to install it)."""
     kind = kind or "local"
     if kind not in EXECUTORS:
         raise UsageError(f"unknown executor {kind!r}; executors: {', '.join(EXECUTORS)}")
@@ -50,4 +98,5 @@ def make_executor(
         workers=workers,
         backend_factory=backend_factory,
         log=log,
+        backend_lookup=backend_lookup,
     )

@@ -10,19 +10,23 @@ only turns a batch into pixels. What this module adds:
 * Workers: ``num_gpus=1`` each when the cluster has GPUs (Ray sets
   ``CUDA_VISIBLE_DEVICES``, so the backend's ``device="auto"`` finds its own GPU), else
   ``num_cpus=1`` each (Ray sets ``OMP_NUM_THREADS=1``: one torch thread per worker).
-* Each worker resolves its backend by name through :func:`stable_discovery.plugins.manager.backends`
-  on its own machine; a backend the worker does not know (one registered at run time in
-  the driver) is shipped from the driver, pickled.
+* Each worker resolves its backend by name on its own machine, through the lookup the
+  caller passes (``sdp run`` passes :func:`stable_discovery.plugins.backends`); a backend
+  the worker does not know (one registered at run time in the driver) is shipped from
+  the driver, pickled.
 * Batches are read from the planner lazily, at most ``in_flight_per_worker`` queued per
   worker, and results are yielded as they complete (``ray.wait``), in any order.
 * A worker that dies mid-batch (its process killed, its node lost): the worker is
   replaced and each batch it held is submitted again to a live worker; a batch that
   loses its worker ``max_attempts`` times ends the run with a :class:`BackendError`.
   Nothing was written for a lost batch, so nothing is lost or written twice.
-* ``stop["requested"]`` (Ctrl-C): no new batch is submitted; the batches in flight are
+* ``stop`` set (Ctrl-C): no new batch is submitted; the batches in flight are
   drained and written, then the run stops.
 * Images come back as raw pixel buffers (mode, size, bytes; PNG for palette images) and
   become PIL images in the driver.
+
+The pieces: :mod:`.ray_worker` (the worker actor, images on the wire) and
+:mod:`.ray_scheduler` (the pool of workers, the scheduling of batches on them).
 
 Ray is imported only when a run starts; without it, :class:`RayExecutor` raises a
 :class:`~stable_discovery.errors.UsageError` (exit status 2) that says how to install it.
@@ -30,25 +34,31 @@ Ray is imported only when a run starts; without it, :class:`RayExecutor` raises 
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import socket
 import sys
+import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from stable_discovery.backends.base import Backend, BackendError, Batch
+from stable_discovery.backends.base import Backend, Batch
 from stable_discovery.errors import SdpError, UsageError
+from stable_discovery.run.ray_scheduler import Scheduler, SchedulerLimits, WorkerPool, first_line
+from stable_discovery.run.ray_worker import BackendLookup, BatchWorker, pack_image, unpack_image
+
+if TYPE_CHECKING:
+    from stable_discovery.run.executors import Generated
 
 __all__ = [
     "RayExecutor",
     "RayUnavailable",
+    "RayConnectError",
     "INSTALL_HINT",
     "import_ray",
+    # the worker side, importable from here as before
+    "BatchWorker",
     "pack_image",
     "unpack_image",
 ]
@@ -56,8 +66,13 @@ __all__ = [
 #: How to get Ray, as the error message says it.
 INSTALL_HINT = "pip install -e '.[ray]'  (or: pip install 'stable-discovery[ray]')"
 
-#: Image modes sent as raw pixel buffers (exact and cheap); others go as PNG bytes.
-_RAW_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I", "F", "I;16"})
+#: ``ray.init`` options for a run: no dashboard, quiet.
+_INIT_OPTIONS: dict[str, Any] = {
+    "include_dashboard": False,
+    "logging_level": logging.ERROR,
+    "log_to_driver": False,
+    "configure_logging": True,
+}
 
 #: Without GPUs and without ``--workers``: one worker per CPU, at most this many (each
 #: worker holds its own copy of the model in memory).
@@ -75,7 +90,7 @@ class RayConnectError(SdpError):
 def import_ray() -> Any:
     """The ``ray`` module, or :class:`RayUnavailable` saying how to install it."""
     try:
-        import ray  # noqa: PLC0415 - lazily, Ray is an optional extra
+        import ray  # lazily: Ray is an optional extra
     except ImportError as exc:
         raise RayUnavailable(
             f"--executor ray needs Ray, which is not installed ({exc}); install it with: {INSTALL_HINT}"
@@ -83,139 +98,8 @@ def import_ray() -> Any:
     return ray
 
 
-# ---------------------------------------------------------------------------------------
-# images on the wire
-
-
-def pack_image(image: Any) -> tuple[Any, ...]:
-    """A PIL image as something cheap to send: ``("raw", mode, size, bytes)``, or
-    ``("png", bytes)`` for modes without a plain pixel buffer (palette images)."""
-    if image.mode in _RAW_MODES:
-        return ("raw", image.mode, tuple(image.size), image.tobytes())
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return ("png", buf.getvalue())
-
-
-def unpack_image(packed: tuple[Any, ...]) -> Any:
-    """The PIL image :func:`pack_image` packed."""
-    from PIL import Image
-
-    if packed[0] == "raw":
-        _kind, mode, size, data = packed
-        return Image.frombytes(mode, tuple(size), data)
-    with Image.open(io.BytesIO(packed[1])) as im:
-        im.load()
-        return im.copy()
-
-
-# ---------------------------------------------------------------------------------------
-# the worker (a Ray actor; a plain class here, made remote when a run starts)
-
-
-class BatchWorker:
-    """Holds one backend, loaded once, and turns batches into packed images."""
-
-    def __init__(
-        self, backend_name: str, backend_options: dict[str, Any], shipped_factory: bytes | None
-    ) -> None:
-        self.backend_name = backend_name
-        self.backend_options = dict(backend_options)
-        self.shipped_factory = shipped_factory
-        self.backend: Backend | None = None
-
-    def _backend(self) -> Backend:
-        if self.backend is None:
-            from stable_discovery import plugins
-
-            factory = plugins.backends().get(self.backend_name)
-            if factory is None and self.shipped_factory is not None:
-                import ray.cloudpickle as cloudpickle
-
-                try:
-                    factory = cloudpickle.loads(self.shipped_factory)
-                except Exception as exc:  # noqa: BLE001 - the module is missing here
-                    raise BackendError(
-                        f"backend {self.backend_name!r} is not installed on worker host "
-                        f"{socket.gethostname()} ({type(exc).__name__}: {exc}); install "
-                        "stable-discovery and the plugin that provides it on every machine "
-                        "of the cluster"
-                    ) from None
-            if factory is None:
-                known = ", ".join(plugins.backends()) or "none"
-                raise BackendError(
-                    f"backend {self.backend_name!r} is not installed on worker host "
-                    f"{socket.gethostname()} (it has: {known}); install the plugin that "
-                    "provides it on every machine of the cluster"
-                )
-            self.backend = factory(**self.backend_options)
-        return self.backend
-
-    def ready(self) -> dict[str, Any]:
-        """Load the backend; where this worker runs."""
-        self._backend()
-        import ray
-
-        return {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "gpus": [str(g) for g in ray.get_gpu_ids()],
-        }
-
-    def generate(self, batch: Batch) -> tuple[list[tuple[Any, ...]], float, str]:
-        """(packed images, seconds, the batch's model as the backend describes it)."""
-        backend = self._backend()
-        t0 = time.perf_counter()
-        images = list(backend.generate(batch))
-        seconds = time.perf_counter() - t0
-        return [pack_image(im) for im in images], seconds, backend.describe_model(batch.key.model)
-
-    def describe_model(self, model: str) -> str:
-        return self._backend().describe_model(model)
-
-    def close(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
-
-
-# ---------------------------------------------------------------------------------------
-# the executor
-
-
-@dataclass
-class _Worker:
-    handle: Any
-    number: int
-    ready: bool = False
-    alive: bool = True
-    in_flight: int = 0
-    where: str = "?"
-
-
-@dataclass
-class _Task:
-    batch: Batch
-    attempts: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def _span(batch: Batch) -> str:
-    idx = sorted(s.index for s in batch.samples)
-    if not idx:
-        return "(none)"
-    if idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 2:
-        return f"{idx[0]}–{idx[-1]}"
-    return ", ".join(map(str, idx))
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _unreachable(address: str, timeout: float = 5.0) -> str | None:
@@ -236,7 +120,7 @@ class RayExecutor:
     """Runs batches on Ray workers (see the module docstring).
 
     Arguments:
-        backend_name: the backend each worker loads, through ``plugins.backends()``.
+        backend_name: the backend each worker loads, by name through ``backend_lookup``.
         backend_options: keyword arguments of the backend's factory.
         address: a Ray cluster to join (``"auto"``: the one on this machine started with
             ``ray start``; ``"ray://host:10001"``: Ray Client). ``None``: join the Ray
@@ -250,6 +134,9 @@ class RayExecutor:
         max_attempts: how many times one batch may lose its worker before the run fails.
         backend_factory: the driver's factory for ``backend_name``, shipped to workers
             that do not have that backend installed (one registered at run time).
+        backend_lookup: the backends installed where it is called, by name
+            (``stable_discovery.plugins.backends``); each worker calls it on its own
+            machine. ``None``: workers use ``backend_factory``.
         log: where one-line status messages go (default: standard error, as it is when
             a message is written).
         quiet: no status messages at all.
@@ -273,6 +160,7 @@ class RayExecutor:
         log: TextIO | None = None,
         quiet: bool = False,
         startup_warning_s: float = 60.0,
+        backend_lookup: BackendLookup | None = None,
     ) -> None:
         if workers is not None and workers < 1:
             raise UsageError(f"--workers must be at least 1, not {workers}")
@@ -296,20 +184,25 @@ class RayExecutor:
         self.in_flight_per_worker = in_flight_per_worker
         self.max_attempts = max_attempts
         self.backend_factory = backend_factory
+        self.backend_lookup = backend_lookup
         self.log = log
         self.quiet = quiet
         self.startup_warning_s = startup_warning_s
         self._models: dict[str, str] = {}
         self._ray: Any = None
         self._started_ray = False
-        self._pool: list[_Worker] = []
-        self._spawned = 0
-        self._actor_cls: Any = None
-        self._shipped: bytes | None = None
-        #: Workers lost during the last run (tests, reports).
-        self.workers_lost = 0
-        #: Batches submitted again after their worker was lost.
-        self.batches_retried = 0
+        self._pool: WorkerPool | None = None
+        self._scheduler: Scheduler | None = None
+
+    @property
+    def workers_lost(self) -> int:
+        """Workers lost during the last run (tests, reports)."""
+        return self._scheduler.workers_lost if self._scheduler is not None else 0
+
+    @property
+    def batches_retried(self) -> int:
+        """Batches of the last run submitted again after their worker was lost."""
+        return self._scheduler.batches_retried if self._scheduler is not None else 0
 
     # -- status ------------------------------------------------------------------------
 
@@ -330,48 +223,21 @@ class RayExecutor:
         os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
         if ray.is_initialized():
             return ray
-        common: dict[str, Any] = {
-            "include_dashboard": False,
-            "logging_level": logging.ERROR,
-            "log_to_driver": False,
-            "configure_logging": True,
-        }
         t0 = time.monotonic()
         # as ray.init itself does: RAY_ADDRESS names the cluster when --address does not
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address:
             self.address = address
-            way_out = (
-                "Start a cluster with `ray start --head` (and `ray start --address=HEAD:6379` "
-                "on the other machines), or leave out --address to start Ray on this machine"
-            )
-            # Ray retries an unreachable GCS for minutes: find out at once
-            why = _unreachable(self.address)
-            if why is not None:
-                raise RayConnectError(f"cannot connect to Ray at {self.address!r}: {why}. {way_out}")
-            try:
-                ray.init(address=self.address, **common)
-            except ImportError as exc:
-                raise RayUnavailable(
-                    f"--address {self.address} needs Ray Client ({exc}); install it with: "
-                    "pip install 'ray[client]', or run sdp on a machine of the cluster with --address auto"
-                ) from None
-            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-                raise RayConnectError(
-                    f"cannot connect to Ray at {self.address!r}: {_first_line(str(exc)).rstrip('. ')}. {way_out}"
-                ) from None
+            self._join_cluster(ray, address)
             self._started_ray = True
             res = ray.cluster_resources()
             self._say(
-                f"joined the cluster at {self.address} ({int(res.get('CPU', 0))} CPUs, "
-                f"{int(res.get('GPU', 0))} GPUs, {_plural(len(ray.nodes()), 'node')}) in {time.monotonic() - t0:.1f} s"
+                f"joined the cluster at {address} ({int(res.get('CPU', 0))} CPUs, "
+                f"{int(res.get('GPU', 0))} GPUs, {_plural(len(ray.nodes()), 'node')}) "
+                f"in {time.monotonic() - t0:.1f} s"
             )
         else:
-            kwargs: dict[str, Any] = {}
-            if self.workers is not None and not self.num_gpus_per_worker:
-                # CPU workers: Ray's CPUs are the workers (GPUs are still detected)
-                kwargs["num_cpus"] = max(self.workers, 1)
-            ray.init(**kwargs, **common)
+            self._start_local(ray)
             self._started_ray = True
             res = ray.cluster_resources()
             self._say(
@@ -379,6 +245,33 @@ class RayExecutor:
                 f"in {time.monotonic() - t0:.1f} s"
             )
         return ray
+
+    def _join_cluster(self, ray: Any, address: str) -> None:
+        way_out = (
+            "Start a cluster with `ray start --head` (and `ray start --address=HEAD:6379` "
+            "on the other machines), or leave out --address to start Ray on this machine"
+        )
+        # Ray retries an unreachable GCS for minutes: find out at once
+        why = _unreachable(address)
+        if why is not None:
+            raise RayConnectError(f"cannot connect to Ray at {address!r}: {why}. {way_out}")
+        try:
+            ray.init(address=address, **_INIT_OPTIONS)
+        except ImportError as exc:
+            raise RayUnavailable(
+                f"--address {address} needs Ray Client ({exc}); install it with: "
+                "pip install 'ray[client]', or run sdp on a machine of the cluster with --address auto"
+            ) from None
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            why = first_line(str(exc)).rstrip(". ")
+            raise RayConnectError(f"cannot connect to Ray at {address!r}: {why}. {way_out}") from None
+
+    def _start_local(self, ray: Any) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.workers is not None and not self.num_gpus_per_worker:
+            # CPU workers: Ray's CPUs are the workers (GPUs are still detected)
+            kwargs["num_cpus"] = max(self.workers, 1)
+        ray.init(**kwargs, **_INIT_OPTIONS)
 
     def _plan_workers(self) -> tuple[int, float]:
         """(number of workers, GPUs per worker) for the cluster at hand."""
@@ -403,28 +296,13 @@ class RayExecutor:
             self._say(f"{n} workers but the cluster has {cpus:g} CPUs: the others start when CPUs free up")
         return n, per_gpu
 
-    def _spawn(self, per_gpu: float) -> _Worker:
-        ray = self._ray
-        if self._actor_cls is None:
-            self._actor_cls = ray.remote(BatchWorker)
-        opts: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "max_task_retries": 0}
-        if per_gpu > 0:
-            opts["num_gpus"] = per_gpu
-        handle = self._actor_cls.options(**opts).remote(
-            self.backend_name, self.backend_options, self._shipped
-        )
-        self._spawned += 1
-        worker = _Worker(handle, self._spawned)
-        self._pool.append(worker)
-        return worker
-
     def _ship_factory(self) -> bytes | None:
         if self.backend_factory is None:
             return None
         try:
             import ray.cloudpickle as cloudpickle
 
-            return cloudpickle.dumps(self.backend_factory)
+            return bytes(cloudpickle.dumps(self.backend_factory))
         except Exception:  # noqa: BLE001 - then workers must have the backend installed
             return None
 
@@ -437,185 +315,46 @@ class RayExecutor:
         if found is not None:
             return found
         ray = self._ray
-        for w in self._pool:
-            if w.alive and w.ready and ray is not None:
-                try:
-                    found = ray.get(w.handle.describe_model.remote(model))
-                except Exception:  # noqa: BLE001 - fall back to the name itself
-                    continue
-                self._models[model] = found
-                return found
+        workers = self._pool.ready() if self._pool is not None else []
+        for w in workers:
+            try:
+                found = str(ray.get(w.handle.describe_model.remote(model)))
+            except Exception:  # noqa: BLE001 - fall back to the name itself
+                continue
+            self._models[model] = found
+            return found
         return model
 
     def run(
-        self, backend: Backend | None, batches: Iterator[Batch], stop: dict
-    ) -> Iterator[tuple[Batch, list[Any], float]]:
+        self, backend: Backend | None, batches: Iterator[Batch], stop: threading.Event
+    ) -> Iterator[Generated]:
         """Yield (batch, images, seconds) for every batch, as workers finish them."""
         ray = self._start_ray()
-        self.workers_lost = 0
-        self.batches_retried = 0
-        self._shipped = self._ship_factory()
+        self._scheduler = None
         try:
             n, per_gpu = self._plan_workers()
+            shipped = self._ship_factory()
+            pool = WorkerPool(
+                ray, self.backend_name, self.backend_options, shipped, self.backend_lookup, per_gpu
+            )
+            self._pool = pool
             for _ in range(n):
-                self._spawn(per_gpu)
+                pool.spawn()
             kind = f"{per_gpu:g} GPU" if per_gpu > 0 else "1 CPU"
             self._say(f"{n} worker{'s' if n != 1 else ''} ({kind} each), backend {self.backend_name}")
-            yield from self._schedule(ray, batches, stop, n, per_gpu)
+            limits = SchedulerLimits(self.in_flight_per_worker, self.max_attempts, self.startup_warning_s)
+            self._scheduler = Scheduler(ray, pool, batches, stop, limits, self._say, self._models)
+            yield from self._scheduler.results()
         finally:
             self._teardown()
-
-    def _schedule(
-        self, ray: Any, batches: Iterator[Batch], stop: dict, n: int, per_gpu: float
-    ) -> Iterator[tuple[Batch, list[Any], float]]:
-        import ray.exceptions as rex
-        from ray.exceptions import RayError, RayTaskError
-
-        # a worker process or its node is gone: the batch was not made, run it elsewhere
-        lost_errors: tuple[type[BaseException], ...] = tuple(
-            getattr(rex, name)
-            for name in ("RayActorError", "WorkerCrashedError", "ObjectLostError", "NodeDiedError")
-            if hasattr(rex, name)
-        )
-        max_spawns = n + n * self.max_attempts + self.max_attempts
-        starting: dict[Any, _Worker] = {w.handle.ready.remote(): w for w in self._pool}
-        in_flight: dict[Any, tuple[_Task, _Worker]] = {}
-        retry: deque[_Task] = deque()
-        exhausted = False
-        began = time.monotonic()
-        warned = False
-
-        def worker_lost(worker: _Worker, exc: BaseException) -> None:
-            if not worker.alive:
-                return
-            worker.alive = False
-            self.workers_lost += 1
-            try:
-                ray.kill(worker.handle, no_restart=True)
-            except Exception:  # noqa: BLE001 - it is gone already
-                pass
-            if stop.get("requested"):
-                return
-            if self._spawned >= max_spawns:
-                raise BackendError(
-                    f"Ray workers keep dying ({self.workers_lost} lost); last: {_first_line(str(exc))}. "
-                    "See the worker logs under /tmp/ray/session_latest/logs"
-                )
-            new = self._spawn(per_gpu)
-            starting[new.handle.ready.remote()] = new
-            self._say(
-                f"worker {worker.number} ({worker.where}) was lost; started worker {new.number} in its place"
-            )
-
-        def user_error(exc: BaseException) -> SdpError:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, SdpError):
-                err = BackendError(str(cause))
-                err.exit_code = cause.exit_code
-                return err
-            if cause is not None:
-                return BackendError(
-                    f"backend {self.backend_name!r} failed on a Ray worker: "
-                    f"{type(cause).__name__}: {_first_line(str(cause))}"
-                )
-            return BackendError(f"a Ray worker failed: {_first_line(str(exc))}")
-
-        while True:
-            # submit while there is room: retried batches first, then the planner's
-            while not stop.get("requested"):
-                free = [
-                    w for w in self._pool if w.alive and w.ready and w.in_flight < self.in_flight_per_worker
-                ]
-                if not free:
-                    break
-                task = retry.popleft() if retry else None
-                if task is None and not exhausted:
-                    batch = next(batches, None)
-                    if batch is None:
-                        exhausted = True
-                    else:
-                        task = _Task(batch)
-                if task is None:
-                    break
-                worker = min(free, key=lambda w: (w.in_flight, w.number))
-                ref = worker.handle.generate.remote(task.batch)
-                worker.in_flight += 1
-                in_flight[ref] = (task, worker)
-            if not in_flight and (stop.get("requested") or (exhausted and not retry)):
-                return
-            if not any(w.alive for w in self._pool):
-                raise BackendError("no Ray worker is left to run the remaining batches")
-            waiting = list(in_flight) + list(starting)
-            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
-            if not ready:
-                if (
-                    not warned
-                    and not any(w.ready for w in self._pool)
-                    and time.monotonic() - began > self.startup_warning_s
-                ):
-                    warned = True
-                    res = ray.available_resources()
-                    self._say(
-                        f"no worker has started after {self.startup_warning_s:.0f} s; free resources: "
-                        f"{int(res.get('CPU', 0))} CPUs, {res.get('GPU', 0):g} GPUs "
-                        "(fewer --workers, or add machines)"
-                    )
-                continue
-            for ref in ready:
-                if ref in starting:
-                    worker = starting.pop(ref)
-                    try:
-                        info = ray.get(ref)
-                    except lost_errors as exc:
-                        worker_lost(worker, exc)
-                        continue
-                    except RayTaskError as exc:
-                        raise user_error(exc) from None
-                    except RayError as exc:
-                        raise BackendError(f"a Ray worker could not start: {_first_line(str(exc))}") from None
-                    worker.ready = True
-                    gpus = ",".join(info.get("gpus") or [])
-                    worker.where = f"{info.get('host')} pid {info.get('pid')}" + (
-                        f" GPU {gpus}" if gpus else ""
-                    )
-                    continue
-                task, worker = in_flight.pop(ref)
-                worker.in_flight -= 1
-                try:
-                    packed, seconds, described = ray.get(ref)
-                except lost_errors as exc:
-                    task.attempts += 1
-                    task.errors.append(_first_line(str(exc)))
-                    worker_lost(worker, exc)
-                    if stop.get("requested"):
-                        continue  # not written: the next run makes it
-                    if task.attempts >= self.max_attempts:
-                        raise BackendError(
-                            f"samples {_span(task.batch)} lost their Ray worker {task.attempts} times "
-                            f"(out of memory? a crash in the backend?); last: {task.errors[-1]}. "
-                            "See the worker logs under /tmp/ray/session_latest/logs"
-                        ) from None
-                    self.batches_retried += 1
-                    self._say(f"samples {_span(task.batch)} go to another worker (try {task.attempts + 1})")
-                    retry.append(task)
-                    continue
-                except RayTaskError as exc:
-                    raise user_error(exc) from None
-                except RayError as exc:
-                    raise BackendError(f"a Ray worker failed: {_first_line(str(exc))}") from None
-                self._models.setdefault(task.batch.key.model, described)
-                yield task.batch, [unpack_image(p) for p in packed], seconds
 
     def _teardown(self) -> None:
         ray = self._ray
         if ray is None:
             return
-        for w in self._pool:
-            try:
-                ray.kill(w.handle, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        self._pool = []
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._started_ray:
             self._started_ray = False
             try:

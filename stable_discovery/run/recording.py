@@ -1,0 +1,109 @@
+"""Recording a generated batch, in the order that makes a run exactly-once: the PNG
+files first (atomically), then the store rows that mark them done, then the sinks and
+the hooks, image by image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from stable_discovery.backends.base import BackendError, Batch
+from stable_discovery.run.files import ImageWriter
+from stable_discovery.sampling.sample import Sample
+from stable_discovery.store.database import Experiment, Store
+
+__all__ = ["BatchRecorder", "RunHooks", "Sink", "check_images"]
+
+
+class Sink(Protocol):
+    """An extra output of a run (``--sink``, from a plugin), made for the experiment's folder."""
+
+    def write(self, record: dict[str, Any], image: Any, path: Path) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RunHooks(Protocol):
+    """The plugin hooks a run calls (pluggy's ``hook`` relay, or a stand-in)."""
+
+    def image_saved(self, *, experiment: str, record: dict, path: str) -> None: ...
+
+    def run_finished(self, *, experiment: str, done: int, count: int, interrupted: bool) -> None: ...
+
+
+def check_images(batch: Batch, images: Sequence[Any], backend: str) -> None:
+    """A :class:`BackendError` unless there is one image of the batch's size per sample."""
+    if len(images) != len(batch.samples):
+        raise BackendError(
+            f"backend {backend!r} returned {len(images)} images for {len(batch.samples)} samples"
+        )
+    want = (batch.key.width, batch.key.height)
+    for image in images:
+        if image.size != want:
+            raise BackendError(
+                f"backend {backend!r} made a {image.size[0]}x{image.size[1]} image "
+                f"for a {want[0]}x{want[1]} sample"
+            )
+
+
+class BatchRecorder:
+    """Records an experiment's batches as they come and counts the images it wrote. It
+    owns the run's sinks: :meth:`open_sinks` makes them, :meth:`close` (or the end of a
+    ``with`` block) closes them."""
+
+    def __init__(
+        self, store: Store, experiment: Experiment, writer: ImageWriter, hooks: RunHooks | None = None
+    ) -> None:
+        self.store = store
+        self.experiment = experiment
+        self.writer = writer
+        self.hooks = hooks
+        self.sinks: list[Sink] = []
+        #: Images recorded so far.
+        self.generated = 0
+
+    def open_sinks(self, factories: Iterable[Callable[[Path], Sink]]) -> None:
+        """Make a sink for the experiment's folder with each factory."""
+        for factory in factories:
+            self.sinks.append(factory(self.writer.folder))
+
+    def close(self) -> None:
+        """Close the sinks; a sink that fails to close does not hide the run's outcome."""
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception:  # noqa: BLE001 - a sink's close must not hide the run's outcome
+                pass
+
+    def __enter__(self) -> BatchRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record(self, batch: Batch, images: Sequence[Any], seconds: float, model_name: str) -> int:
+        """Write the batch's files, mark their rows done, then tell sinks and hooks;
+        the number of images recorded."""
+        check_images(batch, images, self.writer.backend)
+        size = len(batch.samples)
+        share = seconds / size if size else 0.0
+        written: list[tuple[Sample, str, dict[str, Any], Any]] = []
+        for sample, image in zip(batch.samples, images, strict=True):
+            fname, record = self.writer.write(sample, image, model_name)
+            written.append((sample, fname, record, image))
+        # rows are marked done only once their files are in place
+        self.store.record_done(self.experiment.id, [(s, fname, share, size) for s, fname, _r, _i in written])
+        self.generated += len(written)
+        self._announce(written)
+        return len(written)
+
+    def _announce(self, written: Sequence[tuple[Sample, str, dict[str, Any], Any]]) -> None:
+        folder = self.writer.folder
+        for _sample, fname, record, image in written:
+            path = folder / fname
+            for sink in self.sinks:
+                sink.write(record, image, path)
+            if self.hooks is not None:
+                self.hooks.image_saved(experiment=self.experiment.name, record=record, path=str(path))

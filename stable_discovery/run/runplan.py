@@ -1,0 +1,210 @@
+"""What a run will do, settled before anything is generated: the options a user gave
+(:class:`RunOptions`) and the template resolved into a :class:`RunPlan` (sampler, seed,
+count, batch size, the experiment's spec and the parsed setting overrides)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from stable_discovery.errors import UsageError
+from stable_discovery.language.program import Program
+from stable_discovery.sampling.sample import Sample
+from stable_discovery.store.database import ExperimentSpec
+
+if TYPE_CHECKING:
+    from stable_discovery.sampling.samplers import Sampler
+
+__all__ = [
+    "RunOptions",
+    "RunPlan",
+    "resolve_plan",
+    "resolve_count",
+    "sampler_name",
+    "wildcards_hash",
+    "parse_overrides",
+    "apply_overrides",
+    "parsed_overrides",
+    "DEFAULT_BATCH",
+]
+
+#: Images per backend call without ``--batch`` and ``@batch``.
+DEFAULT_BATCH = 4
+
+#: Settings that ``--set`` does not take (they have options of their own).
+_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked for (``sdp run``'s options); ``None``: the template's value."""
+
+    name: str
+    backend: str = "diffusers"
+    batch: int | None = None
+    count: int | None = None
+    seed: int | None = None
+    sampler: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    sinks: tuple[str, ...] = ()
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run resolved against its template: everything the driver needs to know."""
+
+    program: Program
+    options: RunOptions
+    sampler: Sampler
+    seed: int
+    count: int
+    batch_size: int
+    spec: ExperimentSpec
+    #: ``--set``/``--model`` values parsed (``size`` split into ``width`` and ``height``).
+    overrides: Mapping[str, Any]
+
+    def todo(self, done: set[int]) -> Iterator[Sample]:
+        """The samples not done yet, in order, with the overrides applied."""
+        for sample in self.sampler.samples(self.program, 0, self.count, self.seed):
+            if sample.index not in done:
+                yield apply_overrides(sample, self.overrides)
+
+    def models(self) -> list[str]:
+        """The models the run may load (for a backend's ``prepare``), sorted."""
+        return sorted({str(self.overrides.get("model", m)) for m in _template_models(self.program)})
+
+
+def sampler_name(program: Program, requested: str | None = None) -> str:
+    """The sampler a run uses: ``--sampler``, else ``@sampler``, else ``random``."""
+    return str(requested or program.setting("sampler", "random"))
+
+
+def resolve_plan(
+    program: Program,
+    template_path: str | None,
+    options: RunOptions,
+    sampler: Sampler,
+    setting_specs: Mapping[str, Any] | None = None,
+) -> RunPlan:
+    """The plan of a run. ``sampler`` is the one :func:`sampler_name` names (the caller
+    looks it up, built-in or from a plugin); ``setting_specs`` parse the overrides
+    (default: the built-in settings)."""
+    from stable_discovery.language.settings import BUILTIN_SETTINGS
+
+    specs = setting_specs or {s.name: s for s in BUILTIN_SETTINGS}
+    seed = options.seed if options.seed is not None else int(program.setting("seed", 0))
+    count = resolve_count(program, sampler, options.count)
+    spec = ExperimentSpec(
+        name=options.name,
+        template_path=template_path,
+        template_text=program.source.text,
+        wildcards_hash=wildcards_hash(program),
+        sampler=sampler_name(program, options.sampler),
+        seed=seed,
+        count=count,
+        backend=options.backend,
+        overrides=dict(options.overrides),
+    )
+    return RunPlan(
+        program=program,
+        options=options,
+        sampler=sampler,
+        seed=seed,
+        count=count,
+        batch_size=options.batch or int(program.setting("batch", 0) or 0) or DEFAULT_BATCH,
+        spec=spec,
+        overrides=parsed_overrides(options.overrides, specs),
+    )
+
+
+def resolve_count(program: Program, sampler: Sampler, requested: int | None) -> int:
+    """How many images: ``--count``, else ``@count``, else every combination of a
+    finite sampler; more than a finite sampler has is an error."""
+    size = sampler.size(program)
+    count = requested if requested is not None else program.setting("count")
+    if count is None:
+        if size is None:
+            raise UsageError(
+                f"how many images? the {sampler.name} sampler needs --count N or @count in the template"
+            )
+        count = size
+    if size is not None and count > size:
+        raise UsageError(
+            f"--count {count} is more than the {size} combinations the {sampler.name} sampler has"
+        )
+    return int(count)
+
+
+def wildcards_hash(program: Program) -> str:
+    """A hash of the wildcard files the template reads (a changed file is a changed
+    experiment)."""
+    h = hashlib.sha256()
+    for path in sorted(program.wildcard_files):
+        h.update(str(path.name).encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"<unreadable>")
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def parse_overrides(pairs: Iterable[str], specs: Mapping[str, Any]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs (``--set``), checked against the settings' parsers."""
+    from stable_discovery.language.settings import SettingValueError
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("@")
+        if not sep or not key:
+            raise UsageError(f"--set takes KEY=VALUE, got {pair!r}")
+        spec = specs.get(key)
+        if spec is None or key in _NOT_OVERRIDABLE:
+            known = ", ".join(k for k in specs if k not in _NOT_OVERRIDABLE)
+            raise UsageError(f"--set {key}: not a generation setting; use one of {known}")
+        try:
+            spec.parse(value.strip())
+        except SettingValueError as exc:
+            raise UsageError(f"--set {key}: {exc}") from None
+        out[key] = value.strip()
+    return out
+
+
+def parsed_overrides(overrides: Mapping[str, str], specs: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked ``--set`` texts as setting values (``size`` becomes ``width``, ``height``)."""
+    parsed: dict[str, Any] = {}
+    for key, text in overrides.items():
+        value = specs[key].parse(text)
+        if key == "size":
+            parsed["width"], parsed["height"] = value
+        else:
+            parsed[key] = value
+    return parsed
+
+
+def apply_overrides(sample: Sample, overrides: Mapping[str, Any]) -> Sample:
+    """The sample with settings overridden (``--set``, ``--model``). An overridden
+    setting no longer varies, so its choice leaves the trace."""
+    if not overrides:
+        return sample
+    settings = dict(sample.settings)
+    settings.update(overrides)
+    gone = set(overrides)
+    if "width" in gone or "height" in gone:
+        gone.add("size")
+    trace = {k: v for k, v in sample.trace.items() if k not in gone}
+    return dataclasses.replace(sample, settings=settings, trace=trace)
+
+
+def _template_models(program: Program) -> list[str]:
+    from stable_discovery.language.settings import GENERATION_DEFAULTS
+
+    info = program.settings.get("model")
+    if info is None:
+        return [GENERATION_DEFAULTS["model"]]
+    return [str(v) for v in info.values]
