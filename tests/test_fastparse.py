@@ -21,8 +21,9 @@ from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language import fastparse, parser
 from stable_discovery.language.fastparse import parse_bare_fast
 from stable_discovery.language.parser import MAX_NESTING, _parse_bare_lark, parse_bare
-from stable_discovery.language.program import _parse_line, loads
+from stable_discovery.language.program import loads
 from stable_discovery.language.syntax import Alternative, Choice, SlotRef, Text, WildcardRef
+from stable_discovery.language.wildcard_lines import parse_line
 from stable_discovery.space import nodes as space
 from stable_discovery.space.nodes import RAND_TABLE_LIMIT, Lit, Pick, Seq
 
@@ -261,7 +262,7 @@ def test_errors_still_come_from_lark():
 
 def test_wildcard_lines_use_it(tmp_path):
     line = "a {red|3::blue} ball in __place__ with <s>"
-    assert _parse_line(line, Source("w.txt", line)) == lark_result(line)
+    assert parse_line(line, Source("w.txt", line)) == lark_result(line)
     (tmp_path / "place.txt").write_text("park\n{beach|pier}\n", encoding="utf-8")
     (tmp_path / "w.txt").write_text(line + "\n[x] \\{y\\}\n", encoding="utf-8")
     program = loads("s = big | small\nprompt = __w__", wildcard_dirs=[tmp_path])
@@ -522,7 +523,7 @@ def test_a_pick_with_more_alternatives_than_the_limit_gives_up_at_once(monkeypat
 
 
 def _max_length_reference(root):
-    """The two walks _measure replaced (as they were), for reference."""
+    """The two walks measure() replaced (as they were), for reference."""
     from stable_discovery.space.nodes import Multi, Ref
 
     length = {}
@@ -592,7 +593,7 @@ def _node_depth_reference(root):
 )
 def test_one_walk_measures_what_the_two_did(template, tmp_path):
     (tmp_path / "w.txt").write_text("x\n{y|zz}\nlong line of text\n<lora:a__b>\n", encoding="utf-8")
-    from stable_discovery.language.program import _measure
+    from stable_discovery.language.measure import measure
 
     root = loads(template, wildcard_dirs=[tmp_path]).root
-    assert _measure(root) == (_max_length_reference(root), _node_depth_reference(root))
+    assert measure(root) == (_max_length_reference(root), _node_depth_reference(root))

@@ -108,20 +108,18 @@ def check_dependencies() -> None:
 def _modules() -> tuple[Any, Any]:
     """(torch, diffusers), imported quietly, or a BackendError saying how to install them."""
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError as e:
         raise BackendError(f"the diffusers backend needs PyTorch ({e}); {_INSTALL_HINT}") from None
     try:
-        import diffusers  # noqa: F401
-        import transformers  # noqa: F401
+        import diffusers
+        import transformers  # noqa: F401 - imported only to check that it is installed
     except ImportError as e:
         raise BackendError(
             f"the diffusers backend needs diffusers and transformers ({e}); {_INSTALL_HINT}"
         ) from None
     quiet_libraries()
-    import diffusers as _diffusers
-
-    return torch, _diffusers
+    return torch, diffusers
 
 
 def _offline() -> bool:
@@ -166,6 +164,20 @@ def _hf_cache_dir() -> str:
         return str(constants.HF_HUB_CACHE)
     except Exception:  # pragma: no cover - huggingface_hub always comes with diffusers
         return "~/.cache/huggingface/hub"
+
+
+def _check_device(torch: Any, dev: str) -> None:
+    """Refuse a GPU device that PyTorch does not see, saying why and what to do."""
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise BackendError(
+            f"device {dev!r} was asked for but PyTorch sees no CUDA GPU (torch {torch.__version__}, "
+            f"{build}). Ways out: run without a device setting (CPU), --model tiny to try the "
+            "pipeline on CPU, or on a GPU machine install PyTorch's CUDA build "
+            "(https://pytorch.org/get-started/locally/) before pip install -e '.[diffusers]'"
+        )
+    if dev == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise BackendError("device 'mps' was asked for but PyTorch sees no Apple GPU")
 
 
 class DiffusersBackend:
@@ -238,28 +250,10 @@ class DiffusersBackend:
         dev = self.device_name
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
-        threads = self.threads
-        if threads is None and os.environ.get("SDP_TORCH_THREADS", "").strip():
-            try:
-                threads = max(1, int(os.environ["SDP_TORCH_THREADS"]))
-            except ValueError:
-                raise BackendError("SDP_TORCH_THREADS must be a whole number") from None
-        if threads is None and not dev.startswith("cuda"):
-            threads = max(1, (os.cpu_count() or 2) // 2)
+        threads = self._thread_count(dev)
         if threads is not None:
             torch.set_num_threads(threads)
-        if dev.startswith("cuda") and not torch.cuda.is_available():
-            build = (
-                "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-            )
-            raise BackendError(
-                f"device {dev!r} was asked for but PyTorch sees no CUDA GPU (torch {torch.__version__}, "
-                f"{build}). Ways out: run without a device setting (CPU), --model tiny to try the "
-                "pipeline on CPU, or on a GPU machine install PyTorch's CUDA build "
-                "(https://pytorch.org/get-started/locally/) before pip install -e '.[diffusers]'"
-            )
-        if dev == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise BackendError("device 'mps' was asked for but PyTorch sees no Apple GPU")
+        _check_device(torch, dev)
         device = torch.device(dev)
         name = _DTYPES.get(self.dtype_name or "auto")
         if name is None:
@@ -271,6 +265,19 @@ class DiffusersBackend:
             )
         self._torch, self._diffusers = torch, diffusers
         self._device, self._dtype = device, getattr(torch, name)
+
+    def _thread_count(self, dev: str) -> int | None:
+        """torch's CPU threads: as asked, else ``$SDP_TORCH_THREADS``, else half the cores
+        off CUDA; None leaves torch's default."""
+        threads = self.threads
+        if threads is None and os.environ.get("SDP_TORCH_THREADS", "").strip():
+            try:
+                threads = max(1, int(os.environ["SDP_TORCH_THREADS"]))
+            except ValueError:
+                raise BackendError("SDP_TORCH_THREADS must be a whole number") from None
+        if threads is None and not dev.startswith("cuda"):
+            threads = max(1, (os.cpu_count() or 2) // 2)
+        return threads
 
     @property
     def device(self) -> str:
@@ -326,17 +333,29 @@ class DiffusersBackend:
         return model, False
 
     def _pipeline(self, model: str) -> Any:
+        """The pipeline of ``model``, loaded, moved and set up the first time."""
         pipe = self._pipes.get(model)
         if pipe is not None:
             return pipe
         self._setup()
-        torch = self._torch
+        pipe = self._to_device(model, self._load(model))
+        pipe.set_progress_bar_config(disable=True)
+        self._set_attention(pipe)
+        if self.compile:
+            self._compile_unet(pipe)
+        self._pipes[model] = pipe
+        self._base_scheduler[model] = pipe.scheduler.config
+        self._scheduler_of[model] = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""
+        return pipe
+
+    def _load(self, model: str) -> Any:
+        """``from_pretrained``; a failure becomes a :class:`BackendError` that says why."""
         source, local = self._source(model)
         offline = self.local_files_only if self.local_files_only is not None else _offline()
         from diffusers import StableDiffusionPipeline
 
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(
+            return StableDiffusionPipeline.from_pretrained(
                 source,
                 dtype=self._dtype,
                 safety_checker=None,
@@ -351,8 +370,10 @@ class DiffusersBackend:
             # errors all derive from it), ValueError (not a valid id), or a corrupt file:
             # the user gets one line; the original stays chained for debugging
             raise self._load_error(model, source, local, bool(offline), e) from e
+
+    def _to_device(self, model: str, pipe: Any) -> Any:
         try:
-            pipe = pipe.to(self._device)
+            return pipe.to(self._device)
         except RuntimeError as e:
             if "out of memory" in str(e).lower():
                 raise BackendError(
@@ -360,7 +381,9 @@ class DiffusersBackend:
                     "free the GPU, use a smaller model, or --model tiny"
                 ) from None
             raise
-        pipe.set_progress_bar_config(disable=True)
+
+    def _set_attention(self, pipe: Any) -> None:
+        """Put the attention implementation asked for into the UNet and the VAE."""
         if self.attention == "sdpa":
             from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -376,17 +399,16 @@ class DiffusersBackend:
                 pipe.enable_xformers_memory_efficient_attention()
             except Exception as e:  # ModuleNotFoundError, or xformers without CUDA
                 raise BackendError(f"attention 'xformers' is not available: {_first_line(e)}") from None
-        if self.compile:
-            if self._device.type == "cuda":
-                pipe.unet.to(memory_format=torch.channels_last)
-            # static shapes: a run has one or two batch shapes (full and last partial
-            # batch); each gets its own specialised graph instead of a slower dynamic one
-            backend = self.compile if isinstance(self.compile, str) else "inductor"
-            pipe.unet = torch.compile(pipe.unet, backend=backend, dynamic=False)
-        self._pipes[model] = pipe
-        self._base_scheduler[model] = pipe.scheduler.config
-        self._scheduler_of[model] = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""
-        return pipe
+
+    def _compile_unet(self, pipe: Any) -> None:
+        """``torch.compile`` the UNet (channels-last on CUDA)."""
+        torch = self._torch
+        if self._device.type == "cuda":
+            pipe.unet.to(memory_format=torch.channels_last)
+        # static shapes: a run has one or two batch shapes (full and last partial
+        # batch); each gets its own specialised graph instead of a slower dynamic one
+        backend = self.compile if isinstance(self.compile, str) else "inductor"
+        pipe.unet = torch.compile(pipe.unet, backend=backend, dynamic=False)
 
     def _load_error(
         self, model: str, source: str, local: bool, offline: bool, exc: BaseException
@@ -416,7 +438,10 @@ class DiffusersBackend:
         name = type(cause).__name__
         cache = _hf_cache_dir()
         if offline or name == "OfflineModeIsEnabled":
-            tried = f"not in the local Hugging Face cache ({cache}), and offline mode (HF_HUB_OFFLINE) kept the Hub from being tried"
+            tried = (
+                f"not in the local Hugging Face cache ({cache}), and offline mode (HF_HUB_OFFLINE) "
+                "kept the Hub from being tried"
+            )
         elif name in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError") or re.search(
             r"\b40[134]\b", reason
         ):

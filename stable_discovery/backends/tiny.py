@@ -161,68 +161,26 @@ def build_tiny_model(folder: Path | str) -> Path:
 
     quiet_libraries()  # before the imports below: no import warnings, no "Writing model shards" bars
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     folder = Path(folder)
-    with tempfile.TemporaryDirectory(prefix="sdp-tiny-tok-") as tok_dir:
-        vocab_size = write_tokenizer_files(Path(tok_dir))
-        # transformers 5: CLIPTokenizer(vocab_file=..., merges_file=...) silently builds a
-        # broken 3-token tokenizer; loading from a folder reads the files properly
-        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    if len(tokenizer) != vocab_size:  # pragma: no cover - guards against the pitfall above
-        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, expected {vocab_size}")
-
+    tokenizer = _tokenizer()
     with torch.random.fork_rng(devices=[]):
+        # each component reseeds: its weights do not depend on the others
         torch.manual_seed(_INIT_SEED)
-        unet = UNet2DConditionModel(
-            sample_size=8,  # latent size; 8 x the VAE factor 8 = 64 px by default
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=(2, 4),  # SD 2's convention: this is the number of heads
-            use_linear_projection=True,  # as SD 2
-            norm_num_groups=32,
-        )
+        unet = _unet()
         torch.manual_seed(_INIT_SEED + 1)
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 8, 8, 8),  # 4 blocks: scale factor 8, like SD
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=8,
-            sample_size=64,
-        )
+        vae = _vae()
         torch.manual_seed(_INIT_SEED + 2)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=vocab_size,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                hidden_act="gelu",  # SD 2's OpenCLIP text encoder uses gelu
-                projection_dim=32,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
-    scheduler = DDIMScheduler(**SD21_SCHEDULER_CONFIG)
-    pipe = StableDiffusionPipeline(
+        text_encoder = _text_encoder(tokenizer)
+    # Any: mypy reads diffusers' placeholder StableDiffusionPipeline (the fallback of its
+    # __init__ when torch is missing), which has no save_pretrained
+    pipe: Any = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=DDIMScheduler(**SD21_SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -237,3 +195,74 @@ def build_tiny_model(folder: Path | str) -> Path:
         encoding="utf-8",
     )
     return folder
+
+
+def _tokenizer() -> Any:
+    """The byte-level CLIP tokenizer over :func:`write_tokenizer_files`' vocabulary."""
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="sdp-tiny-tok-") as tok_dir:
+        vocab_size = write_tokenizer_files(Path(tok_dir))
+        # transformers 5: CLIPTokenizer(vocab_file=..., merges_file=...) silently builds a
+        # broken 3-token tokenizer; loading from a folder reads the files properly
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    if len(tokenizer) != vocab_size:  # pragma: no cover - guards against the pitfall above
+        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, expected {vocab_size}")
+    return tokenizer
+
+
+def _unet() -> Any:
+    """A two-level UNet with SD 2's attention conventions, random weights."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8,  # latent size; 8 x the VAE factor 8 = 64 px by default
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),  # SD 2's convention: this is the number of heads
+        use_linear_projection=True,  # as SD 2
+        norm_num_groups=32,
+    )
+
+
+def _vae() -> Any:
+    """A VAE with SD's scale factor 8 and 4 latent channels, random weights."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),  # 4 blocks: scale factor 8, like SD
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+
+
+def _text_encoder(tokenizer: Any) -> Any:
+    """A two-layer CLIP text encoder over the tokenizer's vocabulary, random weights."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            hidden_act="gelu",  # SD 2's OpenCLIP text encoder uses gelu
+            projection_dim=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stable_discovery.errors import Source, TemplateError
+from stable_discovery.language.syntax import Text
 
 if TYPE_CHECKING:
     from stable_discovery.language.program import Program
@@ -31,6 +32,8 @@ KEYS = (
     "generator_seed",
 )
 SUFFIXES = ("suffix_1", "suffix_2", "suffix_3")
+#: The config keys of the suffix lists, in the order of SUFFIXES.
+SUFFIX_KEYS = ("suffixes_1", "suffixes_2", "suffixes_3")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,24 @@ def _where(source: Source, key: str) -> int | None:
 
 def parse_config(source: Source) -> LegacyConfig:
     """Read and check a JSON generator config; errors name the key and its place."""
+    data = _json_object(source)
+    steps = _steps(data, source)
+    return LegacyConfig(
+        subjects=_strings(data, source, "subjects", required=True),
+        actions=_strings(data, source, "actions", required=True),
+        suffixes=(
+            _strings(data, source, "suffixes_1", required=False),
+            _strings(data, source, "suffixes_2", required=False),
+            _strings(data, source, "suffixes_3", required=False),
+        ),
+        steps=steps,
+        num_configs=_integer(data, source, "num_configs", 0),
+        generator_seed=_integer(data, source, "generator_seed"),
+    )
+
+
+def _json_object(source: Source) -> dict[str, Any]:
+    """The config's JSON object, with no key but the known ones."""
     try:
         data = json.loads(source.text)
     except json.JSONDecodeError as exc:
@@ -64,31 +85,39 @@ def parse_config(source: Source) -> LegacyConfig:
             _where(source, unknown[0]),
             hint="the keys are: " + ", ".join(KEYS),
         )
+    return data
 
-    def strings(key: str, required: bool) -> tuple[str, ...]:
-        if key not in data:
-            if required:
-                raise TemplateError(f"missing key {key!r}: a list of strings", source, 0)
-            return ()
-        value = data[key]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise TemplateError(f"{key!r} must be a list of strings", source, _where(source, key))
-        if required and not value:
-            raise TemplateError(f"{key!r} must not be empty", source, _where(source, key))
-        for v in value:
-            if "\n" in v or "\x00" in v:
-                raise TemplateError(f"a value of {key!r} contains a line break", source, _where(source, key))
-        return tuple(value)
 
-    def integer(key: str, lo: int | None = None) -> int:
-        if key not in data:
-            raise TemplateError(f"missing key {key!r}: an integer", source, 0)
-        value = data[key]
-        if not isinstance(value, int) or isinstance(value, bool) or (lo is not None and value < lo):
-            what = "an integer" + (f" of at least {lo}" if lo is not None else "")
-            raise TemplateError(f"{key!r} must be {what}", source, _where(source, key))
-        return value
+def _strings(data: dict[str, Any], source: Source, key: str, required: bool) -> tuple[str, ...]:
+    """A list of one-line strings (an absent optional key is an empty list)."""
+    if key not in data:
+        if required:
+            raise TemplateError(f"missing key {key!r}: a list of strings", source, 0)
+        return ()
+    value = data[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TemplateError(f"{key!r} must be a list of strings", source, _where(source, key))
+    if required and not value:
+        raise TemplateError(f"{key!r} must not be empty", source, _where(source, key))
+    for v in value:
+        if "\n" in v or "\x00" in v:
+            raise TemplateError(f"a value of {key!r} contains a line break", source, _where(source, key))
+    return tuple(value)
 
+
+def _integer(data: dict[str, Any], source: Source, key: str, lo: int | None = None) -> int:
+    """An integer (not a boolean), at least ``lo`` when given."""
+    if key not in data:
+        raise TemplateError(f"missing key {key!r}: an integer", source, 0)
+    value = data[key]
+    if not isinstance(value, int) or isinstance(value, bool) or (lo is not None and value < lo):
+        what = "an integer" + (f" of at least {lo}" if lo is not None else "")
+        raise TemplateError(f"{key!r} must be {what}", source, _where(source, key))
+    return value
+
+
+def _steps(data: dict[str, Any], source: Source) -> tuple[int, ...]:
+    """``steps``: a non-empty list of positive integers."""
     steps = data.get("steps")
     if (
         not isinstance(steps, list)
@@ -98,14 +127,7 @@ def parse_config(source: Source) -> LegacyConfig:
         raise TemplateError(
             "'steps' must be a non-empty list of positive integers", source, _where(source, "steps") or 0
         )
-    return LegacyConfig(
-        subjects=strings("subjects", True),
-        actions=strings("actions", True),
-        suffixes=(strings("suffixes_1", False), strings("suffixes_2", False), strings("suffixes_3", False)),
-        steps=tuple(steps),
-        num_configs=integer("num_configs", 0),
-        generator_seed=integer("generator_seed"),
-    )
+    return tuple(steps)
 
 
 _SPECIAL = re.compile(r"[\\{}\[\]|#<>$]|_(?=_)|(?<=_)_")
@@ -164,7 +186,7 @@ def config_to_sdp(config: LegacyConfig, source: Source) -> str:
     ]
     out += slot("subject", "subjects", config.subjects)
     out += slot("action", "actions", config.actions)
-    for name, key, values in zip(SUFFIXES, ("suffixes_1", "suffixes_2", "suffixes_3"), config.suffixes, strict=False):
+    for name, key, values in zip(SUFFIXES, SUFFIX_KEYS, config.suffixes, strict=False):
         if values:
             out += slot(name, key, values)
     out.append("")
@@ -188,21 +210,21 @@ def _plain_values(program: Program, name: str) -> tuple[str, ...]:
         return ()
     values = []
     for alt in info.alternatives:
-        if any(type(p).__name__ != "Text" for p in alt.parts):
+        if any(not isinstance(p, Text) for p in alt.parts):
             raise TemplateError(
                 f"the legacy sampler needs plain values in <{name}>, not templates",
                 program.source,
                 alt.start,
                 hint="use @sampler = random for templates with choices inside slots",
             )
-        values.append("".join(p.value for p in alt.parts))  # type: ignore[union-attr]
+        values.append("".join(p.value for p in alt.parts if isinstance(p, Text)))
     return tuple(values)
 
 
 def config_of(program: Program) -> LegacyConfig:
     """The legacy config a program stands for; refuses programs of another shape."""
     if program.legacy is not None:
-        return program.legacy  # type: ignore[no-any-return]
+        return program.legacy
     src = program.source
     missing = [n for n in ("subject", "action") if n not in program.slots]
     if missing or "steps" not in program.settings:
@@ -237,8 +259,7 @@ def config_of(program: Program) -> LegacyConfig:
         )
     negative = program.slots.get("negative")
     if negative is not None and (
-        len(negative.alternatives) > 1
-        or any(type(p).__name__ != "Text" for p in negative.alternatives[0].parts)
+        len(negative.alternatives) > 1 or any(not isinstance(p, Text) for p in negative.alternatives[0].parts)
     ):
         raise TemplateError(
             "with the legacy sampler the negative prompt must be plain text", src, negative.start

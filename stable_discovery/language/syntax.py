@@ -6,7 +6,6 @@ Offsets are character offsets into the template's :class:`~stable_discovery.erro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 __all__ = [
     "Text",
@@ -72,7 +71,8 @@ class Choice:
     optional: bool = False
 
 
-Node = Union[Text, SlotRef, WildcardRef, Choice]
+#: A part of an alternative.
+Node = Text | SlotRef | WildcardRef | Choice
 
 
 @dataclass(frozen=True)

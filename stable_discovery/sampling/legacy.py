@@ -44,7 +44,7 @@ class LegacySampler:
             jst = rng.sample(range(len(steps)), 1)[0]
             if i < start:
                 continue
-            chosen = [values[j] if j < len(values) else None for values, j in zip(suffixes, jsuf, strict=False)]
+            chosen = [values[j] for values, j in zip(suffixes, jsuf, strict=False) if j < len(values)]
             prompt = subjects[js] + " " + actions[ja] + "".join(", " + s for s in chosen if s)
             trace = {"subject": Chosen(js, subjects[js]), "action": Chosen(ja, actions[ja])}
             for name, values, j in zip(SUFFIXES, suffixes, jsuf, strict=False):

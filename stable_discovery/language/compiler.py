@@ -1,0 +1,394 @@
+"""The second pass of compiling: a template's definitions become its space of samples.
+
+:func:`compile_space` turns the checked definitions into one tree of
+:mod:`stable_discovery.space.nodes`: the prompt, the negative prompt and each sampled
+setting, separated by :data:`SEPARATOR`. Slots referenced more than once (see
+:mod:`.references`) become shared :class:`Ref` nodes bound once per sample; a wildcard
+is compiled once however often it is used. Cycles, weights that leave nothing to
+choose and nesting beyond :data:`~.measure.MAX_DEPTH` are errors located in the source.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from stable_discovery.errors import Source, TemplateError
+from stable_discovery.language.definitions import ENTRY_POINTS, Definitions, SettingInfo, SlotInfo
+from stable_discovery.language.measure import MAX_DEPTH, check_limits
+from stable_discovery.language.references import count_references, unknown_slot
+from stable_discovery.language.syntax import Alternative, Choice, Select, SlotRef, Text, WildcardRef
+from stable_discovery.language.syntax import Node as SyntaxNode
+from stable_discovery.language.wildcard_lines import WildcardLines
+from stable_discovery.language.wildcards import WildcardLibrary
+from stable_discovery.space.nodes import Lit, Multi, Node, Pick, Ref, Seq, SpaceTooComplex
+
+__all__ = ["SEPARATOR", "MAX_OPEN_MULTI", "CompiledSpace", "compile_space"]
+
+#: Separates prompt, negative prompt and sampled settings inside an evaluated sample.
+#: NUL cannot occur in a template: sources that contain it are refused.
+SEPARATOR = "\x00"
+
+#: Most selections a multi-select over alternatives with shared slots may have (each
+#: becomes an alternative of its own).
+MAX_OPEN_MULTI = 10_000
+
+_NO_WEIGHT = "every alternative has weight 0, so none can be chosen"
+_NO_WEIGHT_HINT = "give at least one alternative a positive weight"
+
+
+@dataclass(frozen=True)
+class CompiledSpace:
+    """The space of samples of a template and what compiling it found out."""
+
+    root: Node
+    used_slots: tuple[str, ...]  # in the order they were first compiled
+    shared_slots: tuple[str, ...]  # referenced more than once: bound once per sample
+    sampled_settings: tuple[str, ...]  # settings with several values, in the tree
+
+
+def compile_space(source: Source, definitions: Definitions, library: WildcardLibrary) -> CompiledSpace:
+    """Compile checked definitions (wildcards from ``library``) into one tree."""
+    slots = definitions.slots
+    lines = WildcardLines(library)
+    refcount = count_references(slots, [e for e in ENTRY_POINTS if e in slots], lines)
+    comp = _Compiler(slots, lines, refcount, _untraced(definitions))
+    parts: list[Node] = []
+    for entry in ENTRY_POINTS:
+        if entry in slots:
+            parts.append(comp.slot(entry, None, source))
+        parts.append(Lit(SEPARATOR))
+    sampled, setting_parts = _sampled_settings(definitions.settings)
+    parts.extend(setting_parts)
+    try:
+        root = Seq(parts) if len(parts) > 1 else parts[0]
+    except SpaceTooComplex as exc:
+        raise TemplateError(str(exc), source, slots["prompt"].start) from None
+    check_limits(root, source, slots["prompt"].start)
+    shared = tuple(n for n, c in refcount.items() if c > 1)
+    return CompiledSpace(root, tuple(comp.used), shared, sampled)
+
+
+def _untraced(definitions: Definitions) -> set[str]:
+    """Entry points that are not recorded in a sample's trace: a bare template's prompt
+    and an entry point with a single alternative (it is not a choice)."""
+    untraced = {"prompt"} if definitions.is_bare else set()
+    slots = definitions.slots
+    untraced.update(e for e in ENTRY_POINTS if e in slots and len(slots[e].alternatives) == 1)
+    return untraced
+
+
+def _sampled_settings(settings: Mapping[str, SettingInfo]) -> tuple[tuple[str, ...], list[Node]]:
+    """The settings with several values, and for each a traced choice among its values
+    followed by the separator."""
+    sampled = []
+    parts: list[Node] = []
+    for name, info in settings.items():
+        if info.sampled:
+            sampled.append(name)
+            parts.append(Pick([Lit(t) for t in info.texts], info.weights, name, info.texts, info.texts))
+            parts.append(Lit(SEPARATOR))
+    return tuple(sampled), parts
+
+
+class _Compiler:
+    """Compiles slots, choices and wildcards into space nodes, each slot and wildcard once."""
+
+    def __init__(
+        self,
+        slots: Mapping[str, SlotInfo],
+        lines: WildcardLines,
+        refcount: Mapping[str, int],
+        untraced: set[str],
+    ) -> None:
+        self.slots = slots
+        self.lines = lines
+        self.refcount = refcount
+        self.untraced = untraced
+        self.compiled: dict[str, Node] = {}
+        self.in_progress: list[str] = []
+        self.refs: dict[str, Ref] = {}
+        self.wild_nodes: dict[str, Node] = {}
+        self.wild_in_progress: list[str] = []
+        self.wild_compiled: dict[str, tuple[list[Node], list[str]]] = {}
+        self.used: list[str] = []
+        self.depth = 0
+
+    # slots -----------------------------------------------------------------------------
+    def slot(self, name: str, at: SlotRef | None, src: Source) -> Node:
+        """The node of slot ``name`` referenced by ``at`` (None for an entry point): its
+        choice, or the shared :class:`Ref` bound to it."""
+        if name not in self.slots:
+            assert at is not None
+            unknown_slot(self.slots, at, src)
+        shared = self.refcount.get(name, 0) > 1
+        if shared:
+            ref = self.refs.get(name)
+            if ref is None:
+                ref = self.refs[name] = Ref(name)
+            if name in self.compiled:
+                return ref
+        if name in self.in_progress:
+            self._cycle(name, at, src)
+        self.in_progress.append(name)
+        try:
+            info = self.slots[name]
+            if name not in self.used:
+                self.used.append(name)
+            traced = name not in self.untraced
+            node = self.pick(info.alternatives, info.source, name if traced else None, at=info.start)
+        finally:
+            self.in_progress.pop()
+        self.compiled[name] = node
+        if shared:
+            ref = self.refs[name]
+            ref.pick = node if isinstance(node, Pick) else Pick([node], [1.0])
+            ref.max_draws = node.max_draws
+            return ref
+        return node
+
+    def _cycle(self, name: str, at: SlotRef | None, src: Source) -> NoReturn:
+        cycle = self.in_progress[self.in_progress.index(name) :] + [name]
+        raise TemplateError(
+            "slots refer to each other in a cycle: " + " → ".join(f"<{n}>" for n in cycle),
+            src,
+            at.start if at is not None else self.slots[name].start,
+            hint="a slot cannot contain itself, directly or through other slots",
+        )
+
+    def pick(self, alts: Sequence[Alternative], src: Source, name: str | None, at: int) -> Node:
+        """A choice among a definition's alternatives, traced as ``name`` unless None."""
+        nodes = [self.parts(a.parts, src) for a in alts]
+        weights = [a.weight for a in alts]
+        if len(nodes) == 1 and name is None:
+            return nodes[0]
+        if sum(weights) <= 0:
+            raise TemplateError(_NO_WEIGHT, src, at, hint=_NO_WEIGHT_HINT)
+        return Pick(nodes, weights, name, [a.text for a in alts], [a.text for a in alts])
+
+    # parts -----------------------------------------------------------------------------
+    def parts(self, parts: Sequence[SyntaxNode], src: Source) -> Node:
+        """The sequence of an alternative's parts."""
+        # slots inside slots (and choices inside them) nest without bound in the source;
+        # compiling and sampling recurse, so depth is bounded here with a located error
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH and parts:
+                raise TemplateError(
+                    f"the template nests too deeply: more than {MAX_DEPTH} levels of "
+                    "slots, choices and wildcards inside one another",
+                    src,
+                    parts[0].start,
+                    hint="flatten it: fewer slots that refer to slots that refer to slots",
+                )
+            return self._parts(parts, src)
+        except SpaceTooComplex as exc:
+            raise TemplateError(str(exc), src, parts[0].start) from None
+        finally:
+            self.depth -= 1
+
+    def _parts(self, parts: Sequence[SyntaxNode], src: Source) -> Node:
+        nodes: list[Node] = []
+        for p in parts:
+            if isinstance(p, Text):
+                nodes.append(Lit(p.value))
+            elif isinstance(p, SlotRef):
+                nodes.append(self.slot(p.name, p, src))
+            elif isinstance(p, WildcardRef):
+                nodes.append(self.wildcard_node(p, src))
+            elif isinstance(p, Choice):
+                nodes.append(self.choice(p, src))
+            else:  # pragma: no cover
+                raise AssertionError(type(p))
+        return _seq(nodes)
+
+    # wildcards -------------------------------------------------------------------------
+    def wildcard_node(self, ref: WildcardRef, src: Source) -> Node:
+        """The node of ``__pattern__``: one of its lines."""
+        cached = self.wild_nodes.get(ref.pattern)
+        if cached is None:
+            lines, texts = self.wildcard(ref, src)
+            if len(lines) == 1 and isinstance(lines[0], Lit) and len(lines[0].text) <= 1000:
+                cached = lines[0]
+            else:
+                # kept whole: a wildcard used again and again is one shared node,
+                # never copied into each use (__a__ = "__b__ __b__" ... would
+                # otherwise double in size at each level)
+                cached = Pick(lines, [1.0] * len(lines), None, texts, texts)
+            self.wild_nodes[ref.pattern] = cached
+        return cached
+
+    def wildcard(self, ref: WildcardRef, src: Source) -> tuple[list[Node], list[str]]:
+        """The compiled lines of a wildcard and their texts."""
+        done = self.wild_compiled.get(ref.pattern)
+        if done is not None:  # compiled once: {2$$__a__} inside __b__ inside ... stays linear
+            return done
+        lines = self.lines.get(ref, src)
+        if ref.pattern in self.wild_in_progress:
+            cycle = self.wild_in_progress[self.wild_in_progress.index(ref.pattern) :] + [ref.pattern]
+            raise TemplateError(
+                "wildcards refer to each other in a cycle: " + " → ".join(f"__{p}__" for p in cycle),
+                src,
+                ref.start,
+            )
+        self.wild_in_progress.append(ref.pattern)
+        try:
+            # a line of plain text is a literal (what parts() makes of it, faster)
+            plain_ok = self.depth < MAX_DEPTH
+            nodes = [
+                Lit(parts[0].value)
+                if plain_ok and len(parts) == 1 and type(parts[0]) is Text
+                else self.parts(parts, line_src)
+                for parts, line_src in lines
+            ]
+        finally:
+            self.wild_in_progress.pop()
+        done = (nodes, [line_src.text for _, line_src in lines])
+        self.wild_compiled[ref.pattern] = done
+        return done
+
+    # choices ---------------------------------------------------------------------------
+    def choice(self, choice: Choice, src: Source) -> Node:
+        """``{a|b}``, ``[a]`` or the multi-select ``{2$$a|b|c}``."""
+        alts = choice.alternatives
+        only = alts[0].parts if len(alts) == 1 else ()
+        if len(only) == 1 and isinstance(only[0], WildcardRef):
+            # {2$$__colours__}: choose among the wildcard's values
+            nodes, texts = self.wildcard(only[0], src)
+            weights = [1.0] * len(nodes)
+            keys = list(texts)
+        else:
+            nodes = [self.parts(a.parts, src) for a in alts]
+            weights = [a.weight for a in alts]
+            keys = [a.text for a in alts]
+            texts = [a.text for a in alts]
+        if choice.select is None:
+            if len(nodes) == 1:
+                return nodes[0]
+            if sum(weights) <= 0:
+                raise TemplateError(_NO_WEIGHT, src, choice.start, hint=_NO_WEIGHT_HINT)
+            return Pick(nodes, weights, None, texts, keys)
+        return _multi(nodes, weights, choice.select, keys, src, choice.start)
+
+
+# ---------------------------------------------------------------------------------------
+# multi-selects
+
+
+def _multi(
+    nodes: list[Node], weights: list[float], sel: Select, keys: list[str], src: Source, start: int
+) -> Node:
+    """``{lo-hi$$joiner$$…}`` over compiled alternatives."""
+    if sum(weights) <= 0 and sel.low > 0:
+        raise TemplateError(_NO_WEIGHT, src, start)
+    if all(n.closed for n in nodes):
+        try:
+            return Multi(nodes, weights, sel.low, sel.high, sel.joiner, keys)
+        except SpaceTooComplex as exc:
+            raise TemplateError(str(exc), src, start) from None
+    return _open_multi(nodes, weights, sel, keys, src, start)
+
+
+def _open_multi(
+    nodes: list[Node], weights: list[float], sel: Select, keys: list[str], src: Source, start: int
+) -> Node:
+    """A multi-select whose alternatives use shared slots: a choice among every
+    selection, each weighted as the random sampler would draw it."""
+    distinct, merged = _merge_identical(keys, weights)
+    n = len(distinct)
+    hi = n if sel.high is None else min(sel.high, n)
+    lo = min(sel.low, hi)
+    options: list[Node] = []
+    option_weights: list[float] = []
+    for k in range(lo, hi + 1):
+        for perm in itertools.permutations(distinct, k):
+            if len(options) >= MAX_OPEN_MULTI:
+                raise TemplateError(
+                    "a multi-select whose alternatives use shared slots is limited to "
+                    f"{MAX_OPEN_MULTI} selections",
+                    src,
+                    start,
+                )
+            options.append(_joined(nodes, perm, sel.joiner))
+            option_weights.append(_selection_weight(perm, merged, n, hi - lo + 1))
+    return Pick(options, option_weights or [1.0])
+
+
+def _merge_identical(keys: list[str], weights: list[float]) -> tuple[list[int], dict[int, float]]:
+    """The index of the first of each group of identical alternatives, and each group's
+    weight (identical alternatives are one; their weights add up)."""
+    distinct: list[int] = []
+    first: dict[str, int] = {}
+    merged: dict[int, float] = {}
+    for k, key in enumerate(keys):
+        if key in first:
+            merged[first[key]] += weights[k]
+            continue
+        first[key] = k
+        merged[k] = weights[k]
+        distinct.append(k)
+    return distinct, merged
+
+
+def _joined(nodes: list[Node], perm: Iterable[int], joiner: str) -> Node:
+    pieces: list[Node] = []
+    for i, idx in enumerate(perm):
+        if i:
+            pieces.append(Lit(joiner))
+        pieces.append(nodes[idx])
+    return _seq(pieces)
+
+
+def _selection_weight(perm: Sequence[int], merged: dict[int, float], n: int, counts: int) -> float:
+    """The probability the random sampler gives a selection without shared slots
+    (space.Multi): a uniform count, then weighted draws without return."""
+    w = 1.0 / counts
+    left = sum(merged.values())
+    remaining = n
+    for idx in perm:
+        w *= merged[idx] / left if left > 0 else 1.0 / remaining
+        left -= merged[idx]
+        remaining -= 1
+    return w
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _seq(nodes: list[Node]) -> Node:
+    """A sequence: adjacent literals merged, runs of closed nodes grouped (short
+    continuations later)."""
+    merged: list[Node] = []
+    for n in nodes:
+        if isinstance(n, Lit) and merged and isinstance(merged[-1], Lit):
+            merged[-1] = Lit(merged[-1].text + n.text)
+        elif isinstance(n, Seq):
+            merged.extend(n.children)
+        else:
+            merged.append(n)
+    if not merged:
+        return Lit("")
+    if len(merged) == 1:
+        return merged[0]
+    if not all(n.closed for n in merged):
+        merged = _group_closed(merged)
+    return Seq(merged)
+
+
+def _group_closed(nodes: list[Node]) -> list[Node]:
+    """Runs of closed nodes each become one sequence between the open ones."""
+    grouped: list[Node] = []
+    run: list[Node] = []
+    for n in nodes:
+        if n.closed:
+            run.append(n)
+        else:
+            if run:
+                grouped.append(run[0] if len(run) == 1 else Seq(run))
+                run = []
+            grouped.append(n)
+    if run:
+        grouped.append(run[0] if len(run) == 1 else Seq(run))
+    return grouped
