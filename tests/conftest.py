@@ -1,56 +1,40 @@
-"""Shared helpers for the test suite: load a template, expand it, catch its error."""
+"""Fixtures and hooks of the test suite (shared helpers: :mod:`tests.helpers`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pytest
 
-from stable_discovery.errors import TemplateError
-from stable_discovery.language.program import Program, loads
-from stable_discovery.plugins import get_sampler
+from stable_discovery import plugins
+from tests.helpers import write_wildcards
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def expand(text: str, wildcards: Sequence[Path | str] = ()) -> list[str]:
-    """Every prompt of a template, in combinatorial (odometer) order."""
-    program = loads(text, wildcard_dirs=wildcards)
-    return [s.prompt for s in get_sampler("combinatorial").samples(program, 0, program.count(), 0)]
+#: SDP_PLUGINS as it was before the session.
+_SAVED_PLUGINS = pytest.StashKey[str | None]()
 
 
-def records(program: Program, sampler: str = "combinatorial", n: int | None = None, seed: int = 0):
-    s = get_sampler(sampler)
-    if n is None:
-        n = program.count()
-    return list(s.samples(program, 0, n, seed))
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite tests the built-in plugins: whatever third-party plugins are installed
+    # stay unloaded (SDP_PLUGINS empty), here and in every `sdp` a test starts. Tests
+    # of installed plugins start `sdp` with an environment of their own.
+    config.stash[_SAVED_PLUGINS] = os.environ.get(plugins.ENV_PLUGINS)
+    os.environ[plugins.ENV_PLUGINS] = ""
+    plugins.reset()
 
 
-def traces(sample) -> dict[str, tuple[int, str]]:
-    return {k: (v.index, v.text) for k, v in sample.trace.items()}
-
-
-def error(text: str, wildcards: Sequence[Path | str] = (), name: str = "<template>") -> TemplateError:
-    """The TemplateError a template raises (fails the test when it loads)."""
-    with pytest.raises(TemplateError) as info:
-        loads(text, name=name, wildcard_dirs=wildcards)
-    return info.value
-
-
-def write_wildcards(root: Path, files: Mapping[str, Iterable[str] | str]) -> Path:
-    """Write wildcard files ``{"dir/name": ["line", ...]}`` under ``root``; returns root."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name, lines in files.items():
-        path = root / f"{name}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = lines if isinstance(lines, str) else "\n".join(lines) + "\n"
-        path.write_text(text, encoding="utf-8")
-    return root
+def pytest_unconfigure(config: pytest.Config) -> None:
+    saved = config.stash.get(_SAVED_PLUGINS, None)
+    if saved is None:
+        os.environ.pop(plugins.ENV_PLUGINS, None)
+    else:
+        os.environ[plugins.ENV_PLUGINS] = saved
+    plugins.reset()
 
 
 @pytest.fixture
-def wildcards(tmp_path: Path):
+def wildcards(tmp_path: Path) -> Callable[[Mapping[str, Iterable[str] | str]], Path]:
     """A factory: ``wildcards({"colours": ["red", "blue"]})`` → the folder."""
     counter = [0]
 

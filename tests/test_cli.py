@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from stable_discovery.cli.main import main
+from tests.helpers import REPO
 
 GOLDEN = textwrap.dedent(
     """\

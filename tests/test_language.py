@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import expand, records, traces
 
 from stable_discovery.language.program import load, loads
 from stable_discovery.plugins import get_sampler
+from tests.helpers import expand, records, traces
 
 # ---------------------------------------------------------------------------------------
 # literal text and whitespace

@@ -4,12 +4,12 @@ place, and says what to do (sdp-language.md section 5)."""
 from __future__ import annotations
 
 import pytest
-from conftest import error, expand
 
 from stable_discovery.errors import SdpError, Source, TemplateError
 from stable_discovery.language.parser import MAX_NESTING, grammar_path, is_definitions_file, parse, parse_bare
 from stable_discovery.language.program import load, loads
 from stable_discovery.language.syntax import Choice, SlotRef, Text, WildcardRef
+from tests.helpers import error, expand
 
 
 def check(err: TemplateError, where: str, message: str, line: str, col: int, hint: str | None = None):

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from loop_helpers import make_experiment, rate_by, store_counts
 
 from stable_discovery import plugins
 from stable_discovery.analysis.learn import learn
@@ -21,6 +20,7 @@ from stable_discovery.language.parser import parse
 from stable_discovery.language.program import load, loads
 from stable_discovery.plugins import get_sampler
 from stable_discovery.store.database import Store
+from tests.helpers import make_experiment, rate_by, store_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 

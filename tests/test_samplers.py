@@ -7,12 +7,12 @@ import itertools
 from collections import Counter
 
 import pytest
-from conftest import records, traces
 
 from stable_discovery.errors import UsageError
 from stable_discovery.language.program import loads
 from stable_discovery.plugins import get_sampler, sampler_names
 from stable_discovery.space.permutation import Permutation
+from tests.helpers import records, traces
 
 RANDOM = get_sampler("random")
 COMB = get_sampler("combinatorial")

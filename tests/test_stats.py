@@ -9,7 +9,6 @@ import random
 from pathlib import Path
 
 import pytest
-from loop_helpers import make_experiment, rate_by
 from PIL import Image
 
 from stable_discovery.analysis.stats import (
@@ -23,6 +22,7 @@ from stable_discovery.analysis.stats import (
 )
 from stable_discovery.cli.main import main
 from stable_discovery.store.database import Store
+from tests.helpers import make_experiment, rate_by
 
 TEMPLATE = """\
 # a planted-effect experiment

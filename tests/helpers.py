@@ -1,17 +1,70 @@
-"""Synthetic experiments for the stats/refine/exploit tests: samples from a real sampler,
-stored through the Store API (no images), favourites decided by a seeded rule."""
+"""Helpers the tests share: the repository's root, templates expanded or rejected,
+wildcard folders, and synthetic experiments for the stats/refine/exploit tests (samples
+from a real sampler, stored through the Store API without images, favourites decided
+by a seeded rule)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from stable_discovery import plugins
-from stable_discovery.language.program import loads
+from stable_discovery.errors import Source, TemplateError
+from stable_discovery.language.parser import parse
+from stable_discovery.language.program import Program, loads
 from stable_discovery.plugins import get_sampler
-from stable_discovery.sampling.sample import Sample
+from stable_discovery.sampling.sample import Chosen, Sample
 from stable_discovery.store.database import Experiment, ExperimentSpec, Store
+
+#: The checkout's root folder.
+REPO = Path(__file__).resolve().parent.parent
+
+# -- templates -----------------------------------------------------------------------------
+
+
+def expand(text: str, wildcards: Sequence[Path | str] = ()) -> list[str]:
+    """Every prompt of a template, in combinatorial (odometer) order."""
+    program = loads(text, wildcard_dirs=wildcards)
+    return [s.prompt for s in get_sampler("combinatorial").samples(program, 0, program.count(), 0)]
+
+
+def records(
+    program: Program, sampler: str = "combinatorial", n: int | None = None, seed: int = 0
+) -> list[Sample]:
+    """The first ``n`` samples (all by default) of ``program`` from ``sampler``."""
+    s = get_sampler(sampler)
+    if n is None:
+        n = program.count()
+    return list(s.samples(program, 0, n, seed))
+
+
+def traces(sample: Sample) -> dict[str, tuple[int, str]]:
+    """A sample's trace as ``{slot: (alternative index, text)}``."""
+    return {k: (v.index, v.text) for k, v in sample.trace.items()}
+
+
+def error(text: str, wildcards: Sequence[Path | str] = (), name: str = "<template>") -> TemplateError:
+    """The TemplateError a template raises (fails the test when it loads)."""
+    with pytest.raises(TemplateError) as info:
+        loads(text, name=name, wildcard_dirs=wildcards)
+    return info.value
+
+
+def write_wildcards(root: Path, files: Mapping[str, Iterable[str] | str]) -> Path:
+    """Write wildcard files ``{"dir/name": ["line", ...]}`` under ``root``; returns root."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, lines in files.items():
+        path = root / f"{name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = lines if isinstance(lines, str) else "\n".join(lines) + "\n"
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+# -- synthetic experiments -----------------------------------------------------------------
 
 Rule = Callable[[Sample, random.Random], bool]
 
@@ -83,10 +136,6 @@ def store_counts(
 ) -> Experiment:
     """An experiment with exact counts: ``counts[slot]`` lists (alternative index, images,
     favourites); each image uses one value of one slot (the others stay absent)."""
-    from stable_discovery.errors import Source
-    from stable_discovery.language.parser import parse
-    from stable_discovery.sampling.sample import Chosen
-
     defs = {d.name: d for d in parse(Source(name, template)).definitions}
     samples, favs = [], []
     for slot, rows in counts.items():
