@@ -123,8 +123,8 @@ def populate(ws: Path, samples: int) -> None:
     db = store.db
     db.execute("BEGIN")
     db.executemany(
-        "INSERT INTO samples (experiment_id, idx, prompt, negative, settings, seed, status, file, batch_size, "
-        "seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, 1, 0.1, ?)",
+        "INSERT INTO samples (experiment_id, idx, prompt, negative, settings, seed, status, file, "
+        "batch_size, seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, 'done', ?, 1, 0.1, ?)",
         sample_rows,
     )
     db.executemany(
@@ -138,7 +138,8 @@ def populate(ws: Path, samples: int) -> None:
         rejected = 1 if k >= 3000 else 0
         rating_rows.append((exp.id, idx, fav, stars, rejected, now))
     db.executemany(
-        "INSERT INTO ratings (experiment_id, idx, favourite, stars, rejected, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ratings (experiment_id, idx, favourite, stars, rejected, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
         rating_rows,
     )
     db.execute("COMMIT")
@@ -273,32 +274,36 @@ def main() -> int:
             f"Command: `python bench/bench_gallery.py --samples {args.samples} --repeat {args.repeat}"
             + (f" --out {args.out}`" if args.out else "`"),
             "",
-            f"One experiment of {args.samples:,} done samples inserted through SQL ({built:.1f} s to build): "
-            f"four slots ({', '.join(f'{k} x{v}' for k, v in SLOTS.items())}) and a sampled setting "
-            "(steps x3) in `choices`, 1,000 favourites, 2,000 star ratings and 500 rejections; files point at "
-            f"{FILES} real 512x512 PNGs, reused, with their 320 px thumbnails cached. Server and client in one "
-            "process, one keep-alive connection, requests one after another (a browser sends six at a time). "
-            f"Median and best of {args.repeat} passes after a warm-up. Server: the sum of the `Server-Timing` "
-            "durations of every request in the pass; wall: what the client saw. Target: under 100 ms, server side.",
+            f"One experiment of {args.samples:,} done samples inserted through SQL ({built:.1f} s to "
+            f"build): four slots ({', '.join(f'{k} x{v}' for k, v in SLOTS.items())}) and a sampled setting "
+            "(steps x3) in `choices`, 1,000 favourites, 2,000 star ratings and 500 rejections; files point "
+            f"at {FILES} real 512x512 PNGs, reused, with their 320 px thumbnails cached. Server and client "
+            "in one process, one keep-alive connection, requests one after another (a browser sends six at "
+            f"a time). Median and best of {args.repeat} passes after a warm-up. Server: the sum of the "
+            "`Server-Timing` durations of every request in the pass; wall: what the client saw. Target: "
+            "under 100 ms, server side.",
             "",
-            "| what | filters | server ms (median) | server ms (best) | wall ms (median) | requests, matches |",
+            "| what | filters | server ms (median) | server ms (best) | wall ms (median) "
+            "| requests, matches |",
             "|---|---|---:|---:|---:|---|",
         ]
         for label, query, (smed, sbest, wmed, _wbest), note in rows:
             lines.append(f"| {label} | {query} | {smed:.1f} | {sbest:.1f} | {wmed:.1f} | {note} |")
         lines += [
             "",
-            f"Also: facets of the experiment (uncached, once per experiment opened): "
-            f"{statistics.median(facets_ms):.0f} ms; one full record: {statistics.median(record_ms):.1f} ms; "
-            f"one rating (POST, through `Store.rate`): {statistics.median(rate_ms):.1f} ms (server, medians).",
+            "Also: facets of the experiment (uncached, once per experiment opened): "
+            f"{statistics.median(facets_ms):.0f} ms; one full record: {statistics.median(record_ms):.1f} "
+            f"ms; one rating (POST, through `Store.rate`): {statistics.median(rate_ms):.1f} ms (server, "
+            "medians).",
             "",
-            "How: every filter is answered from an index (migration `0003_gallery_indexes`: a partial covering "
-            "index `choices (experiment_id, name, choice, idx) WHERE name <> ''` that only the gallery's queries "
-            "opt into, and `samples (experiment_id, status, idx)`); a page's indices are found first, in index "
-            "order, from the smallest value list (keyset paging on the sample index, no OFFSET), then its 200 "
-            "rows are read; the total is counted once, on the first page, by intersecting the two smallest value "
-            "lists and probing the rest. The store is not ANALYZEd, as users' stores are not. The machine is "
-            "shared with other jobs: the load average above says how busy it was.",
+            "How: every filter is answered from an index (migration `0003_gallery_indexes`: a partial "
+            "covering index `choices (experiment_id, name, choice, idx) WHERE name <> ''` that only the "
+            "gallery's queries opt into, and `samples (experiment_id, status, idx)`); a page's indices are "
+            "found first, in index order, from the smallest value list (keyset paging on the sample index, "
+            "no OFFSET), then its 200 rows are read; the total is counted once, on the first page, by "
+            "intersecting the two smallest value lists and probing the rest. The store is not ANALYZEd, as "
+            "users' stores are not. The machine is shared with other jobs: the load average above says how "
+            "busy it was.",
             "",
         ]
         report = "\n".join(lines)

@@ -123,7 +123,8 @@ def best(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def machine() -> str:
     cpu = cpu_model()
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} cores ({cpu}), {system}, Python {platform.python_version()}"
 
 
 def commit() -> str:
@@ -200,9 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     ]
     header = [
         f"machine: {machine()}",
-        f"Ray {ray.__version__}; load average at start {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
+        f"Ray {ray.__version__}; load average at start {load_before[0]:.2f} {load_before[1]:.2f} "
+        f"{load_before[2]:.2f}",
         f"workload: {args.count} images of 64x64, batches of {args.batch}, {args.ms:g} ms per image "
-        f"({batch_cost * 1000:.0f} ms per batch; ideal {ideal_one:.1f} img/s per worker); best of {args.repeat}",
+        f"({batch_cost * 1000:.0f} ms per batch; ideal {ideal_one:.1f} img/s per worker); best of "
+        f"{args.repeat}",
         f"local Ray start (ray.init, 2 CPUs): {ray_start:.1f} s, once, not in the figures below",
     ]
     table = [

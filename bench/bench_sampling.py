@@ -463,7 +463,7 @@ def main() -> int:
     results = []
     for case in cases:
         dp_random(case, 200)  # warm-up: imports, caches
-        t_dp, times_dp, _ = best_of(lambda: dp_random(case, case.n_random_dp), reps)
+        t_dp, times_dp, _ = best_of(lambda case=case: dp_random(case, case.n_random_dp), reps)
         rate_dp = case.n_random_dp / t_dp
         rows.append(
             [
@@ -479,17 +479,20 @@ def main() -> int:
         variants = []
         for label, make in case.ours.items():
             variants.append(
-                (f"ours: {label}, Sample records", lambda m=make: ours_random(m, case.n_random_ours))
+                (f"ours: {label}, Sample records", lambda m=make, n=case.n_random_ours: ours_random(m, n))
             )
             if label.startswith("same text"):
                 variants.append(
-                    (f"ours: {label}, prompts()", lambda m=make: ours_random_prompts(m, case.n_random_ours))
+                    (
+                        f"ours: {label}, prompts()",
+                        lambda m=make, n=case.n_random_ours: ours_random_prompts(m, n),
+                    )
                 )
         if case.name == "golden":
             variants.append(
                 (
                     "ours: JSON config, legacy sampler",
-                    lambda: ours_random(golden_json, case.n_random_ours, sampler="legacy"),
+                    lambda n=case.n_random_ours: ours_random(golden_json, n, sampler="legacy"),
                 )
             )
         for label, fn in variants:
@@ -535,7 +538,7 @@ def main() -> int:
     for case in cases:
         # the timed run of the equivalence check is the first repeat
         dp_sizes = case.dp_comb_size
-        _, more, _ = best_of(lambda: dp_combinatorial(case), creps - 1)
+        _, more, _ = best_of(lambda case=case: dp_combinatorial(case), creps - 1)
         times_dp = case.dp_comb_times + more
         t_dp = min(times_dp)
         total_dp = dp_sizes * case.comb_repeat
@@ -554,7 +557,7 @@ def main() -> int:
         )
         for label, make in case.ours.items():
             ours_combinatorial(make, 1)  # warm-up
-            t, times, total = best_of(lambda m=make: ours_combinatorial(m, case.comb_repeat), creps)
+            t, times, total = best_of(lambda m=make, r=case.comb_repeat: ours_combinatorial(m, r), creps)
             rate = total / t
             ratio = rate / rate_dp
             met = "met" if ratio >= COMBINATORIAL_TARGET else "MISSED"

@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         key_count = len({(s.settings["width"], s.settings["steps"]) for s in samples})
         assert key_count == 1
 
-        def naive() -> list[Any]:
+        def naive(samples: list[Sample] = samples, size: int = size) -> list[Any]:
             # the original tool: one pipeline call per image, one generator per call
             images = []
             for s in samples:
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for bs in args.batch:
 
-            def batched(bs: int = bs) -> list[Any]:
+            def batched(bs: int = bs, samples: list[Sample] = samples) -> list[Any]:
                 images: list[Any] = [None] * len(samples)
                 for batch in plan(samples, bs):
                     for s, im in zip(batch.samples, backend.generate(batch), strict=False):
@@ -151,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return images
 
             seconds, images = best_of(args.repeat, batched)
-            diff = max(int(np.abs(np.asarray(im, dtype=np.int16) - r).max()) for im, r in zip(images, ref, strict=False))
+            diff = max(
+                int(np.abs(np.asarray(im, dtype=np.int16) - r).max())
+                for im, r in zip(images, ref, strict=False)
+            )
             rate = len(samples) / seconds
             rows.append((size, f"planner, batch {bs}", rate, rate / base_rate, diff))
             print(

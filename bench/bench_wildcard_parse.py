@@ -213,7 +213,9 @@ def main() -> int:
             f"wildcard file: {len(lines):,} distinct lines, {size / 1024:.0f} KiB; "
             f"{with_choices:,} with inline choices, {with_wild:,} with a nested wildcard"
         )
-        print(f"template: {template.name}\n" + "".join("    " + l + "\n" for l in TEMPLATE.splitlines()))
+        print(
+            f"template: {template.name}\n" + "".join("    " + line + "\n" for line in TEMPLATE.splitlines())
+        )
 
         # ---- in process --------------------------------------------------------
         t0 = time.perf_counter()
@@ -269,7 +271,10 @@ def main() -> int:
         from dynamicprompts.generators import RandomPromptGenerator
         from dynamicprompts.wildcards import WildcardManager
 
-        dp_template = "{a photo|a painting|2::a concept art piece} of __scenes__, {highly detailed|intricate|{sharp focus|soft focus}}"
+        dp_template = (
+            "{a photo|a painting|2::a concept art piece} of __scenes__, "
+            "{highly detailed|intricate|{sharp focus|soft focus}}"
+        )
 
         def dp_first() -> str:
             return RandomPromptGenerator(WildcardManager(wild), seed=0).generate(dp_template, 1)[0]

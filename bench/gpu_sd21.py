@@ -226,7 +226,8 @@ def build_pipeline(folder: Path, smoke: bool, device: str) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
     n = sum(p.numel() for p in unet.parameters()) / 1e6
     log(
-        f"built {'scaled-down ' if smoke else ''}SD 2.1 architecture: UNet {n:.0f}M parameters, saved to {folder}"
+        f"built {'scaled-down ' if smoke else ''}SD 2.1 architecture: UNet {n:.0f}M parameters, saved to "
+        f"{folder}"
     )
     del pipe, unet, vae, text
     gc.collect()
@@ -469,7 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if size not in reference:
                     reference[size] = arrays
                 else:
-                    diff = max(int(np.abs(a - r).max()) for a, r in zip(arrays, reference[size], strict=False))
+                    diff = max(
+                        int(np.abs(a - r).max()) for a, r in zip(arrays, reference[size], strict=False)
+                    )
                 black = sum(1 for a in arrays if a.max() == 0)  # NaN latents decode to black
                 note = f"warm-up {warm_s:.1f} s" + (f"; {black} black images (NaN)" if black else "")
                 if use != bs:
@@ -489,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "UNet floor: FLOPs per image = one UNet forward (FlopCounterMode) x 2 (CFG) x steps; "
         f"peak {peak16:g} TFLOPS fp16, {peak32:g} TFLOPS fp32 (dense).",
         "",
-        "| size | mode | batch | images/s | s/image | speedup | UNet TFLOPS | % of peak | max diff vs naive | notes |",
+        "| size | mode | batch | images/s | s/image | speedup | UNet TFLOPS | % of peak | max diff vs naive "
+        "| notes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for size in sizes:

@@ -14,6 +14,21 @@ from tests.helpers import write_wildcards
 #: SDP_PLUGINS as it was before the session.
 _SAVED_PLUGINS = pytest.StashKey[str | None]()
 
+#: Markers (registered in pyproject.toml) for whole modules, and for single tests of
+#: modules whose other tests need none; other tests carry ``@pytest.mark.slow`` in place.
+#: ``python -m pytest -m "not slow"`` is the fast inner loop.
+MARKERS = {
+    "test_crash.py": ("slow",),  # kills and resumes real `sdp run` processes
+    "test_differential.py": ("slow",),  # Hypothesis against dynamicprompts
+    "test_diffusers_backend.py": ("torch", "slow"),
+    "test_e2e_tiny.py": ("torch", "slow"),
+    "test_gallery_browser.py": ("browser", "slow"),
+    "test_properties.py": ("slow",),  # Hypothesis against a reference expander
+    "test_ray.py": ("ray", "slow"),
+    "test_ray.py::test_tiny_model_on_ray_leaves_the_same_store": ("torch",),
+    "test_wheel.py": ("slow",),  # builds the wheel
+}
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # The suite tests the built-in plugins: whatever third-party plugins are installed
@@ -31,6 +46,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     else:
         os.environ[plugins.ENV_PLUGINS] = saved
     plugins.reset()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for key in MARKERS:
+        if not (here / key.split("::")[0]).is_file():
+            raise pytest.UsageError(f"tests/conftest.py MARKERS names a missing module: {key}")
+    for item in items:
+        path = Path(item.path)
+        if path.parent != here:
+            continue
+        test = getattr(item, "originalname", item.name)  # without the parameters
+        for key in (path.name, f"{path.name}::{test}"):
+            for name in MARKERS.get(key, ()):
+                item.add_marker(name)
 
 
 @pytest.fixture

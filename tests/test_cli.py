@@ -245,6 +245,7 @@ def test_unknown_wildcard_is_an_error(capsys, tmp_path):
 # sample
 
 
+@pytest.mark.slow
 def test_sample_uses_count_and_seed_from_the_template(capsys, golden):
     code, out, _ = run(capsys, "sample", golden, "--jsonl")
     assert code == 0
@@ -441,6 +442,7 @@ def sdp(*argv, cwd=None, stdin=None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "content",
     [
@@ -464,6 +466,7 @@ def test_no_traceback_for_bad_input(tmp_path, content):
         assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_no_traceback_for_bad_json(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"subjects": 3, "actions": ["a"], "steps": [1], "num_configs": 1, "generator_seed": 1}')
@@ -484,6 +487,7 @@ print("HEAVY:" + ",".join(heavy))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [
@@ -503,6 +507,7 @@ def test_template_commands_do_not_import_torch(argv):
     assert result.stdout.splitlines()[-1] == "HEAVY:"
 
 
+@pytest.mark.slow
 def test_expand_huge_template_into_head_exits_cleanly(tmp_path):
     path = tmp_path / "big.sdp"
     path.write_text(BIG + "\n", encoding="utf-8")
@@ -519,6 +524,7 @@ def test_expand_huge_template_into_head_exits_cleanly(tmp_path):
     assert "Traceback" not in result.stderr and "Error" not in result.stderr
 
 
+@pytest.mark.slow
 def test_version_and_help():
     result = sdp("--help")
     assert result.returncode == 0
@@ -527,6 +533,7 @@ def test_version_and_help():
     assert sdp("--version").stdout.startswith("sdp ")
 
 
+@pytest.mark.slow
 def test_count_with_more_digits_than_python_prints_by_default(capsys):
     # 10**5000: past Python's default limit of 4300 digits for int -> str
     code, out, err = run(capsys, "count", "-e", "{0|1|2|3|4|5|6|7|8|9}" * 5000)

@@ -52,8 +52,8 @@ def test_example_expands(path: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_examples_do_not_set_the_model() -> None:
     for path in FILES:
         if path.suffix == ".sdp":
-            lines = [l.split("#", 1)[0].strip() for l in path.read_text(encoding="utf-8").splitlines()]
-            assert not any(l.replace(" ", "").startswith("@model=") for l in lines), path
+            lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            assert not any(line.replace(" ", "").startswith("@model=") for line in lines), path
 
 
 def test_golden_glasses_json_replays_the_original_tool(capsys: pytest.CaptureFixture[str]) -> None:

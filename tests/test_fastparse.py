@@ -149,24 +149,28 @@ def templates(draw, depth: int = 0, outside: bool = False) -> str:
     return "".join(out)
 
 
+@pytest.mark.slow
 @DIFF
 @given(templates())
 def test_the_subset_is_parsed_and_equals_lark(text):
     assert check(text) is not None, text
 
 
+@pytest.mark.slow
 @DIFF
 @given(templates(outside=True))
 def test_near_the_subset_none_or_equal_to_lark(text):
     check(text)
 
 
+@pytest.mark.slow
 @DIFF
 @given(st.lists(st.sampled_from(IN_SUBSET + OUTSIDE + WEIGHTS + ["{", "}", "{", "}", "|"]), max_size=16))
 def test_token_soup_none_or_equal_to_lark(tokens):
     check("".join(tokens))
 
 
+@pytest.mark.slow
 @DIFF
 @given(st.text(alphabet="{}|<>_ab2.:\t $[]\\#-/*", max_size=40))
 def test_character_soup_none_or_equal_to_lark(text):
@@ -365,6 +369,7 @@ def _bracket_outcome(fn, text: str, newline_closes: bool):
     return None
 
 
+@pytest.mark.slow
 @settings(max_examples=500, derandomize=True, deadline=None)
 @given(st.text(alphabet="{}[]\\#\n a|<_", max_size=40), st.booleans())
 def test_bracket_check_reports_what_the_loop_did(text, newline_closes):

@@ -129,7 +129,8 @@ def classes(page: Any, index: int) -> set[str]:
 def columns(page: Any) -> int:
     return int(
         page.evaluate(
-            "getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').filter(Boolean).length"
+            "getComputedStyle(document.getElementById('grid'))"
+            ".gridTemplateColumns.split(' ').filter(Boolean).length"
         )
     )
 

@@ -237,6 +237,7 @@ def sdp(site: Path, *argv: str, env_extra: dict | None = None) -> subprocess.Com
     )
 
 
+@pytest.mark.slow
 def test_example_plugin_runs_an_experiment(installed_plugin, tmpl, tmp_path) -> None:
     listed = sdp(installed_plugin, "plugins")
     assert "csv_manifest" in listed.stdout and "register_sinks" in listed.stdout
@@ -258,6 +259,7 @@ def test_example_plugin_runs_an_experiment(installed_plugin, tmpl, tmp_path) -> 
     assert {r[3] for r in rows[1:]} == {"a red ball", "a green ball", "a blue ball"}
 
 
+@pytest.mark.slow
 def test_environment_variable_limits_plugins(installed_plugin, tmpl, tmp_path) -> None:
     proc = sdp(
         installed_plugin,
@@ -275,3 +277,79 @@ def test_environment_variable_limits_plugins(installed_plugin, tmpl, tmp_path) -
     assert "unknown sink 'csv'" in proc.stderr and "Traceback" not in proc.stderr
     listed = sdp(installed_plugin, "plugins", env_extra={"SDP_PLUGINS": "csv_manifest"})
     assert "csv_manifest" in listed.stdout
+
+
+# -- the suite ignores whatever plugins are installed ----------------------------------------
+
+FAKE_PLUGIN = """
+from PIL import Image
+
+from stable_discovery import hookimpl
+from stable_discovery.language.settings import SettingSpec
+
+
+class White:
+    name = "white"
+
+    def describe_model(self, model):
+        return "white"
+
+    def generate(self, batch):
+        return [Image.new("RGB", (batch.key.width, batch.key.height), "white") for _ in batch.samples]
+
+    def close(self):
+        pass
+
+
+@hookimpl
+def register_backends(register):
+    register("white", lambda **options: White())
+
+
+@hookimpl
+def register_settings(register):
+    register(SettingSpec("lora_scale", float, "a setting the tests expect to be unknown"))
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_installed_plugin(tmp_path_factory) -> Path:
+    """A folder that, on sys.path, holds an installed distribution with an entry point
+    in the group ``stable_discovery`` whose plugin would upset the suite."""
+    site = tmp_path_factory.mktemp("fake-site")
+    (site / "sdp_fake_plugin.py").write_text(FAKE_PLUGIN)
+    info = site / "sdp_fake_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sdp-fake-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[stable_discovery]\nfake = sdp_fake_plugin\n")
+    return site
+
+
+@pytest.mark.slow
+def test_the_suite_passes_with_a_third_party_plugin_installed(fake_installed_plugin) -> None:
+    listed = sdp(fake_installed_plugin, "plugins")  # SDP_PLUGINS unset: the plugin loads
+    assert "fake (version 1.0)" in listed.stdout
+    assert "white" in next(line for line in listed.stdout.splitlines() if line.startswith("backends:"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake_installed_plugin), str(ROOT)]))
+    env.pop(plugins.ENV_PLUGINS, None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_plugins.py",
+            "tests/test_public_api.py",
+            "-k",
+            "not installed and not example_plugin_runs and not environment_variable",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout

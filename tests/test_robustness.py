@@ -109,6 +109,7 @@ def test_empty_wildcard_folder_file(tmp_path):
 # huge
 
 
+@pytest.mark.slow
 def test_ten_megabyte_line_of_text():
     text = "word " * 2_000_000
     program = loads(text)
@@ -133,6 +134,7 @@ def test_ten_megabyte_line_of_syntax_is_refused_at_once(unit):
     assert err.hint is not None and "wildcard" in err.hint
 
 
+@pytest.mark.slow
 def test_many_alternatives_are_fine_in_a_wildcard_file(tmp_path):
     (tmp_path / "big.txt").write_text("\n".join(f"value {i}" for i in range(100_000)), encoding="utf-8")
     program = loads("__big__", wildcard_dirs=[tmp_path])
@@ -205,7 +207,7 @@ def test_unclosed_ten_thousand_deep():
 
 
 def test_deepest_allowed_nesting_samples():
-    text = "".join("{z%d|" % i for i in range(MAX_NESTING - 1)) + "a|b" + "}" * (MAX_NESTING - 1)
+    text = "".join(f"{{z{i}|" for i in range(MAX_NESTING - 1)) + "a|b" + "}" * (MAX_NESTING - 1)
     program = loads(text)
     assert exercise(program) == MAX_NESTING + 1
     program = loads("[" * MAX_NESTING + "x" + "]" * MAX_NESTING)
@@ -218,6 +220,7 @@ def chain(n: int, body: str) -> str:
     return "\n".join(lines) + f"\ns{n} = a | b\nprompt = <s0>\n"
 
 
+@pytest.mark.slow
 def test_ten_thousand_slots_in_a_chain():
     err = refused(chain(10_000, "NEXT x"))
     assert "nests too deeply" in err.message
@@ -225,6 +228,7 @@ def test_ten_thousand_slots_in_a_chain():
     assert err.hint is not None
 
 
+@pytest.mark.slow
 def test_ten_thousand_slots_in_a_cycle():
     text = "\n".join(f"s{i} = <s{(i + 1) % 10_000}>" for i in range(10_000)) + "\nprompt = <s0>"
     err = refused(text)
@@ -239,7 +243,7 @@ def test_a_long_but_allowed_chain_samples():
 
 
 def test_deep_nesting_inside_a_chain_of_slots_is_refused_with_a_place():
-    nest = "".join("{z%d|" % k for k in range(12)) + "NEXT" + "}" * 12
+    nest = "".join(f"{{z{k}|" for k in range(12)) + "NEXT" + "}" * 12
     err = refused(chain(10, nest))  # 10 slots x 12 choices: too deep to sample safely
     assert "nests too deeply" in err.message
     line, col = err.source.line_col(err.offset)
@@ -248,9 +252,9 @@ def test_deep_nesting_inside_a_chain_of_slots_is_refused_with_a_place():
 
 
 def test_shared_slot_reused_deep_inside_choices():
-    nest = "".join("{z%d|" % i for i in range(60)) + "<s>" + "}" * 60
+    nest = "".join(f"{{z{i}|" for i in range(60)) + "<s>" + "}" * 60
     program = loads(
-        "s = " + "".join("{y%d|" % i for i in range(60)) + "a" + "}" * 60 + "\n" + "prompt = <s> " + nest
+        "s = " + "".join(f"{{y{i}|" for i in range(60)) + "a" + "}" * 60 + "\n" + "prompt = <s> " + nest
     )
     exercise(program)
 
@@ -297,6 +301,7 @@ def test_nested_shared_slots_count_without_enumerating():
     exercise(program)
 
 
+@pytest.mark.slow
 def test_many_shared_slots_in_one_prompt():
     n = 800
     text = (
@@ -315,6 +320,7 @@ def test_many_shared_slots_in_one_prompt():
 # through the command line: exit status 2 and a message, whatever the input
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "data",
     [

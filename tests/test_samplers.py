@@ -19,7 +19,7 @@ COMB = get_sampler("combinatorial")
 SHUFFLE = get_sampler("shuffle")
 
 BIG = " ".join("{" + "|".join(f"w{i}x{j}" for j in range(10)) + "}" for i in range(30))  # 10**30
-MANY_DRAWS = " ".join("{a%d|b%d}" % (i, i) for i in range(100))  # more draws than a block row
+MANY_DRAWS = " ".join(f"{{a{i}|b{i}}}" for i in range(100))  # more draws than a block row
 WIDE = "{" + "|".join(f"v{i}" for i in range(700)) + "} {x|y}"  # more paths than one table
 
 TEMPLATES = {
