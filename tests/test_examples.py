@@ -57,7 +57,7 @@ def test_examples_do_not_set_the_model() -> None:
 
 
 def test_golden_glasses_json_replays_the_original_tool(capsys: pytest.CaptureFixture[str]) -> None:
-    """The JSON config gives the original tool's sequence (sdp-language.md section 4)."""
+    """The JSON config gives the original tool's sequence (docs/language.md, The original JSON configs)."""
     import random
 
     path = EXAMPLES / "golden-glasses.json"

@@ -1,5 +1,5 @@
 """Error messages: every one names file:line:col, shows the line with a caret under the
-place, and says what to do (sdp-language.md section 5)."""
+place, and says what to do (docs/language.md, Errors)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Property tests (hypothesis) on generated templates, checked against a reference
-expander written here from the language's definition (sdp-language.md):
+expander written here from the language's definition (docs/language.md):
 
 * the combinatorial expansion equals the reference's, record for record and in odometer
   order, and ``count()`` equals the number of expansions;

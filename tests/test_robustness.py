@@ -1,6 +1,6 @@
 """Hostile input: binary, invalid UTF-8, NUL, empty, huge, deeply nested, exponential.
 Each gives a TemplateError with a place, or the right result, promptly: never another
-exception, a hang or unbounded memory (sdp-language.md section 5)."""
+exception, a hang or unbounded memory (docs/language.md, Errors and Known limitations)."""
 
 from __future__ import annotations
 

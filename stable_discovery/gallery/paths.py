@@ -51,9 +51,7 @@ def _inside(child: str, parent: str) -> bool:
     return child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def safe_image_path(
-    workspace: Path, experiment: str, name: str, root: str | None = None
-) -> Path | None:
+def safe_image_path(workspace: Path, experiment: str, name: str, root: str | None = None) -> Path | None:
     """The path of ``workspace/experiment/name`` when it is a regular file inside the
     experiment folder, which is inside the workspace (symlinks followed), else None.
 

@@ -1,9 +1,9 @@
 """A hand-written parser for the common subset of bare templates (wildcard lines).
 
 Most lines of a wildcard file are plain text with a few inline choices, weights, slot
-references and wildcard references. Lark's LALR parser handles them correctly but costs
-about 240 µs a line; this module parses the same lines with a few regular-expression
-searches, about 20 times faster.
+references and wildcard references. This module parses such lines with a few
+regular-expression searches, much faster than Lark's LALR parser (figures in
+bench/RESULTS.md, "Wildcard parse + compile").
 
 :func:`parse_bare_fast` returns *exactly* the syntax nodes :func:`parser.parse_bare`
 gives for the same (prepared) text: the same :class:`~stable_discovery.language.syntax.Text`,

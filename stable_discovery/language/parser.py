@@ -90,8 +90,8 @@ def _lark_cache_file(grammar: str, start: str) -> str | None:
 def _lark(start: str) -> Any:
     """The LALR parser for one entry point, built once per process and cached on disk.
 
-    Building one takes ~30 ms; loading it from the cache a few. Lark reads and writes
-    the cache file itself and carries on without it when it cannot (a read-only or
+    Loading one from the cache is much faster than building it (bench/RESULTS.md).
+    Lark reads and writes the cache file itself and carries on without it when it cannot (a read-only or
     missing folder, a damaged file): the parser is then built as if there were none.
     """
     from lark import Lark
