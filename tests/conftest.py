@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 
 from stable_discovery import plugins
 from tests.helpers import write_wildcards
+
+HERE = Path(__file__).parent
 
 #: SDP_PLUGINS as it was before the session.
 _SAVED_PLUGINS = pytest.StashKey[str | None]()
@@ -49,18 +53,40 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
     for key in MARKERS:
-        if not (here / key.split("::")[0]).is_file():
+        if not (HERE / key.split("::")[0]).is_file():
             raise pytest.UsageError(f"tests/conftest.py MARKERS names a missing module: {key}")
     for item in items:
         path = Path(item.path)
-        if path.parent != here:
+        if path.parent != HERE:
             continue
         test = getattr(item, "originalname", item.name)  # without the parameters
         for key in (path.name, f"{path.name}::{test}"):
             for name in MARKERS.get(key, ()):
                 item.add_marker(name)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m``, a module that no test of it can match is not even imported: the
+    fast inner loop (``-m "not slow"``) then skips importing torch, Ray and Hypothesis
+    strategies. Pytest deselects tests by their markers afterwards as usual."""
+    expression = config.getoption("markexpr")
+    marks = MARKERS.get(collection_path.name)
+    if not expression or marks is None or collection_path.parent != HERE:
+        return None
+    names = set(re.findall(r"[A-Za-z_]\w*", expression)) - {"and", "or", "not"}
+    try:
+        code = compile(expression, "-m", "eval")
+        # any test of the module has the module's markers and maybe more of its own
+        for extra in itertools.chain.from_iterable(
+            itertools.combinations(sorted(names), n) for n in range(len(names) + 1)
+        ):
+            present = set(marks) | set(extra)
+            if eval(code, {"__builtins__": {}}, {n: n in present for n in names}):
+                return None
+    except Exception:  # noqa: BLE001 - an expression Python cannot read: collect as usual
+        return None
+    return True
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from stable_discovery.cli.main import main
+from tests.helpers import REPO
 
-CORPUS = Path(__file__).resolve().parent.parent / "grammar" / "corpus"
+CORPUS = REPO / "grammar" / "corpus"
 VALID = sorted((CORPUS / "valid").glob("*.sdp"))
 INVALID = sorted((CORPUS / "invalid").glob("*.sdp"))
 

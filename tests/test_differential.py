@@ -35,9 +35,11 @@ COMB = get_sampler("combinatorial")
 LIMIT = 300
 
 
-def ours(template: str, folder: Path) -> set[str]:
+def ours(template: str, folder: Path) -> set[str] | None:
+    """Every expansion, whitespace removed; None when there are more than LIMIT."""
     program = loads(template, wildcard_dirs=[folder])
-    assume(program.count() <= LIMIT)
+    if program.count() > LIMIT:
+        return None
     return {"".join(s.prompt.split()) for s in COMB.samples(program, 0, program.count(), 0)}
 
 
@@ -150,6 +152,7 @@ def test_same_expansion_set_as_dynamicprompts(case):
         folder = Path(tmp)
         write(folder, files)
         mine = ours(template, folder)
+        assume(mine is not None)
         assert mine == theirs(template, folder), template
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from stable_discovery.cli.main import main
+from tests.helpers import REPO
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = REPO / "examples"
 FILES = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".sdp", ".json"))
 
 

@@ -19,9 +19,9 @@ from stable_discovery.language.settings import SettingSpec
 from stable_discovery.plugins import hookspecs
 from stable_discovery.plugins.hookspecs import hookimpl
 from stable_discovery.sampling.samplers import CombinatorialSampler, SampleBuilder
+from tests.helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-GUIDE = ROOT / "docs" / "plugins.md"
+GUIDE = REPO / "docs" / "plugins.md"
 TEMPLATE = "colour = red | green | blue\nprompt = a <colour> ball\n@size = 64x64\n@count = 6\n"
 
 
@@ -218,7 +218,7 @@ def installed_plugin(tmp_path_factory) -> Path:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(ROOT / "plugins" / "sdp-csv-manifest"),
+            str(REPO / "plugins" / "sdp-csv-manifest"),
         ],
         capture_output=True,
         text=True,
@@ -330,7 +330,7 @@ def test_the_suite_passes_with_a_third_party_plugin_installed(fake_installed_plu
     listed = sdp(fake_installed_plugin, "plugins")  # SDP_PLUGINS unset: the plugin loads
     assert "fake (version 1.0)" in listed.stdout
     assert "white" in next(line for line in listed.stdout.splitlines() if line.startswith("backends:"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake_installed_plugin), str(ROOT)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake_installed_plugin), str(REPO)]))
     env.pop(plugins.ENV_PLUGINS, None)
     proc = subprocess.run(
         [
@@ -347,7 +347,7 @@ def test_the_suite_passes_with_a_third_party_plugin_installed(fake_installed_plu
         ],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         timeout=300,
     )

@@ -20,9 +20,7 @@ from stable_discovery.language.parser import parse
 from stable_discovery.language.program import load, loads
 from stable_discovery.plugins import get_sampler
 from stable_discovery.store.database import Store
-from tests.helpers import make_experiment, rate_by, store_counts
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, make_experiment, rate_by, store_counts
 
 TEMPLATE = """\
 # a planted-effect experiment
@@ -210,7 +208,7 @@ def test_weights_of_duplicates_and_zero_weights(store: Store) -> None:
 
 
 def test_legacy_experiment_switches_to_random(store: Store, tmp_path: Path, capsys) -> None:
-    program = load(ROOT / "examples" / "golden-glasses.json")
+    program = load(REPO / "examples" / "golden-glasses.json")
     rule = rate_by({("action", "floating in space"): 0.4}, 0.05)
     make_experiment(store, "golden", program.source.text, 600, rule, template_path="golden-glasses.json")
     exp = store.require("golden")
@@ -449,8 +447,8 @@ def test_exploit_is_listed_as_a_builtin_plugin(capsys) -> None:
 # every construct of the language survives a refine
 
 
-CORPUS = sorted((ROOT / "grammar" / "corpus" / "valid").glob("*.sdp")) + sorted(
-    (ROOT / "examples").glob("*.sdp")
+CORPUS = sorted((REPO / "grammar" / "corpus" / "valid").glob("*.sdp")) + sorted(
+    (REPO / "examples").glob("*.sdp")
 )
 
 
