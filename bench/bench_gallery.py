@@ -39,10 +39,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
+from _template_bench import cpu_model  # bench/ is on the path when run as a script
 
-from stable_discovery.gallery.server import make_server  # noqa: E402
-from stable_discovery.store.database import ExperimentSpec, Store  # noqa: E402
+from stable_discovery.gallery.server import make_server
+from stable_discovery.store.database import ExperimentSpec, Store
 
 SLOTS = {  # name → number of alternatives
     "subject": 12,

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
+from _template_bench import cpu_model  # bench/ is on the path when run as a script
 
-from stable_discovery.cli.progress import ProgressObserver  # noqa: E402
-from stable_discovery.language.program import load  # noqa: E402
-from stable_discovery.plugins import get_sampler  # noqa: E402
-from stable_discovery.run.runner import RunOptions, RunParts, run_experiment  # noqa: E402
-from stable_discovery.store.database import Store  # noqa: E402
+from stable_discovery.cli.progress import ProgressObserver
+from stable_discovery.language.program import load
+from stable_discovery.plugins import get_sampler
+from stable_discovery.run.runner import RunOptions, RunParts, run_experiment
+from stable_discovery.store.database import Store
 
 TEMPLATE = """\
 subject = a cat | a dog | a fox | an owl | a heron

@@ -29,15 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _template_bench import best_of, machine_report, spread, table  # noqa: E402
-from dynamicprompts.generators import (  # noqa: E402
+from _template_bench import best_of, machine_report, spread, table
+from dynamicprompts.generators import (
     CombinatorialPromptGenerator,
     RandomPromptGenerator,
 )
-from dynamicprompts.wildcards import WildcardManager  # noqa: E402
+from dynamicprompts.wildcards import WildcardManager
 
-from stable_discovery.language.program import load, loads  # noqa: E402
-from stable_discovery.plugins import get_sampler  # noqa: E402
+from stable_discovery.language.program import Program, load, loads
+from stable_discovery.plugins import get_sampler
 
 RANDOM_TARGET = 10.0
 COMBINATORIAL_TARGET = 5.0
@@ -450,7 +450,10 @@ def main() -> int:
         for label, make in case.ours.items():
             z = check_random(case, label, make)
             print(f"  {case.name} / {label}: random marker shares agree (worst {z:.1f} standard errors)")
-    golden_json = lambda: load(base / "golden.json")  # noqa: E731
+
+    def golden_json() -> Program:
+        return load(base / "golden.json")
+
     z = check_random(cases[0], "JSON config, legacy", golden_json, sampler="legacy")
     print(
         f"  golden / JSON config (legacy sampler): random marker shares agree (worst {z:.1f} standard errors)"

@@ -31,12 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from _template_bench import cpu_model  # noqa: E402  (bench/ is on the path when run as a script)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout first
+from _template_bench import cpu_model  # bench/ is on the path when run as a script
 
-from stable_discovery.language.program import loads  # noqa: E402
-from stable_discovery.store.database import ExperimentSpec, Store  # noqa: E402
+from stable_discovery.language.program import loads
+from stable_discovery.store.database import ExperimentSpec, Store
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEMPLATE = """\
 subject = a cat | a dog | a fox | an owl | a heron | a tortoise | a hare | a lynx

@@ -31,12 +31,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _template_bench import machine_report, rss_kib, table  # noqa: E402
-from bench_sampling import GOLDEN_SDP  # noqa: E402  (the same golden template)
+from _template_bench import machine_report, rss_kib, table
+from bench_sampling import GOLDEN_SDP  # the same golden template
 
 #: RSS growth between the 1 M mark and the end that still counts as flat.
 FLAT_KIB = 4 * 1024
 POLL_S = 0.2
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f}"
 
 
 def big_template(slots: int = 10, alternatives: int = 1000, seed: int = 1) -> str:
@@ -179,7 +183,6 @@ def main() -> int:
         verdicts = []
         for r in runs:
             first, at_mark, last = r["first"], r["mark"], r["last"]
-            mib = lambda kib: f"{kib / 1024:.1f}"  # noqa: E731
             growth = last[2]["VmRSS"] - at_mark[2]["VmRSS"]
             flat = growth <= FLAT_KIB and last[2]["VmHWM"] - at_mark[2]["VmRSS"] <= FLAT_KIB
             verdicts.append(flat)

@@ -30,13 +30,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout first
 
-from stable_discovery.language.program import loads  # noqa: E402
-from stable_discovery.plugins import get_sampler  # noqa: E402
-from stable_discovery.run.planner import plan  # noqa: E402
-from stable_discovery.sampling.sample import Sample  # noqa: E402
+from stable_discovery.language.program import loads
+from stable_discovery.plugins import get_sampler
+from stable_discovery.run.planner import plan
+from stable_discovery.sampling.sample import Sample
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEMPLATE = """\
 prompt = {subject} {place}, {style}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _template_bench import best_of, machine_report, spread, table  # noqa: E402
+from _template_bench import best_of, machine_report, spread, table
 
 TARGET_MS = 200.0
 LINES = 10_000
@@ -129,6 +129,14 @@ STYLE = [
     "gouache",
     "linocut print",
 ]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}"
+
+
+def ok(seconds: float) -> str:
+    return "met" if seconds * 1000 < TARGET_MS else "MISSED"
 
 
 def wildcard_lines(n: int, seed: int = 20240) -> list[str]:
@@ -282,8 +290,6 @@ def main() -> int:
         dp_first()
         t_dp, c_dp, times_dp = best_cpu(dp_first, max(3, args.repeats // 2))
 
-        ms = lambda t: f"{t * 1000:,.1f}"  # noqa: E731
-        ok = lambda t: "met" if t * 1000 < TARGET_MS else "MISSED"  # noqa: E731
         rows = [
             [
                 "in process",

@@ -23,13 +23,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from stable_discovery.language.program import loads
+from stable_discovery.plugins import get_sampler
+
 dynamicprompts = pytest.importorskip("dynamicprompts")
 
-from dynamicprompts.generators import CombinatorialPromptGenerator  # noqa: E402
-from dynamicprompts.wildcards import WildcardManager  # noqa: E402
-
-from stable_discovery.language.program import loads  # noqa: E402
-from stable_discovery.plugins import get_sampler  # noqa: E402
+from dynamicprompts.generators import CombinatorialPromptGenerator  # noqa: E402 - once importorskip found it
+from dynamicprompts.wildcards import WildcardManager  # noqa: E402 - once importorskip found it
 
 COMB = get_sampler("combinatorial")
 LIMIT = 300
