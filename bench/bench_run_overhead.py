@@ -19,15 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stable_discovery.backends.base import Batch, GenerationKey  # noqa: E402
-from stable_discovery.backends.dummy import DummyBackend  # noqa: E402
-from stable_discovery.cli.progress import ProgressObserver  # noqa: E402
-from stable_discovery.language.program import load  # noqa: E402
-from stable_discovery.plugins import get_sampler  # noqa: E402
-from stable_discovery.run.files import image_name  # noqa: E402
-from stable_discovery.run.pngmeta import a1111_parameters, png_info  # noqa: E402
-from stable_discovery.run.runner import RunOptions, RunParts, run_experiment  # noqa: E402
-from stable_discovery.store.database import Store  # noqa: E402
+from stable_discovery.backends.base import Batch, GenerationKey
+from stable_discovery.backends.dummy import DummyBackend
+from stable_discovery.cli.progress import ProgressObserver
+from stable_discovery.language.program import load
+from stable_discovery.plugins import get_sampler
+from stable_discovery.run.files import image_name
+from stable_discovery.run.pngmeta import a1111_parameters, png_info
+from stable_discovery.run.runner import RunOptions, RunParts, run_experiment
+from stable_discovery.store.database import Store
 
 TEMPLATE = """\
 subject = a cat | a dog | a fox | an owl | a heron

@@ -85,7 +85,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
             present = set(marks) | set(extra)
             if eval(code, {"__builtins__": {}}, {n: n in present for n in names}):
                 return None
-    except Exception:  # an expression Python cannot read: collect as usual
+    except Exception:  # noqa: BLE001 - an expression Python cannot read: collect as usual
         return None
     return True
 

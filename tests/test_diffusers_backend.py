@@ -19,18 +19,18 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from stable_discovery.backends.base import Backend, BackendError, Batch, GenerationKey  # noqa: E402
-from stable_discovery.backends.diffusers_backend import (  # noqa: E402
+from stable_discovery.backends.base import Backend, BackendError, Batch, GenerationKey
+from stable_discovery.backends.diffusers_backend import (
     SCHEDULER_CLASSES,
     DiffusersBackend,
     check_dependencies,
     scheduler_label,
 )
-from stable_discovery.backends.tiny import build_tiny_model, tiny_model_path  # noqa: E402
-from stable_discovery.language.settings import SCHEDULERS  # noqa: E402
-from stable_discovery.sampling.sample import Sample  # noqa: E402
+from stable_discovery.backends.tiny import build_tiny_model, tiny_model_path
+from stable_discovery.language.settings import SCHEDULERS
+from stable_discovery.sampling.sample import Sample
 
 STEPS = 4
 
@@ -181,7 +181,7 @@ def test_an_uncached_model_offline_names_the_way_out(
     assert "HF_HUB_OFFLINE" in message
     assert "hf download nobody-sdp-test/no-such-model" in message
     assert "local Hugging Face cache" in message
-    # what from_pretrained raised (see measured-facts.md) stays chained for debugging
+    # what from_pretrained raised stays chained for debugging
     assert isinstance(err.__cause__, OSError)
 
 

@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from stable_discovery.cli.main import main  # noqa: E402
-from stable_discovery.run.pngmeta import parse_parameters, read_metadata  # noqa: E402
+from stable_discovery.cli.main import main
+from stable_discovery.run.pngmeta import parse_parameters, read_metadata
 
 TEMPLATE = """\
 subject = a red fox | a grey heron

@@ -79,7 +79,7 @@ def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as pw:
         try:
             b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
-        except Exception as exc:  # a broken install: say why instead of failing obscurely
+        except Exception as exc:  # noqa: BLE001 - a broken install: say why instead of failing obscurely
             pytest.skip(f"chromium at {CHROMIUM} did not start: {exc}")
         yield b
         b.close()

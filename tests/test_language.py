@@ -1,4 +1,4 @@
-"""Every construct of the .sdp language (sdp-language.md sections 1 and 2)."""
+"""Every construct of the .sdp language (docs/language.md)."""
 
 from __future__ import annotations
 

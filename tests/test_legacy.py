@@ -1,4 +1,4 @@
-"""The original stable-discovery JSON generator configs (sdp-language.md section 4):
+"""The original stable-discovery JSON generator configs (docs/language.md, "The original JSON configs"):
 loading one reproduces the original tool's sequence exactly, and ``sdp convert`` gives an
 equivalent .sdp file."""
 

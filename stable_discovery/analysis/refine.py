@@ -279,9 +279,7 @@ def _strip_header(text: str) -> str:
     return "\n".join(lines[i:])
 
 
-def _sampler_edits(
-    text: str, definitions: Sequence[Definition], used: str
-) -> tuple[list[_Edit], str | None]:
+def _sampler_edits(text: str, definitions: Sequence[Definition], used: str) -> tuple[list[_Edit], str | None]:
     sampler_def = next((d for d in definitions if d.is_setting and d.name == "sampler"), None)
     written = sampler_def.alternatives[0].text if sampler_def is not None else "random"
     edits: list[_Edit] = []

@@ -162,7 +162,7 @@ def _hf_cache_dir() -> str:
         from huggingface_hub import constants
 
         return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover - huggingface_hub always comes with diffusers
+    except Exception:  # noqa: BLE001  # pragma: no cover - huggingface_hub always comes with diffusers
         return "~/.cache/huggingface/hub"
 
 
@@ -397,7 +397,7 @@ class DiffusersBackend:
         elif self.attention == "xformers":
             try:
                 pipe.enable_xformers_memory_efficient_attention()
-            except Exception as e:  # ModuleNotFoundError, or xformers without CUDA
+            except Exception as e:  # noqa: BLE001 - ModuleNotFoundError, or xformers without CUDA
                 raise BackendError(f"attention 'xformers' is not available: {_first_line(e)}") from None
 
     def _compile_unet(self, pipe: Any) -> None:

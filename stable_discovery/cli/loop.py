@@ -99,7 +99,10 @@ def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {2, 3, 4, 6}
     for row in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=False))
+        ]
         lines.append("  ".join(cells).rstrip())
     if limit is not None and len(r.values) > limit:
         lines.append(f"… {len(r.values) - limit:,} more (--limit)")

@@ -153,7 +153,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
     server_version = "sdp-gallery"
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         return None
 
     def parse_request(self) -> bool:

@@ -259,7 +259,7 @@ class Seq(Node):
             else:
                 env[f"g{i}"] = c.rand_fn()
                 lines.append(f"    g{i}(out, trace, nxt, bound)")
-        exec("\n".join(lines), env)  # noqa: S102 - code built above from node structure only
+        exec("\n".join(lines), env)
         return env["f"]  # type: ignore[no-any-return]
 
     def items(self) -> Iterator[tuple[str, TraceItems]]:
