@@ -1,37 +1,12 @@
-"""Which slot values produce winners: favourite rates per value, with intervals and tests.
+"""Which traced values produce winners: favourite rates per value, with intervals and tests.
 
 ``experiment_stats(store, experiment)`` (the whole report) and ``value_stats(store,
-experiment)`` (its rows) look at an experiment's done samples and, for every value of
-every traced slot and sampled setting, count images and favourites. Each row has:
-
-* ``rate``: favourites / images, with a 95% **Wilson score interval** ``low``..``high``;
-* ``lift``: ``rate`` / the experiment's base rate (all favourites / all images);
-* ``p_value``: a **one-sided Fisher exact test** (hypergeometric upper tail) of "images
-  with this value are favourites more often than images without it" — the value
-  against the rest of the experiment, so it flags winners only;
-* ``q_value`` and ``significant``: the p-values adjusted by **Benjamini–Hochberg**
-  across every value tested in the experiment; ``significant`` is ``q_value < 0.05``.
-  A value present in every image (or in none) has nothing to be compared with: it gets
-  ``p_value = q_value = 1`` and is not counted in the correction.
-
-Rows are ranked by ``low`` (the pessimistic rate), best first.
-
-A slot that some samples do not use (an optional part ``[, <style>]``, or a slot inside
-an alternative of another slot) also gets a row ``index = -1``, ``text = "(absent)"``
-for the images without it, so one can tell whether a suffix helps at all.
-
-Rejected images are **left out** of every count (images, favourites, the base rate): a
-rejection usually says an image is broken (a black safety-checker image, artefacts),
-not that its prompt lost. Each row still reports how many of its images were rejected
-(``rejected``). ``include_rejected=True`` counts them as images that are not favourites.
-
-A *winner* is an image marked favourite; with ``min_stars=N`` an image rated N stars or
-more counts as well.
-
-Counting is SQL aggregation over the run store (``GROUP BY`` on the ``choices`` index,
-favourites joined from ``ratings``; :mod:`stable_discovery.store.stats_queries`), so
-100,000 samples take well under a second.
-:func:`plot` draws the rows as a PNG (Pillow only; see :mod:`.stats_plot`).
+experiment)`` (its rows) count images and winners for every value of every traced slot
+and sampled setting, from :mod:`stable_discovery.store.stats_queries`. Each row carries
+a Wilson score interval, its lift over the base rate, a one-sided Fisher exact test and
+a Benjamini–Hochberg q-value; rows are ranked by the interval's low end. What each
+figure means, how rejected images and absent optional parts count, and what a winner
+is: docs/stats-refine.md. :func:`plot` draws the rows as a PNG (:mod:`.plot`).
 """
 
 from __future__ import annotations

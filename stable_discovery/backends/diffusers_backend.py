@@ -197,8 +197,8 @@ class DiffusersBackend:
             ``"aot_eager"``, ``"cudagraphs"``, …).
         threads: torch's intra-op CPU threads (``torch.set_num_threads``); ``None`` takes
             ``$SDP_TORCH_THREADS``, else, on a CPU, half the cores (at least one): all
-            cores oversubscribe a machine that does anything else and were measured
-            up to 20x slower on a busy 2-core machine; a GPU run leaves torch's default.
+            cores oversubscribe a machine that does anything else (bench/RESULTS.md);
+            a GPU run leaves torch's default.
         generator_device: where the per-image random generators live: ``"device"`` (the
             pipeline's device, the default) or ``"cpu"`` (the same starting noise on every
             machine, a little slower on GPU for ancestral schedulers).

@@ -5,9 +5,10 @@ HTML, CSS and JavaScript shipped in ``static/``. Modules:
 
 - :mod:`.paths`: which image files may be served (inside an experiment folder, nothing else);
 - :mod:`.thumbs`: thumbnails made once on demand and cached under ``.thumbs/``;
-- :mod:`.queries`: the SQL behind the JSON API (pages, filters, facets, summaries);
 - :mod:`.api`: validation of what the page sends;
 - :mod:`.server`: the HTTP server and its routes.
+
+The SQL behind its JSON API lives in :mod:`stable_discovery.store.gallery_queries`.
 """
 
 from __future__ import annotations

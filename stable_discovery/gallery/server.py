@@ -300,29 +300,15 @@ class GalleryHandler(BaseHTTPRequestHandler):
         return record
 
     def api_stats(self, params: dict[str, list[str]]) -> Any:
-        try:
-            from stable_discovery.analysis import stats as stats_module
-        except ImportError:
-            raise ApiError(501, "statistics are not available in this version") from None
+        from stable_discovery.analysis.stats import experiment_stats
+
         min_text = (params.get("min_stars") or [""])[0]
         min_stars = None if min_text in ("", "none") else parse_int(min_text, "min_stars", low=1, high=5)
-        store, exp_id, name = self._store_and_experiment(params)
+        store, _exp_id, name = self._store_and_experiment(params)
         with store:
-            exp = store.require(name)
-            report = getattr(stats_module, "experiment_stats", None)
-            if report is not None:  # the whole report: totals and base rate with the rows
-                data = report(store, exp, min_stars=min_stars).to_dict()
-                data.setdefault("experiment", name)
-                return data
-            values = stats_module.value_stats(store, exp)
-            base = queries.base_rate(store.db, exp_id)
-        return {
-            "experiment": name,
-            "base_rate": base["rate"],
-            "images": base["images"],
-            "favourites": base["favourites"],
-            "values": [v.to_dict() for v in values],
-        }
+            data = experiment_stats(store, store.require(name), min_stars=min_stars).to_dict()
+        data.setdefault("experiment", name)
+        return data
 
     # POST --------------------------------------------------------------------------
     def _post(self, path: str) -> None:

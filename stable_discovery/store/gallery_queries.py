@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stable_discovery.store.filters import Filters
-from stable_discovery.store.lookups import done_count, done_counts
+from stable_discovery.store.lookups import done_counts
 
-__all__ = ["experiment_summaries", "page", "facets", "base_rate"]
+__all__ = ["experiment_summaries", "page", "facets"]
 
 #: The condition of the partial covering index ``choices_by_value_idx`` (migration 0003):
 #: true of every row, it must appear in a query for SQLite to use that index.
@@ -284,14 +284,3 @@ def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
     return [
         {"name": n, "kind": "setting" if n in setting_names else "slot", "values": groups[n]} for n in names
     ]
-
-
-def base_rate(db: sqlite3.Connection, experiment_id: int) -> dict[str, Any]:
-    """Images, favourites and the favourite rate of an experiment."""
-    images = done_count(db, experiment_id)
-    favourites = db.execute(
-        "SELECT COUNT(*) FROM ratings r JOIN samples s ON s.experiment_id = r.experiment_id "
-        "AND s.idx = r.idx WHERE r.experiment_id = ? AND r.favourite = 1 AND s.status = 'done'",
-        (experiment_id,),
-    ).fetchone()[0]
-    return {"images": images, "favourites": favourites, "rate": favourites / images if images else 0.0}
