@@ -452,7 +452,7 @@ def _reference_paths(node, limit):
             if sub is None or len(out) + len(sub) > limit:
                 return None
             share = weights[k] / node.total
-            entry = (node.entries[k],) if node.entries is not None else ()
+            entry = node.entries[k] if node.entries is not None else ()
             out.extend((t, entry + tr, p * share) for t, tr, p in sub)
         return out
     return None

@@ -24,6 +24,7 @@ from stable_discovery.language.compiler import SEPARATOR, compile_space
 from stable_discovery.language.definitions import SettingInfo, SlotInfo, definitions_of, settings_specs
 from stable_discovery.language.parser import parse
 from stable_discovery.language.settings import SettingSpec
+from stable_discovery.language.variables import Variable
 from stable_discovery.language.wildcards import WildcardLibrary, read_text_file
 from stable_discovery.space.nodes import Node, OpenSpace, SpaceTooComplex
 
@@ -49,6 +50,7 @@ class Program:
     legacy: LegacyConfig | None = None  # set when loaded from an original JSON config
     wildcard_files: tuple[Path, ...] = ()  # the wildcard files the template reads
     run_settings: frozenset[str] = frozenset()  # settings that steer the run, not each image
+    variables: tuple[Variable, ...] = ()  # every traced variable, in template order
     _space: list[Node | OpenSpace] = field(default_factory=list, repr=False)
 
     def setting(self, name: str, default: Any = None) -> Any:
@@ -132,6 +134,7 @@ def _compile_source(
         legacy=legacy,
         wildcard_files=tuple(library.files_read()),
         run_settings=frozenset(name for name, spec in specs.items() if not spec.per_image),
+        variables=space.variables,
     )
 
 

@@ -8,6 +8,7 @@ text at once, the common subset by the hand-written parser, the rest by Lark.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.fastparse import parse_bare_fast
@@ -18,21 +19,32 @@ from stable_discovery.language.wildcards import WildcardLibrary
 
 __all__ = ["ParsedLine", "WildcardLines", "parse_line"]
 
-#: A wildcard line's parts and where the line is.
-ParsedLine = tuple[tuple[SyntaxNode, ...], Source]
+
+class ParsedLine(NamedTuple):
+    """A wildcard line, parsed: its parts, where it is, its text after the weight, its
+    weight, and the wildcard name of the file it comes from (for globs)."""
+
+    parts: tuple[SyntaxNode, ...]
+    source: Source
+    text: str
+    weight: float
+    file: str
+
 
 _SIMPLE_LINE = re.compile(r"[{}\[\]<\\#_]").search
 
 
 def parse_line(text: str, source: Source) -> tuple[SyntaxNode, ...]:
-    """One wildcard line (already stripped): plain text at once, the common subset by
-    the hand-written parser, the rest (and every error) by Lark."""
+    """One wildcard line (already stripped; a weight blanked to spaces): plain text at
+    once, the common subset by the hand-written parser, the rest (and every error) by
+    Lark. Offsets are into ``source.text``, the line as written."""
     if _SIMPLE_LINE(text) is None:
-        return (Text(text, 0),)
+        stripped = text.lstrip()
+        return (Text(stripped, len(text) - len(stripped)),)
     nodes = parse_bare_fast(text)
     if nodes is not None:
         return nodes
-    return parse_bare(source)
+    return parse_bare(source, text)
 
 
 class WildcardLines:
@@ -53,12 +65,13 @@ class WildcardLines:
             raise self._unknown(ref, src)
         lines: list[ParsedLine] = []
         seen: set[str] = set()
-        for _name, path in found:
+        for name, path in found:
             for line in self.library.lines(path):
                 if line.text in seen:
                     continue
                 seen.add(line.text)
-                lines.append((parse_line(line.text, line.source), line.source))
+                parts = parse_line(line.prepared, line.source)
+                lines.append(ParsedLine(parts, line.source, line.text, line.weight, name))
         if not lines:
             raise TemplateError(
                 f"wildcard __{ref.pattern}__ has no lines",

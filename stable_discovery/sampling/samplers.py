@@ -20,6 +20,7 @@ from stable_discovery.language.settings import GENERATION_DEFAULTS
 from stable_discovery.sampling.sample import Sample
 from stable_discovery.space.draws import DrawBlock, sample_key, seed_key
 from stable_discovery.space.nodes import draw_function
+from stable_discovery.space.trace import trace_dict
 
 __all__ = [
     "Sampler",
@@ -107,7 +108,7 @@ class SampleBuilder:
             negative=" ".join(negative.split()) if negative else "",
             settings=settings,
             seed=self.image_seed(index) if self.random_seeds else index,
-            trace=dict(trace),
+            trace=trace_dict(trace),
         )
         return sample
 

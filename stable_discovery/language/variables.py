@@ -1,0 +1,128 @@
+"""The traced variables of a template: every random decision, with a stable, readable name.
+
+Names (docs/language.md, "The trace"):
+
+* a slot or a sampled setting: its own name (``style``, ``steps``);
+* inside a slot's definition, the inline choices and multi-selects ``{…}`` are numbered
+  ``{1}``, ``{2}``, … and the optional parts ``[…]`` ``[1]``, ``[2]``, … in the order
+  they open, across all the slot's alternatives, counting only those not inside another
+  one: ``prompt{1}``, ``prompt[2]``. Inside a choice or an optional part the numbering
+  starts again, after its name: ``prompt{1}{1}``, ``prompt[1]{2}``;
+* a construct named in the template (``{#colour: …}``, ``[#hat: …]``) takes that name
+  instead (it still counts in the numbering, so naming one does not rename the others),
+  and the constructs inside it are named after it: ``colour{1}``;
+* a wildcard ``__creature__`` is named after itself wherever it is used; the constructs
+  in its lines are numbered across the file's lines: ``__creature__{1}``. The file a
+  glob's line came from is ``__styles/*__.file``;
+* each item of a multi-select ``prompt{2}`` is a variable of its own, present or absent:
+  ``prompt{2}+freckles``; a range of counts adds ``prompt{2}.count``;
+* a name met twice in one sample (a wildcard used twice) is numbered from the second
+  time on, in the order of the text: ``__animal__``, ``__animal__#2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stable_discovery.errors import Source
+from stable_discovery.language.syntax import Choice
+
+__all__ = [
+    "KINDS",
+    "Variable",
+    "Scope",
+    "item_name",
+    "count_name",
+    "file_name",
+    "wildcard_name",
+    "merged_choice",
+]
+
+#: What a variable is: a slot, a sampled setting, an inline choice, an optional part, an
+#: item of a multi-select, the count of a multi-select with a range, a wildcard's line,
+#: the file a glob's line came from.
+KINDS = ("slot", "setting", "choice", "optional", "item", "count", "wildcard", "file")
+
+
+@dataclass(frozen=True, eq=False)
+class Variable:
+    """A traced variable: its name, kind, the values it can take (texts as written, in
+    the order of their trace index) and where it is written.
+
+    ``node`` is the syntax node (the :class:`Choice` of a choice, optional part or
+    multi-select; for an item, the multi-select's). ``lines`` are the wildcard lines a
+    wildcard, or a choice or multi-select among a wildcard's lines, picks from. ``group``
+    is the multi-select of an item or a count, the wildcard of a file variable;
+    ``index`` an item's alternative in its multi-select.
+    """
+
+    name: str
+    kind: str
+    values: tuple[str, ...]
+    source: Source
+    start: int
+    node: Any = field(default=None, repr=False)
+    lines: tuple[Any, ...] = field(default=(), repr=False)
+    group: str | None = None
+    index: int = -1
+
+    @property
+    def where(self) -> str:
+        """``file:line:col`` of the variable in its template or wildcard file."""
+        return self.source.where(self.start)
+
+
+class Scope:
+    """Names the choices and optional parts directly inside one holder: a slot's
+    definition, a wildcard file, or a choice or optional part."""
+
+    __slots__ = ("prefix", "braces", "brackets")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.braces = 0
+        self.brackets = 0
+
+    def name(self, choice: Choice) -> str:
+        """The next construct's name: its own label, or the automatic one."""
+        if choice.optional:
+            self.brackets += 1
+            auto = f"{self.prefix}[{self.brackets}]"
+        else:
+            self.braces += 1
+            auto = f"{self.prefix}{{{self.braces}}}"
+        return choice.label if choice.label is not None else auto
+
+
+def item_name(multi: str, text: str) -> str:
+    """The variable of one item of the multi-select ``multi``."""
+    return f"{multi}+{text}"
+
+
+def count_name(multi: str) -> str:
+    """The variable of how many items the multi-select ``multi`` picked."""
+    return f"{multi}.count"
+
+
+def wildcard_name(pattern: str) -> str:
+    return f"__{pattern}__"
+
+
+def file_name(wildcard: str) -> str:
+    """The variable of the file a glob's line came from."""
+    return f"{wildcard}.file"
+
+
+def merged_choice(choice: Choice) -> Choice | None:
+    """For an optional part written ``[a|b]`` (or ``[{a|b}]``, the same thing): the inner
+    choice, whose values the optional part's variable takes; else None."""
+    if not choice.optional or len(choice.alternatives) != 2:
+        return None
+    parts = choice.alternatives[1].parts
+    if len(parts) != 1 or not isinstance(parts[0], Choice):
+        return None
+    inner = parts[0]
+    if inner.optional or inner.select is not None or inner.label is not None:
+        return None
+    return inner
