@@ -20,6 +20,7 @@ from typing import Any
 
 from stable_discovery.errors import UsageError
 from stable_discovery.store.database import Experiment, Store
+from stable_discovery.store.lookups import base_name, variable_kinds
 from stable_discovery.store.stats_queries import ExperimentCounts, experiment_counts
 
 __all__ = [
@@ -52,10 +53,12 @@ _SETTING_LINE = re.compile(r"^[ \t]*@([A-Za-z_][A-Za-z0-9_]*)[ \t]*=", re.M)
 
 @dataclass(frozen=True)
 class ValueStats:
-    """One value of a slot or sampled setting, with its favourite statistics.
+    """One value of a traced variable, with its favourite statistics.
 
-    ``kind`` is ``"slot"`` or ``"setting"``; ``index`` the alternative's position in the
-    definition (-1 for the ``(absent)`` row); ``text`` the alternative as traced.
+    ``kind`` is the variable's (``slot``, ``setting``, ``choice``, ``optional``, ``item``,
+    ``count``, ``wildcard``, ``file``: :data:`stable_discovery.language.variables.KINDS`);
+    ``index`` the value's trace index (the alternative's position as written; -1 for the
+    ``(absent)`` row); ``text`` the value as traced (the alternative as written).
     ``images`` and ``favourites`` exclude rejected images (unless asked otherwise);
     ``rejected`` counts this value's rejected images.
     """
@@ -77,14 +80,18 @@ class ValueStats:
 
     @property
     def absent(self) -> bool:
-        """True for the row of images that did not use the slot."""
+        """True for the row of images without the variable (an optional part or item
+        left out, a slot or choice not reached)."""
         return self.index == -1
 
     @property
     def label(self) -> str:
-        """``slot: value``, ``@setting: value`` or ``slot (absent)``, for tables and plots."""
+        """``name: value``, ``@setting: value``, ``name (absent)``, or a multi-select item's
+        name alone (``prompt{1}+freckles``: present), for tables and plots."""
         prefix = "@" + self.name if self.kind == "setting" else self.name
-        return f"{prefix} {ABSENT}" if self.absent else f"{prefix}: {self.text}"
+        if self.absent:
+            return f"{prefix} {ABSENT}"
+        return prefix if self.kind == "item" else f"{prefix}: {self.text}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (every field, plus ``absent``)."""
@@ -106,10 +113,12 @@ class StatsReport:
     include_rejected: bool = False
     min_stars: int | None = None
     tested: int = 0
+    experiments: tuple[str, ...] = ()  # the experiments pooled (one, usually)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "experiment": self.experiment,
+            "experiments": list(self.experiments or (self.experiment,)),
             "images": self.images,
             "favourites": self.favourites,
             "rejected": self.rejected,
@@ -196,14 +205,37 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class _Row:
-    """A value (or a slot's absent row) with the counts that go into its statistics."""
+    """A value (or a variable's absent row) with the counts that go into its statistics,
+    and those of the images it is compared with: the experiments that have its variable."""
 
     name: str
+    kind: str
     index: int
     text: str
     images: int  # the images that count (rejected ones left out unless asked)
     winners: int
     rejected: int
+    all_images: int  # the images of the experiments that have the variable
+    all_winners: int
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """One experiment's counts and the kinds of its variables."""
+
+    experiment: Experiment
+    counts: ExperimentCounts
+    kinds: dict[str, str]
+    settings: set[str]
+
+    def kind(self, name: str) -> str:
+        """A variable's kind: as recorded with the experiment; for one recorded before
+        kinds were, a sampled setting or a slot (all that was traced then)."""
+        base = base_name(name)
+        kind = self.kinds.get(base)
+        if kind is not None:
+            return kind
+        return "setting" if base in self.settings else "slot"
 
 
 def _resolve(store: Store, experiment: str | Experiment) -> Experiment:
@@ -217,46 +249,95 @@ def setting_names(template_text: str) -> set[str]:
     return set(_SETTING_LINE.findall(template_text))
 
 
-def _rows(counts: ExperimentCounts, images: int, include_rejected: bool, settings: set[str]) -> list[_Row]:
-    """One row per value, then an ``(absent)`` row for each slot some images lack.
+def _images(done: int, rejected: int, include_rejected: bool) -> int:
+    return done if include_rejected else done - rejected
 
-    ``images`` is the experiment's count of images that count.
-    """
+
+def _pooled_values(
+    counted: Sequence[_Counted],
+) -> tuple[dict[tuple[str, str], list[int]], dict[str, set[int]]]:
+    """Counts per (name, text) summed over the experiments — [index, total, winners,
+    rejected], the index from the first experiment that has the value — and, per name,
+    the experiments that have the variable."""
+    values: dict[tuple[str, str], list[int]] = {}
+    known: dict[str, set[int]] = {}
+    for i, c in enumerate(counted):
+        for v in c.counts.values:
+            acc = values.setdefault((v.name, v.text), [v.choice, 0, 0, 0])
+            acc[1] += v.total
+            acc[2] += v.winners
+            acc[3] += v.rejected
+            known.setdefault(v.name, set()).add(i)
+        names = set(c.kinds)
+        for name in known:
+            if base_name(name) in names:
+                known[name].add(i)
+    return values, known
+
+
+def _rows(counted: Sequence[_Counted], include_rejected: bool) -> list[_Row]:
+    """One row per value, then an ``(absent)`` row for each variable (not a setting) that
+    some images lack. Each value is compared with the images of the experiments that
+    have its variable (all of them when there is one experiment)."""
+    values, known = _pooled_values(counted)
+    universe: dict[str, tuple[int, int, int, int]] = {}  # name → images, winners, rejected, done
+    for name, exps in known.items():
+        done = sum(counted[i].counts.done for i in exps)
+        rejected = sum(counted[i].counts.rejected for i in exps)
+        winners = sum(counted[i].counts.winners for i in exps)
+        universe[name] = (_images(done, rejected, include_rejected), winners, rejected, done)
+    kinds = {name: counted[min(exps)].kind(name) for name, exps in known.items()}
     rows = []
     present: dict[str, list[int]] = {}  # name → images, winners, rejected, total
-    for c in counts.values:
-        n = c.total if include_rejected else c.total - c.rejected
-        rows.append(_Row(c.name, c.choice, c.text, n, c.winners, c.rejected))
-        acc = present.setdefault(c.name, [0, 0, 0, 0])
+    for (name, text), (index, total, winners, rejected) in values.items():
+        n = total if include_rejected else total - rejected
+        images, all_winners, _, _ = universe[name]
+        rows.append(_Row(name, kinds[name], index, text, n, winners, rejected, images, all_winners))
+        acc = present.setdefault(name, [0, 0, 0, 0])
         acc[0] += n
-        acc[1] += c.winners
-        acc[2] += c.rejected
-        acc[3] += c.total
+        acc[1] += winners
+        acc[2] += rejected
+        acc[3] += total
     for name, (n, k, rej, total) in present.items():
-        if total < counts.done and name not in settings:
-            rows.append(_Row(name, -1, ABSENT, images - n, counts.winners - k, counts.rejected - rej))
+        images, winners, all_rejected, done = universe[name]
+        if total < done and kinds[name] != "setting":
+            rows.append(
+                _Row(
+                    name,
+                    kinds[name],
+                    -1,
+                    ABSENT,
+                    images - n,
+                    winners - k,
+                    all_rejected - rej,
+                    images,
+                    winners,
+                )
+            )
     return rows
 
 
-def _significance(rows: Sequence[_Row], winners: int, images: int) -> tuple[list[float], list[float], int]:
+def _significance(rows: Sequence[_Row]) -> tuple[list[float], list[float], int]:
     """Each row's p-value and q-value, and how many rows were tested: a value present in
-    every image (or in none) is not, and keeps p = q = 1."""
-    tested = [i for i, r in enumerate(rows) if 0 < r.images < images]
+    every image it is compared with (or in none) is not, and keeps p = q = 1."""
+    tested = [i for i, r in enumerate(rows) if 0 < r.images < r.all_images]
     pvalues = [1.0] * len(rows)
     for i in tested:
-        pvalues[i] = fisher_greater(rows[i].winners, rows[i].images, winners, images)
+        r = rows[i]
+        pvalues[i] = fisher_greater(r.winners, r.images, r.all_winners, r.all_images)
     qvalues = [1.0] * len(rows)
     for i, q in zip(tested, benjamini_hochberg([pvalues[i] for i in tested]), strict=False):
         qvalues[i] = q
     return pvalues, qvalues, len(tested)
 
 
-def _value_stats(row: _Row, p: float, q: float, base: float, settings: set[str]) -> ValueStats:
+def _value_stats(row: _Row, p: float, q: float) -> ValueStats:
     rate = row.winners / row.images if row.images > 0 else 0.0
     low, high = wilson(row.winners, row.images)
+    base = row.all_winners / row.all_images if row.all_images > 0 else 0.0
     return ValueStats(
         name=row.name,
-        kind="setting" if row.name in settings else "slot",
+        kind=row.kind,
         index=row.index,
         text=row.text,
         images=row.images,
@@ -272,41 +353,65 @@ def _value_stats(row: _Row, p: float, q: float, base: float, settings: set[str])
     )
 
 
+def _count(store: Store, exp: Experiment, min_stars: int | None) -> _Counted:
+    counts = experiment_counts(store.db, exp.id, min_stars)
+    return _Counted(exp, counts, variable_kinds(store.db, exp.id), setting_names(exp.template_text))
+
+
+def _check_pooled(counted: Sequence[_Counted]) -> None:
+    """Experiments pooled together must be one lineage: share some traced variable."""
+    if len(counted) < 2:
+        return
+    names = [set(map(base_name, (v.name for v in c.counts.values))) | set(c.kinds) for c in counted]
+    if not set.intersection(*names):
+        listed = ", ".join(repr(c.experiment.name) for c in counted)
+        raise UsageError(
+            f"{listed} have no traced variable in common: there is nothing to pool "
+            "(pool a refined template's experiment with its parent's)"
+        )
+
+
 def experiment_stats(
     store: Store,
-    experiment: str | Experiment,
+    experiment: str | Experiment | Sequence[str | Experiment],
     *,
     include_rejected: bool = False,
     min_stars: int | None = None,
 ) -> StatsReport:
-    """Every value's statistics for an experiment (a name or an :class:`Experiment`).
+    """Every value's statistics for an experiment (a name or an :class:`Experiment`), or
+    for several pooled (a sequence of them: one lineage, e.g. a refined template's
+    experiment and its parent's, whose variables share names).
 
-    Raises :class:`~stable_discovery.errors.UsageError` for an unknown experiment or a
-    ``min_stars`` outside 1..5.
+    Raises :class:`~stable_discovery.errors.UsageError` for an unknown experiment, a
+    ``min_stars`` outside 1..5, or experiments with no variable in common.
     """
     if min_stars is not None and not 1 <= min_stars <= 5:
         raise UsageError(f"--min-stars goes from 1 to 5, not {min_stars}")
-    exp = _resolve(store, experiment)
-    counts = experiment_counts(store.db, exp.id, min_stars)
-    images = counts.done if include_rejected else counts.done - counts.rejected
-    base = counts.winners / images if images > 0 else 0.0
-    settings = setting_names(exp.template_text)
-    rows = _rows(counts, images, include_rejected, settings)
-    pvalues, qvalues, tested = _significance(rows, counts.winners, images)
+    many = experiment if isinstance(experiment, (list, tuple)) else [experiment]
+    exps = list({e.name: e for e in (_resolve(store, e) for e in many)}.values())
+    counted = [_count(store, exp, min_stars) for exp in exps]
+    _check_pooled(counted)
+    done = sum(c.counts.done for c in counted)
+    rejected = sum(c.counts.rejected for c in counted)
+    winners = sum(c.counts.winners for c in counted)
+    images = _images(done, rejected, include_rejected)
+    rows = _rows(counted, include_rejected)
+    pvalues, qvalues, tested = _significance(rows)
     values = sorted(
-        (_value_stats(*args, base, settings) for args in zip(rows, pvalues, qvalues, strict=True)),
+        (_value_stats(*args) for args in zip(rows, pvalues, qvalues, strict=True)),
         key=lambda v: (-v.low, -v.rate, -v.images, v.name, v.index),
     )
     return StatsReport(
-        experiment=exp.name,
+        experiment=" + ".join(e.name for e in exps),
         images=images,
-        favourites=counts.winners,
-        rejected=counts.rejected,
-        base_rate=base,
+        favourites=winners,
+        rejected=rejected,
+        base_rate=winners / images if images > 0 else 0.0,
         values=tuple(values),
         include_rejected=include_rejected,
         min_stars=min_stars,
         tested=tested,
+        experiments=tuple(e.name for e in exps),
     )
 
 

@@ -61,6 +61,15 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _value_text(v: Any) -> str:
+    """A row's value as the table shows it: an item is present or absent."""
+    if v.absent:
+        return v.text
+    if v.kind == "item":
+        return "(present)"
+    return v.text if v.text else '""'
+
+
 def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
     """The ``sdp stats`` table of a :class:`~stable_discovery.analysis.stats.StatsReport`."""
     r = report
@@ -76,18 +85,22 @@ def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
         f"{r.experiment}: {r.images:,} images{rejected}; {r.favourites:,} {winners}; "
         f"base rate {_pct(r.base_rate)}"
     ]
+    if len(r.experiments) > 1:
+        lines.append(
+            "pooled: each value is compared with the images of the experiments that have its variable"
+        )
     if not r.values:
-        lines.append("no traced slots or sampled settings to compare")
+        lines.append("nothing traced to compare: every sample of the template is the same prompt")
         return "\n".join(lines) + "\n"
-    header = ("SLOT", "VALUE", "IMAGES", "FAVS", "RATE", "95% INTERVAL", "LIFT", "SIG")
+    header = ("VARIABLE", "VALUE", "IMAGES", "FAVS", "RATE", "95% INTERVAL", "LIFT", "SIG")
     rows = [header]
     shown = r.values if limit is None else r.values[:limit]
     for v in shown:
-        slot = ("@" + v.name) if v.kind == "setting" else v.name
+        name = ("@" + v.name) if v.kind == "setting" else v.name
         rows.append(
             (
-                _cut(slot, 24),
-                _cut(v.text if v.text else '""', width),
+                _cut(name, 32),
+                _cut(_value_text(v), width),
                 f"{v.images:,}",
                 f"{v.favourites:,}",
                 _pct(v.rate) if v.images else "-",
@@ -119,7 +132,7 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
 
     with _open_store(args) as store:
         report = experiment_stats(
-            store, args.name, include_rejected=args.include_rejected, min_stars=args.min_stars
+            store, list(args.names), include_rejected=args.include_rejected, min_stars=args.min_stars
         )
     if args.plot is not None:
         if args.plot.suffix.lower() != ".png":
@@ -181,13 +194,16 @@ def add_commands(sub: Any) -> None:
     """Add ``stats`` and ``refine`` to the ``sdp`` subcommands."""
     p = sub.add_parser(
         "stats",
-        help="which slot values produce favourites: rates, intervals, significance",
-        description="For every slot value and sampled setting value of an experiment: images, "
-        "favourites, favourite rate with a 95% Wilson interval, lift over the base rate, and "
-        "a significance flag (one-sided Fisher exact test against the rest, Benjamini-Hochberg "
-        "at q = 0.05). Ranked by the interval's lower bound. Rejected images are left out.",
+        help="which values of the template produce favourites: rates, intervals, significance",
+        description="For every value of every traced variable of an experiment (slots, sampled "
+        "settings, inline choices, optional parts present or absent, multi-select items, "
+        "wildcard lines): images, favourites, favourite rate with a 95%% Wilson interval, lift "
+        "over the base rate, and a significance flag (one-sided Fisher exact test against the "
+        "rest, Benjamini-Hochberg at q = 0.05). Ranked by the interval's lower bound. Rejected "
+        "images are left out. Several experiments of one lineage (a refined template's and its "
+        "parent's) are pooled where their variables share names.",
     )
-    p.add_argument("name", help="experiment name")
+    p.add_argument("names", nargs="+", metavar="NAME", help="experiment name (several: pooled)")
     p.add_argument("--json", action="store_true", help="the statistics as one JSON object")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw rates and intervals into a PNG")
     p.add_argument("--limit", type=_nonneg_int, metavar="N", help="show the first N rows of the table")

@@ -257,7 +257,9 @@ class _Compiler:
         for a glob, the file as ``__pattern__.file``)."""
         cached = self.wild_nodes.get(ref.pattern)
         if cached is None:
-            nodes, lines = self.wildcard(ref, src)
+            lines = self.lines.get(ref, src)
+            entries = self._wildcard_entries(ref, lines, src) if len(lines) > 1 else None
+            nodes, _ = self.wildcard(ref, src)
             if len(nodes) == 1 and isinstance(nodes[0], Lit) and len(nodes[0].text) <= 1000:
                 cached = nodes[0]  # one short line of text: nothing to choose
             elif len(nodes) == 1:
@@ -266,30 +268,27 @@ class _Compiler:
                 # kept whole: a wildcard used again and again is one shared node,
                 # never copied into each use (__a__ = "__b__ __b__" ... would
                 # otherwise double in size at each level)
-                name = wildcard_name(ref.pattern)
                 texts = [line.text for line in lines]
                 weights = _line_weights(lines, src, ref.start)
-                entries = self._wildcard_entries(name, ref, lines, src)
-                cached = Pick(nodes, weights, name, texts, texts, entries=entries)
+                cached = Pick(nodes, weights, None, texts, texts, entries=entries)
             self.wild_nodes[ref.pattern] = cached
         return cached
 
     def _wildcard_entries(
-        self, name: str, ref: WildcardRef, lines: Sequence[ParsedLine], src: Source
+        self, ref: WildcardRef, lines: Sequence[ParsedLine], src: Source
     ) -> tuple[tuple[tuple[str, Chosen], ...], ...]:
         """Each line's trace entries: the line, and for a glob the file it came from."""
+        name = wildcard_name(ref.pattern)
         texts = tuple(line.text for line in lines)
-        self.variable(
-            Variable(name, "wildcard", texts, src, ref.start, ref, tuple(lines)), ("__", ref.pattern)
-        )
+        var = Variable(name, "wildcard", texts, src, ref.start, ref, tuple(lines))
+        self.variable(var, ("__", ref.pattern))
         line_entries = [((name, Chosen(k, line.text)),) for k, line in enumerate(lines)]
         if not any(ch in ref.pattern for ch in "*?["):
             return tuple(line_entries)
         files = list(dict.fromkeys(line.file for line in lines))
         fname = file_name(name)
-        self.variable(
-            Variable(fname, "file", tuple(files), src, ref.start, ref, group=name), ("__.file", ref.pattern)
-        )
+        var = Variable(fname, "file", tuple(files), src, ref.start, ref, group=name)
+        self.variable(var, ("__.file", ref.pattern))
         file_entries = {f: (fname, Chosen(k, f)) for k, f in enumerate(files)}
         return tuple(e + (file_entries[line.file],) for e, line in zip(line_entries, lines, strict=True))
 
@@ -328,27 +327,31 @@ class _Compiler:
         """``{a|b}`` or the multi-select ``{2$$a|b|c}``, traced as ``name``."""
         alts = choice.alternatives
         only = alts[0].parts if len(alts) == 1 else ()
+        wild = only[0] if len(only) == 1 and isinstance(only[0], WildcardRef) else None
         lines: tuple[ParsedLine, ...] = ()
-        if len(only) == 1 and isinstance(only[0], WildcardRef):
-            # {2$$__colours__}: choose among the wildcard's values
-            nodes, parsed = self.wildcard(only[0], src)
-            lines = tuple(parsed)
+        if wild is not None:  # {2$$__colours__}: choose among the wildcard's lines
+            lines = tuple(self.lines.get(wild, src))
             texts = [line.text for line in lines]
             weights = [line.weight for line in lines]
         else:
+            texts = [a.text for a in alts]
+            weights = [a.weight for a in alts]
+        if choice.select is not None:
+            items, counts = self._multi_entries(choice, texts, src, name, lines)
+        elif len(texts) > 1:  # {x} alone has nothing to choose
+            if sum(weights) <= 0:
+                raise TemplateError(_NO_WEIGHT, src, choice.start, hint=_NO_WEIGHT_HINT)
+            var = Variable(name, "choice", tuple(texts), src, choice.start, choice, lines)
+            self.variable(var, ("{", choice, src))
+        if wild is not None:
+            nodes = self.wildcard(wild, src)[0]
+        else:
             scope = Scope(name)
             nodes = [self.parts(a.parts, src, scope) for a in alts]
-            weights = [a.weight for a in alts]
-            texts = [a.text for a in alts]
         if choice.select is not None:
-            return self._multi(choice, nodes, weights, texts, src, name, lines)
+            return _multi(nodes, weights, choice.select, texts, src, choice.start, items, counts)
         if len(nodes) == 1:
-            return nodes[0]  # {x}: nothing to choose
-        if sum(weights) <= 0:
-            raise TemplateError(_NO_WEIGHT, src, choice.start, hint=_NO_WEIGHT_HINT)
-        self.variable(
-            Variable(name, "choice", tuple(texts), src, choice.start, choice, lines), ("{", choice, src)
-        )
+            return nodes[0]
         return Pick(nodes, weights, name, texts, texts)
 
     def optional(self, choice: Choice, src: Source, name: str) -> Node:
@@ -358,38 +361,26 @@ class _Compiler:
         keys = [empty.text, present.text]  # as a choice {|x}: `[ ]` is one combination
         inner = merged_choice(choice)
         scope = Scope(name)
+        texts = (present.text,) if inner is None else tuple(a.text for a in inner.alternatives)
+        self.variable(Variable(name, "optional", texts, src, choice.start, choice), ("[", choice, src))
         if inner is None:
             node = self.parts(present.parts, src, scope)
-            texts: tuple[str, ...] = (present.text,)
             entries = ((), ((name, Chosen(0, present.text)),))
-            pick = Pick([Lit(""), node], [empty.weight, present.weight], keys=keys, entries=entries)
-        else:
-            nodes = [self.parts(a.parts, src, scope) for a in inner.alternatives]
-            weights = [a.weight for a in inner.alternatives]
-            texts = tuple(a.text for a in inner.alternatives)
-            if sum(weights) <= 0:
-                raise TemplateError(_NO_WEIGHT, src, inner.start, hint=_NO_WEIGHT_HINT)
-            node = Pick(nodes, weights, name, texts, texts)
-            pick = Pick([Lit(""), node], [empty.weight, present.weight], keys=keys)
-        self.variable(Variable(name, "optional", texts, src, choice.start, choice), ("[", choice, src))
-        return pick
+            return Pick([Lit(""), node], [empty.weight, present.weight], keys=keys, entries=entries)
+        weights = [a.weight for a in inner.alternatives]
+        if sum(weights) <= 0:
+            raise TemplateError(_NO_WEIGHT, src, inner.start, hint=_NO_WEIGHT_HINT)
+        nodes = [self.parts(a.parts, src, scope) for a in inner.alternatives]
+        node = Pick(nodes, weights, name, texts, texts)
+        return Pick([Lit(""), node], [empty.weight, present.weight], keys=keys)
 
-    def _multi(
-        self,
-        choice: Choice,
-        nodes: list[Node],
-        weights: list[float],
-        texts: list[str],
-        src: Source,
-        name: str,
-        lines: tuple[ParsedLine, ...],
-    ) -> Node:
-        """``{lo-hi$$joiner$$…}`` over compiled alternatives: each distinct item a variable
-        of its own, and the count one when it varies."""
+    def _multi_entries(
+        self, choice: Choice, texts: list[str], src: Source, name: str, lines: tuple[ParsedLine, ...]
+    ) -> tuple[list[tuple[str, Chosen]], list[tuple[str, Chosen]] | None]:
+        """A multi-select's trace entries: one variable per distinct item (present or
+        absent), and the count when it varies."""
         sel = choice.select
         assert sel is not None
-        if sum(weights) <= 0 and sel.low > 0:
-            raise TemplateError(_NO_WEIGHT, src, choice.start)
         first: dict[str, int] = {}
         items = []
         for k, text in enumerate(texts):
@@ -399,23 +390,36 @@ class _Compiler:
             if canonical == k:
                 var = Variable(item, "item", (text,), src, choice.start, choice, lines, name, k)
                 self.variable(var, ("+", choice, src, k))
-        distinct = len(first)
-        hi = distinct if sel.high is None else min(sel.high, distinct)
-        lo = min(sel.low, hi)
-        counts = None
-        if lo < hi:
-            cname = count_name(name)
-            values = tuple(str(j) for j in range(hi + 1))
-            self.variable(
-                Variable(cname, "count", values, src, choice.start, choice, group=name), ("#", choice, src)
-            )
-            counts = [(cname, Chosen(j, str(j))) for j in range(hi + 1)]
-        if all(n.closed for n in nodes):
-            try:
-                return Multi(nodes, weights, sel.low, sel.high, sel.joiner, texts, items, counts)
-            except SpaceTooComplex as exc:
-                raise TemplateError(str(exc), src, choice.start) from None
-        return _open_multi(nodes, weights, sel, texts, src, choice.start, items, counts)
+        hi = len(first) if sel.high is None else min(sel.high, len(first))
+        if min(sel.low, hi) >= hi:
+            return items, None
+        cname = count_name(name)
+        values = tuple(str(j) for j in range(hi + 1))
+        self.variable(
+            Variable(cname, "count", values, src, choice.start, choice, group=name), ("#", choice, src)
+        )
+        return items, [(cname, Chosen(j, str(j))) for j in range(hi + 1)]
+
+
+def _multi(
+    nodes: list[Node],
+    weights: list[float],
+    sel: Select,
+    keys: list[str],
+    src: Source,
+    start: int,
+    items: Sequence[tuple[str, Chosen]],
+    counts: Sequence[tuple[str, Chosen]] | None,
+) -> Node:
+    """``{lo-hi$$joiner$$…}`` over compiled alternatives."""
+    if sum(weights) <= 0 and sel.low > 0:
+        raise TemplateError(_NO_WEIGHT, src, start)
+    if all(n.closed for n in nodes):
+        try:
+            return Multi(nodes, weights, sel.low, sel.high, sel.joiner, keys, items, counts)
+        except SpaceTooComplex as exc:
+            raise TemplateError(str(exc), src, start) from None
+    return _open_multi(nodes, weights, sel, keys, src, start, items, counts)
 
 
 def _line_weights(lines: Sequence[ParsedLine], src: Source, at: int) -> list[float]:

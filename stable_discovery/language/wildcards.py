@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +90,13 @@ def _normalize_newlines(text: str) -> str:
 class WildcardLibrary:
     """The wildcard folders of one template, searched in order."""
 
-    def __init__(self, folders: Iterable[Path | str] = ()) -> None:
+    def __init__(self, folders: Iterable[Path | str] = (), texts: Mapping[Path, str] | None = None) -> None:
+        """``texts`` stands in for the text of some files (the ``exploit`` sampler's
+        weighted lines); they are looked up as usual, then read from here."""
         self.folders: tuple[Path, ...] = tuple(Path(f) for f in folders)
         self._names: dict[str, Path] | None = None
         self._lines: dict[Path, tuple[WildcardLine, ...]] = {}
+        self._texts = dict(texts or {})
 
     def names(self) -> dict[str, Path]:
         """Every wildcard name (relative path without ``.txt``) → its file; first folder wins."""
@@ -120,7 +123,8 @@ class WildcardLibrary:
         cached = self._lines.get(path)
         if cached is not None:
             return cached
-        text = read_text_file(path, "wildcard")
+        given = self._texts.get(path)
+        text = given if given is not None else read_text_file(path, "wildcard")
         seen: set[str] = set()
         out: list[WildcardLine] = []
         for number, raw in enumerate(text.split("\n"), start=1):

@@ -108,6 +108,7 @@ def resolve_plan(
         count=count,
         backend=options.backend,
         overrides=dict(options.overrides),
+        variables=tuple((v.name, v.kind) for v in program.variables),
     )
     return RunPlan(
         program=program,

@@ -65,6 +65,9 @@ class ExperimentSpec:
     count: int
     backend: str
     overrides: dict[str, str]
+    #: the template's traced variables (name, kind), in template order: recorded with
+    #: the experiment, not part of what makes it itself (the template text is)
+    variables: tuple[tuple[str, str], ...] = ()
 
     @property
     def template_hash(self) -> str:
@@ -124,6 +127,7 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create the workspace {self.workspace}: {exc.strerror}") from None
         self.db_path = self.workspace / DB_FILE
+        self._recorded: dict[int, frozenset[str]] = {}
         try:
             self.db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
             self.db.row_factory = sqlite3.Row
@@ -230,18 +234,53 @@ class Store:
         check_name(spec.name)
         existing = self.get(spec.name)
         if existing is None:
-            return self._create_experiment(spec)
+            return self._with_variables(self._create_experiment(spec), spec)
         diffs = self.differences(existing, spec)
         if not diffs:
-            return existing
+            return self._with_variables(existing, spec)
         if existing.done == 0 and not self._has_rows(existing.id):
             # nothing was made under the old spec (e.g. its model could not be loaded):
             # there is nothing to overwrite, so the name takes the new spec
-            return self._respecify_experiment(existing, spec)
+            self.db.execute("DELETE FROM variables WHERE experiment_id = ?", (existing.id,))
+            return self._with_variables(self._respecify_experiment(existing, spec), spec)
         raise UsageError(
             f"experiment {spec.name!r} already exists and differs: {'; '.join(diffs)}. "
             f"Nothing was changed. Run it under a new name, e.g. --name {self.free_name(spec.name)}"
         )
+
+    def _with_variables(self, exp: Experiment, spec: ExperimentSpec) -> Experiment:
+        """Record the spec's traced variables, unless the experiment has them already.
+
+        An experiment whose samples were made before variables were recorded traced its
+        slots and sampled settings only: it gets those alone, and keeps recording only
+        those (see :meth:`record_done`), so that its samples stay comparable.
+        """
+        if not spec.variables or lookups.variable_kinds(self.db, exp.id):
+            return exp
+        variables = spec.variables
+        if self._has_rows(exp.id):
+            variables = tuple((n, k) for n, k in variables if k in ("slot", "setting"))
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if not lookups.variable_kinds(self.db, exp.id):  # another process may have been first
+                self.db.executemany(
+                    "INSERT INTO variables (experiment_id, name, kind, position) VALUES (?, ?, ?, ?)",
+                    [(exp.id, name, kind, k) for k, (name, kind) in enumerate(variables)],
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self._recorded.pop(exp.id, None)
+        return exp
+
+    def recorded_names(self, experiment_id: int) -> frozenset[str] | None:
+        """The variables whose values the experiment records, or None for all of them
+        (no variables recorded with it)."""
+        names = self._recorded.get(experiment_id)
+        if names is None:
+            names = self._recorded[experiment_id] = frozenset(lookups.variable_kinds(self.db, experiment_id))
+        return names or None
 
     def _create_experiment(self, spec: ExperimentSpec) -> Experiment:
         now = time.time()
@@ -314,8 +353,14 @@ class Store:
         }
 
     def record_done(self, experiment_id: int, items: Sequence[tuple[Sample, str, float, int]]) -> None:
-        """Mark samples done, each with its file, seconds and batch size; one transaction."""
+        """Mark samples done, each with its file, seconds and batch size; one transaction.
+
+        The trace entries recorded are those of the experiment's variables (a repeat such
+        as ``__animal__#2`` with its variable): all of them, but for an experiment begun
+        before every choice was traced, whose new samples record what its old ones did.
+        """
         now = time.time()
+        names = self.recorded_names(experiment_id)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.executemany(
@@ -348,6 +393,7 @@ class Store:
                     (experiment_id, sample.index, name, c.index, c.text)
                     for sample, _f, _s, _b in items
                     for name, c in sample.trace.items()
+                    if names is None or lookups.base_name(name) in names
                 ],
             )
             self.db.execute("UPDATE experiments SET updated_at = ? WHERE id = ?", (now, experiment_id))

@@ -116,6 +116,28 @@ def m0003_gallery_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX samples_by_status ON samples (experiment_id, status, idx)")
 
 
+@migration
+def m0004_trace_variables(db: sqlite3.Connection) -> None:
+    """The traced variables of each experiment: name, kind (slot, setting, choice,
+    optional, item, count, wildcard, file) and position in the template.
+
+    Written when an experiment is opened; an experiment begun before (its samples trace
+    slots and sampled settings only) gets its slots and settings alone, and keeps
+    recording those, so that its old and new samples stay comparable.
+    """
+    db.execute(
+        """
+        CREATE TABLE variables (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (experiment_id, name)
+        )
+        """
+    )
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations ``db`` lacks, each in its own transaction; their names.
 
