@@ -84,7 +84,7 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
     """Filters from a query string parsed by ``urllib.parse.parse_qs``.
 
     ``fav`` and ``rejected``: 1, 0 or any; ``stars``: none, 1..5 (at least) or any;
-    ``v``: ``NAME:CHOICE``, repeatable.
+    ``v``: ``NAME:CHOICE``, repeatable; the choice -1 is the variable's absence.
     """
     stars = _one(params, "stars")
     if stars in (None, "", "any"):
@@ -96,7 +96,7 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
         name, sep, choice = item.rpartition(":")
         if not sep or not name or len(name) > 200:
             raise ApiError(400, f"a value filter is NAME:CHOICE, not {item!r}")
-        values.setdefault(name, []).append(parse_int(choice, f"the choice of {name}"))
+        values.setdefault(name, []).append(parse_int(choice, f"the choice of {name}", low=-1))
     if len(values) > 64 or sum(len(v) for v in values.values()) > 512:
         raise ApiError(400, "too many value filters")
     return Filters(

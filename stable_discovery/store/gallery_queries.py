@@ -13,8 +13,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from stable_discovery.store.filters import Filters
-from stable_discovery.store.lookups import done_counts
+from stable_discovery.store.filters import ABSENT, Filters
+from stable_discovery.store.lookups import base_name, done_count, done_counts, variable_kinds
 
 __all__ = ["experiment_summaries", "page", "facets"]
 
@@ -100,7 +100,11 @@ def _where(
     where.add("s.experiment_id = ?", experiment_id)
     where.add("s.status = 'done'")
     driven = _mark_conditions(where, f)
-    values = list(f.values)
+    # a filter that takes the absence matches samples without any row: it is probed
+    values = [(name, choices) for name, choices in f.values if ABSENT not in choices]
+    for name, choices in f.values:
+        if ABSENT in choices:
+            _absent_probe(where, name, tuple(c for c in choices if c != ABSENT))
     if values and not driven:
         values = _smallest_first(db, experiment_id, values)
         drivers = values[:2] if counting else values[:1]
@@ -191,6 +195,19 @@ def _value_probe(where: _Where, name: str, choices: tuple[int, ...]) -> None:
     )
 
 
+def _absent_probe(where: _Where, name: str, choices: tuple[int, ...]) -> None:
+    """A sample without a value of ``name`` (or with one of ``choices``)."""
+    condition = (
+        "NOT EXISTS (SELECT 1 FROM choices c INDEXED BY choices_by_value_idx "
+        f"WHERE c.experiment_id = ? AND c.name = ? AND c.{_BY_VALUE} AND c.idx = s.idx"
+    )
+    params: list[Any] = [where.experiment_id, name]
+    if choices:
+        condition += f" AND c.choice NOT IN ({', '.join('?' * len(choices))})"
+        params.extend(choices)
+    where.add(condition + ")", *params)
+
+
 def page(
     db: sqlite3.Connection,
     experiment_id: int,
@@ -250,9 +267,10 @@ def _count(db: sqlite3.Connection, experiment_id: int, filters: Filters) -> int:
 
 
 def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
-    """Each slot and sampled setting of the experiment with the values it took:
-    ``[{"name", "kind": "slot" | "setting", "values": [{"choice", "text", "count"}]}]``,
-    names in the order a sample's trace lists them, values by choice index."""
+    """Each traced variable of the experiment with the values it took:
+    ``[{"name", "kind", "values": [{"choice", "text", "count"}]}]``, names in template
+    order (else the order a sample's trace lists them), values by choice index, and last
+    the absence (choice -1, ``"absent": true``) of a variable some samples lack."""
     counts = db.execute(
         f"SELECT name, choice, COUNT(*) FROM choices WHERE experiment_id = ? AND {_BY_VALUE} "
         "GROUP BY name, choice",
@@ -280,7 +298,18 @@ def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
             (experiment_id, name, choice),
         ).fetchone()[0]
         groups.setdefault(name, []).append({"choice": choice, "text": text, "count": count})
-    names = sorted(groups, key=lambda n: (order.get(n, len(order)), n))
-    return [
-        {"name": n, "kind": "setting" if n in setting_names else "slot", "values": groups[n]} for n in names
-    ]
+    kinds = variable_kinds(db, experiment_id)
+    position = {name: k for k, name in enumerate(kinds)}
+    names = sorted(
+        groups, key=lambda n: (position.get(base_name(n), len(position)), order.get(n, len(order)), n)
+    )
+    done = done_count(db, experiment_id)
+    out = []
+    for n in names:
+        kind = kinds.get(base_name(n)) or ("setting" if n in setting_names else "slot")
+        values = groups[n]
+        missing = done - sum(v["count"] for v in values)
+        if missing > 0 and kind != "setting":
+            values.append({"choice": ABSENT, "text": "", "count": missing, "absent": True})
+        out.append({"name": n, "kind": kind, "values": values})
+    return out

@@ -76,9 +76,8 @@ def base_name(name: str) -> str:
 def variable_kinds(db: sqlite3.Connection, experiment_id: int) -> dict[str, str]:
     """The experiment's traced variables, name → kind, in template order (empty for an
     experiment that was never opened by a version that records them)."""
-    return {
-        name: kind
-        for name, kind in db.execute(
+    return dict(
+        db.execute(
             "SELECT name, kind FROM variables WHERE experiment_id = ? ORDER BY position", (experiment_id,)
         )
-    }
+    )

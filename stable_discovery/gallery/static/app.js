@@ -186,9 +186,10 @@
     const groups = state.facets.map((facet) => {
       const picked = facet.values.filter((v) => state.filters.values.has(`${facet.name}:${v.choice}`)).length;
       const label = facet.kind === "setting" ? "@" + facet.name : facet.name;
+      const kind = facet.kind === "slot" || facet.kind === "setting" ? "" : facet.kind + " · ";
       return h("details", { open: facet.values.length > 1 && (facet.values.length <= 12 || picked > 0), "data-name": facet.name },
         h("summary", {}, label, " ",
-          h("span", { class: "kind" }, `${facet.values.length} value${facet.values.length === 1 ? "" : "s"}`),
+          h("span", { class: "kind" }, `${kind}${facet.values.length} value${facet.values.length === 1 ? "" : "s"}`),
           picked ? h("span", { class: "count" }, ` · ${picked} picked`) : ""),
         h("ul", {}, facet.values.map((v) => {
           const key = `${facet.name}:${v.choice}`;
@@ -196,7 +197,7 @@
             h("label", { title: v.text },
               h("input", { type: "checkbox", "data-key": key, checked: state.filters.values.has(key),
                            onchange: (ev) => { toggleValue(key, ev.target.checked); ev.target.blur(); } }),
-              h("span", { class: "text" }, v.text || "(empty)"),
+              h("span", { class: "text" + (v.absent ? " absent" : "") }, v.absent ? "(absent)" : v.text || "(empty)"),
               h("span", { class: "n" }, v.count.toLocaleString())));
         })));
     });
@@ -658,7 +659,8 @@
 
   function rowLabel(v) {
     const name = v.kind === "setting" ? "@" + v.name : v.name;
-    return v.index === -1 ? `${name} (absent)` : `${name}: ${v.text}`;
+    if (v.index === -1) return `${name} (absent)`;
+    return v.kind === "item" ? name : `${name}: ${v.text}`;
   }
 
   function chart(values, base) {
@@ -687,7 +689,7 @@
       rows.map((v, k) => {
         const y = top + k * rowH + rowH / 2;
         const label = rowLabel(v);
-        return s("g", { class: "row" + (v.significant ? " sig" : ""), onclick: () => { if (v.index >= 0) filterBy(`${v.name}:${v.index}`); } },
+        return s("g", { class: "row" + (v.significant ? " sig" : ""), onclick: () => filterBy(`${v.name}:${v.index}`) },
           s("title", {}, `${label}\n${v.favourites}/${v.images} = ${pct(v.rate)} [${pct(v.low)}, ${pct(v.high)}]`),
           s("text", { class: "lbl" + (v.index === -1 ? " absent" : ""), x: left - 10, y: y + 4, "text-anchor": "end" },
             label.length > 48 ? label.slice(0, 47) + "…" : label),
@@ -706,10 +708,10 @@
     return h("table", { class: "stats-table" },
       h("thead", {}, h("tr", {}, ["", "value", "images", "winners", "rate", "95% interval", "lift", "p", "q", "significant"].map((t) => h("th", {}, t)))),
       h("tbody", {}, values.map((v) =>
-        h("tr", { class: v.significant ? "sig" : "", title: v.index >= 0 ? "Show these images" : "",
-                  onclick: () => { if (v.index >= 0) filterBy(`${v.name}:${v.index}`); } },
+        h("tr", { class: v.significant ? "sig" : "", title: "Show these images",
+                  onclick: () => filterBy(`${v.name}:${v.index}`) },
           h("td", {}, v.kind === "setting" ? "@" + v.name : v.name),
-          h("td", { class: v.index === -1 ? "absent" : "" }, v.index === -1 ? "(absent)" : v.text || "(empty)"),
+          h("td", { class: v.index === -1 ? "absent" : "" }, v.index === -1 ? "(absent)" : v.kind === "item" ? "(present)" : v.text || "(empty)"),
           h("td", {}, v.images.toLocaleString()),
           h("td", {}, v.favourites.toLocaleString()),
           h("td", {}, pct(v.rate)),
