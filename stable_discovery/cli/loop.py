@@ -149,8 +149,24 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _write_wildcards(output: Path, copies: dict[str, str], force: bool) -> None:
+    """The refined template's weighted wildcard files, in a folder beside it; existing
+    files are replaced only with --force."""
+    paths = {output.parent / rel: text for rel, text in copies.items()}
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        raise UsageError(f"{existing[0]} exists; pass --force to replace the wildcard copies")
+    for path, text in paths.items():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
-    from stable_discovery.analysis.refine import refine_result
+    from stable_discovery import plugins
+    from stable_discovery.analysis.refine import refine_result, wildcard_folder
 
     if args.output is not None and args.output.exists() and not args.force:
         raise UsageError(f"{args.output} exists; pass --force to replace it")
@@ -163,6 +179,9 @@ def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
             prior=args.prior,
             include_rejected=args.include_rejected,
             min_stars=args.min_stars,
+            wildcards_to=wildcard_folder(args.output) if args.output is not None else None,
+            wildcard_dirs=tuple(args.wildcards or ()),
+            extra_settings=plugins.setting_specs(),
         )
     learned = result.learned
     summary = (
@@ -174,16 +193,22 @@ def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
     if result.dropped:
         summary += "; dropped " + "; ".join(f"{n}: {v}" for n, v in result.dropped)
     if args.output is not None:
+        _write_wildcards(args.output, result.wildcards, args.force)
         try:
             args.output.write_text(result.text, encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         sys.stderr.write(f"wrote {args.output}: {summary}\n")
+        if result.wildcards:
+            folder = args.output.parent / wildcard_folder(args.output)
+            sys.stderr.write(f"wrote {len(result.wildcards)} weighted wildcard files in {folder}/\n")
     else:
         out.write(result.text)
         sys.stderr.write(summary + "\n")
     if result.sampler_note:
         sys.stderr.write(result.sampler_note + "\n")
+    if result.wildcard_note:
+        sys.stderr.write(result.wildcard_note + "\n")
     return 0
 
 
@@ -214,9 +239,11 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser(
         "refine",
         help="write the next template, weighted by what the favourites say",
-        description="Writes the experiment's template with every traced slot and sampled "
-        "setting re-weighted from the favourites (shrunk estimates), optionally without the "
-        "values that clearly lose, and a header comment saying where the weights came from.",
+        description="Writes the experiment's template with every traced variable re-weighted "
+        "from the favourites (shrunk estimates) where it is written: slots, sampled settings, "
+        "inline choices, optional parts, multi-select items, and wildcard lines (in weighted "
+        "copies of the wildcard files, in NEXT-wildcards/ beside NEXT.sdp); optionally without "
+        "the values that clearly lose; with a header comment saying where the weights came from.",
     )
     p.add_argument("name", help="experiment name")
     p.add_argument("-o", "--output", type=Path, metavar="NEXT.sdp", help="write here instead of stdout")
@@ -239,6 +266,13 @@ def add_commands(sub: Any) -> None:
         default=2.0,
         metavar="M",
         help="the shrinkage prior's worth in favourites (default 2; at least 10 images)",
+    )
+    p.add_argument(
+        "--wildcards",
+        metavar="DIR",
+        action="append",
+        type=Path,
+        help="the wildcard folders the experiment used (default: wildcards/ beside its template)",
     )
     _winner_args(p)
     _workspace_arg(p)

@@ -32,6 +32,7 @@ from stable_discovery.language.variables import (
     file_name,
     item_name,
     merged_choice,
+    value_text,
     wildcard_name,
 )
 from stable_discovery.language.wildcard_lines import ParsedLine, WildcardLines
@@ -180,7 +181,7 @@ class _Compiler:
                 self.used.append(name)
             traced = name not in self.untraced
             if traced:
-                texts = tuple(a.text for a in info.alternatives)
+                texts = tuple(value_text(a, info.source.text) for a in info.alternatives)
                 self.variable(Variable(name, "slot", texts, info.source, info.start), ("<", name))
             scope = Scope(name)
             node = self.pick(info.alternatives, info.source, name if traced else None, info.start, scope)
@@ -211,7 +212,8 @@ class _Compiler:
             return nodes[0]
         if sum(weights) <= 0:
             raise TemplateError(_NO_WEIGHT, src, at, hint=_NO_WEIGHT_HINT)
-        return Pick(nodes, weights, name, [a.text for a in alts], [a.text for a in alts])
+        texts = [value_text(a, src.text) for a in alts] if name is not None else None
+        return Pick(nodes, weights, name, texts, [a.text for a in alts])
 
     # parts -----------------------------------------------------------------------------
     def parts(self, parts: Sequence[SyntaxNode], src: Source, scope: Scope) -> Node:
@@ -268,9 +270,9 @@ class _Compiler:
                 # kept whole: a wildcard used again and again is one shared node,
                 # never copied into each use (__a__ = "__b__ __b__" ... would
                 # otherwise double in size at each level)
-                texts = [line.text for line in lines]
+                keys = [line.text for line in lines]
                 weights = _line_weights(lines, src, ref.start)
-                cached = Pick(nodes, weights, None, texts, texts, entries=entries)
+                cached = Pick(nodes, weights, None, None, keys, entries=entries)
             self.wild_nodes[ref.pattern] = cached
         return cached
 
@@ -279,10 +281,10 @@ class _Compiler:
     ) -> tuple[tuple[tuple[str, Chosen], ...], ...]:
         """Each line's trace entries: the line, and for a glob the file it came from."""
         name = wildcard_name(ref.pattern)
-        texts = tuple(line.text for line in lines)
+        texts = tuple(line.value for line in lines)
         var = Variable(name, "wildcard", texts, src, ref.start, ref, tuple(lines))
         self.variable(var, ("__", ref.pattern))
-        line_entries = [((name, Chosen(k, line.text)),) for k, line in enumerate(lines)]
+        line_entries = [((name, Chosen(k, line.value)),) for k, line in enumerate(lines)]
         if not any(ch in ref.pattern for ch in "*?["):
             return tuple(line_entries)
         files = list(dict.fromkeys(line.file for line in lines))
@@ -331,13 +333,15 @@ class _Compiler:
         lines: tuple[ParsedLine, ...] = ()
         if wild is not None:  # {2$$__colours__}: choose among the wildcard's lines
             lines = tuple(self.lines.get(wild, src))
-            texts = [line.text for line in lines]
+            keys = [line.text for line in lines]
+            texts = [line.value for line in lines]
             weights = [line.weight for line in lines]
         else:
-            texts = [a.text for a in alts]
+            keys = [a.text for a in alts]
+            texts = [value_text(a, src.text) for a in alts]
             weights = [a.weight for a in alts]
         if choice.select is not None:
-            items, counts = self._multi_entries(choice, texts, src, name, lines)
+            items, counts = self._multi_entries(choice, keys, texts, src, name, lines)
         elif len(texts) > 1:  # {x} alone has nothing to choose
             if sum(weights) <= 0:
                 raise TemplateError(_NO_WEIGHT, src, choice.start, hint=_NO_WEIGHT_HINT)
@@ -349,10 +353,10 @@ class _Compiler:
             scope = Scope(name)
             nodes = [self.parts(a.parts, src, scope) for a in alts]
         if choice.select is not None:
-            return _multi(nodes, weights, choice.select, texts, src, choice.start, items, counts)
+            return _multi(nodes, weights, choice.select, keys, src, choice.start, items, counts)
         if len(nodes) == 1:
             return nodes[0]
-        return Pick(nodes, weights, name, texts, texts)
+        return Pick(nodes, weights, name, texts, keys)
 
     def optional(self, choice: Choice, src: Source, name: str) -> Node:
         """``[x]`` (traced as ``name`` with the value ``x`` when present) or ``[a|b]``
@@ -361,21 +365,30 @@ class _Compiler:
         keys = [empty.text, present.text]  # as a choice {|x}: `[ ]` is one combination
         inner = merged_choice(choice)
         scope = Scope(name)
-        texts = (present.text,) if inner is None else tuple(a.text for a in inner.alternatives)
+        if inner is None:
+            texts: tuple[str, ...] = (value_text(present, src.text),)
+        else:
+            texts = tuple(value_text(a, src.text) for a in inner.alternatives)
         self.variable(Variable(name, "optional", texts, src, choice.start, choice), ("[", choice, src))
         if inner is None:
             node = self.parts(present.parts, src, scope)
-            entries = ((), ((name, Chosen(0, present.text)),))
+            entries = ((), ((name, Chosen(0, texts[0])),))
             return Pick([Lit(""), node], [empty.weight, present.weight], keys=keys, entries=entries)
         weights = [a.weight for a in inner.alternatives]
         if sum(weights) <= 0:
             raise TemplateError(_NO_WEIGHT, src, inner.start, hint=_NO_WEIGHT_HINT)
         nodes = [self.parts(a.parts, src, scope) for a in inner.alternatives]
-        node = Pick(nodes, weights, name, texts, texts)
+        node = Pick(nodes, weights, name, texts, [a.text for a in inner.alternatives])
         return Pick([Lit(""), node], [empty.weight, present.weight], keys=keys)
 
     def _multi_entries(
-        self, choice: Choice, texts: list[str], src: Source, name: str, lines: tuple[ParsedLine, ...]
+        self,
+        choice: Choice,
+        keys: list[str],
+        texts: list[str],
+        src: Source,
+        name: str,
+        lines: tuple[ParsedLine, ...],
     ) -> tuple[list[tuple[str, Chosen]], list[tuple[str, Chosen]] | None]:
         """A multi-select's trace entries: one variable per distinct item (present or
         absent), and the count when it varies."""
@@ -390,7 +403,8 @@ class _Compiler:
             if canonical == k:
                 var = Variable(item, "item", (text,), src, choice.start, choice, lines, name, k)
                 self.variable(var, ("+", choice, src, k))
-        hi = len(first) if sel.high is None else min(sel.high, len(first))
+        distinct = len(set(keys))
+        hi = distinct if sel.high is None else min(sel.high, distinct)
         if min(sel.low, hi) >= hi:
             return items, None
         cname = count_name(name)

@@ -51,6 +51,7 @@ class Program:
     wildcard_files: tuple[Path, ...] = ()  # the wildcard files the template reads
     run_settings: frozenset[str] = frozenset()  # settings that steer the run, not each image
     variables: tuple[Variable, ...] = ()  # every traced variable, in template order
+    base_dir: Path | None = None  # the template's folder (@wildcards is relative to it)
     _space: list[Node | OpenSpace] = field(default_factory=list, repr=False)
 
     def setting(self, name: str, default: Any = None) -> Any:
@@ -144,6 +145,7 @@ def _compile_source(
         wildcard_files=tuple(library.files_read()),
         run_settings=frozenset(name for name, spec in specs.items() if not spec.per_image),
         variables=space.variables,
+        base_dir=base_dir,
     )
 
 

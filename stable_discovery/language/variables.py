@@ -22,11 +22,12 @@ Names (docs/language.md, "The trace"):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from stable_discovery.errors import Source
-from stable_discovery.language.syntax import Choice
+from stable_discovery.language.syntax import Alternative, Choice
 
 __all__ = [
     "KINDS",
@@ -37,6 +38,7 @@ __all__ = [
     "file_name",
     "wildcard_name",
     "merged_choice",
+    "value_text",
 ]
 
 #: What a variable is: a slot, a sampled setting, an inline choice, an optional part, an
@@ -126,3 +128,44 @@ def merged_choice(choice: Choice) -> Choice | None:
     if inner.optional or inner.select is not None or inner.label is not None:
         return None
     return inner
+
+
+_WEIGHT_BEFORE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)[ \t]*::(?=[ \t]*\Z)")
+
+
+def value_text(alt: Alternative, text: str) -> str:
+    """An alternative's value in the trace: its text as written (``text`` is its
+    source's), without the weights of the choices inside it, and ``[{a|b}]`` written
+    ``[a|b]`` (the same thing). Weights are what ``sdp refine`` changes; a value keeps its
+    text from one round to the next."""
+    if "::" not in alt.text and "[{" not in alt.text.replace(" ", ""):
+        return alt.text
+    cuts: list[tuple[int, int]] = []
+    _cuts(alt.parts, text, cuts)
+    if not cuts:
+        return alt.text
+    out, pos = [], alt.start
+    for a, b in sorted(cuts):
+        out.append(text[pos:a])
+        pos = max(pos, b)
+    out.append(text[pos : alt.start + len(alt.text)])
+    return "".join(out)
+
+
+def _cuts(parts: Any, text: str, cuts: list[tuple[int, int]]) -> None:
+    """The spans of ``text`` that :func:`value_text` leaves out, in ``parts``."""
+    for node in parts:
+        if not isinstance(node, Choice):
+            continue
+        region = node.start
+        for alt in node.alternatives:
+            m = _WEIGHT_BEFORE.search(text, region, alt.start)
+            if m is not None:
+                cuts.append((m.start(), m.end()))
+            region = alt.start + len(alt.text)
+            _cuts(alt.parts, text, cuts)
+        inner = merged_choice(node)
+        if inner is not None and inner.start != node.start:  # [{a|b}]: the braces go
+            close = text.index("}", inner.alternatives[-1].start + len(inner.alternatives[-1].text))
+            cuts.append((inner.start, inner.start + 1))
+            cuts.append((close, close + 1))

@@ -13,8 +13,9 @@ from typing import NamedTuple
 from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.fastparse import parse_bare_fast
 from stable_discovery.language.parser import parse_bare
+from stable_discovery.language.syntax import Alternative, Text, WildcardRef
 from stable_discovery.language.syntax import Node as SyntaxNode
-from stable_discovery.language.syntax import Text, WildcardRef
+from stable_discovery.language.variables import value_text
 from stable_discovery.language.wildcards import WildcardLibrary
 
 __all__ = ["ParsedLine", "WildcardLines", "parse_line"]
@@ -22,13 +23,15 @@ __all__ = ["ParsedLine", "WildcardLines", "parse_line"]
 
 class ParsedLine(NamedTuple):
     """A wildcard line, parsed: its parts, where it is, its text after the weight, its
-    weight, and the wildcard name of the file it comes from (for globs)."""
+    weight, the wildcard name of the file it comes from (for globs), and its value in the
+    trace (:func:`~stable_discovery.language.variables.value_text`)."""
 
     parts: tuple[SyntaxNode, ...]
     source: Source
     text: str
     weight: float
     file: str
+    value: str
 
 
 _SIMPLE_LINE = re.compile(r"[{}\[\]<\\#_]").search
@@ -71,7 +74,11 @@ class WildcardLines:
                     continue
                 seen.add(line.text)
                 parts = parse_line(line.prepared, line.source)
-                lines.append(ParsedLine(parts, line.source, line.text, line.weight, name))
+                value = line.text
+                if "::" in value or "[" in value:
+                    whole = Alternative(parts, 1.0, line.text, len(line.source.text) - len(line.text))
+                    value = value_text(whole, line.source.text)
+                lines.append(ParsedLine(parts, line.source, line.text, line.weight, name, value))
         if not lines:
             raise TemplateError(
                 f"wildcard __{ref.pattern}__ has no lines",
