@@ -12,8 +12,9 @@ variable of the program (:attr:`~stable_discovery.language.program.Program.varia
   ``[p::{wa::a|wb::b}]``, which means the same with weights (and is traced the same);
 * a multi-select: each item's weight, from the images with and without it;
 * a wildcard (and a choice or multi-select among a wildcard's lines): the lines of its
-  files get weights ``N::`` in a copy of each file; choices inside lines are weighted in
-  the copy too.
+  files get weights ``N::`` in a copy of each file — the line's weight times its factor
+  (times the factors of every variable that picks among the same lines), not normalised;
+  choices inside lines are weighted in the copy too.
 
 Every wildcard file the template reads is returned (weighted or not), so that a refined
 template can be given a folder of its own copies.
@@ -173,7 +174,7 @@ class _Rewriter:
         choice: Choice = var.node
         if var.lines:  # {2$$__colours__}: among a wildcard's lines
             if any(self.known(item_name(group, line.value)) for line in var.lines):
-                self.lines(var, lambda text: self.learned.presence(item_name(group, text)), False)
+                self.lines(var, lambda text: self.learned.presence(item_name(group, text)), False, group)
             return
         values = [value_text(a, var.source.text) for a in choice.alternatives]
         if not any(self.known(item_name(group, v)) for v in values):
@@ -185,19 +186,22 @@ class _Rewriter:
         self.add(self.where(var), choice_edits(var.source.text, choice, _percent(raw)))
         self.rewritten.append(group)
 
-    def lines(self, var: Variable, factor: Any, drop: bool) -> None:
-        """Weights for the lines a variable picks among, in the copies of their files; the
-        first variable to weigh a line wins (a file used under two patterns)."""
-        alts = [(line.value, line.weight) for line in var.lines]
+    def lines(self, var: Variable, factor: Any, drop: bool, label: str | None = None) -> None:
+        """Factors for the lines a variable picks among, for the copies of their files. A
+        line several variables pick from (a file under two patterns, a wildcard also
+        multi-selected) gets the product of their factors: each variable's lines keep
+        the ratios it learned."""
+        lost: set[str] = set()
         if drop:
-            weights, lost = new_weights(alts, self.learned, True, var.name)
-            self.dropped.extend((var.name, v) for v in lost)
-        else:
-            weights = list(_percent([w * factor(t) for t, w in alts]))
-        for line, w in zip(var.lines, weights, strict=True):
+            alts = [(line.value, line.weight) for line in var.lines]
+            dropped = new_weights(alts, self.learned, True, var.name)[1]
+            self.dropped.extend((var.name, v) for v in dropped)
+            lost = set(dropped)
+        for line in var.lines:
             key = (line.source.name, line.source.first_line)
-            self.line_weights.setdefault(key, w or 0.0)
-        self.rewritten.append(var.name)
+            base = self.line_weights.get(key, line.weight)
+            self.line_weights[key] = 0.0 if line.value in lost else base * factor(line.value)
+        self.rewritten.append(label or var.name)
 
     # definitions -------------------------------------------------------------------------
     def definition_weights(self) -> list[tuple[Definition, list[float | None]]]:

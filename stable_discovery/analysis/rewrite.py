@@ -86,7 +86,8 @@ def opener_end(choice: Choice) -> int:
 
 def weight_edit(text: str, region_start: int, alt: Alternative, weight: float, order: int = 0) -> Edit:
     """Write ``weight`` before ``alt``: replace its ``N::`` (keeping the spaces after it),
-    or insert one right after the separator before it (``{ a`` → ``{2:: a``)."""
+    or insert one right after the separator before it (``{ a`` → ``{2:: a``; after a
+    name, ``{#c: a`` → ``{#c: 2::a``)."""
     m = _WEIGHT_BEFORE.search(text, region_start, alt.start)
     new = format_weight(weight) + "::"
     if m is not None:
@@ -94,6 +95,8 @@ def weight_edit(text: str, region_start: int, alt: Alternative, weight: float, o
     at = alt.start
     while at > region_start and text[at - 1] in " \t":
         at -= 1
+    if at > 0 and text[at - 1] not in "{[|":
+        at = alt.start  # after {#name: or a multi-select's $$: the weight goes by the text
     return Edit(at, at, new, order)
 
 
