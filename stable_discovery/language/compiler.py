@@ -362,7 +362,9 @@ class _Compiler:
         """``[x]`` (traced as ``name`` with the value ``x`` when present) or ``[a|b]``
         (the value ``a`` or ``b`` when present)."""
         empty, present = choice.alternatives
-        keys = [empty.text, present.text]  # as a choice {|x}: `[ ]` is one combination
+        if not present.text:
+            return Lit("")  # `[ ]`: nothing to choose
+        keys = [empty.text, present.text]
         inner = merged_choice(choice)
         scope = Scope(name)
         if inner is None:
