@@ -387,7 +387,9 @@ def experiment_stats(
     """
     if min_stars is not None and not 1 <= min_stars <= 5:
         raise UsageError(f"--min-stars goes from 1 to 5, not {min_stars}")
-    many = experiment if isinstance(experiment, (list, tuple)) else [experiment]
+    many: Sequence[str | Experiment] = (
+        [experiment] if isinstance(experiment, (str, Experiment)) else list(experiment)
+    )
     exps = list({e.name: e for e in (_resolve(store, e) for e in many)}.values())
     counted = [_count(store, exp, min_stars) for exp in exps]
     _check_pooled(counted)

@@ -64,10 +64,10 @@ def _cut(text: str, width: int) -> str:
 def _value_text(v: Any) -> str:
     """A row's value as the table shows it: an item is present or absent."""
     if v.absent:
-        return v.text
+        return str(v.text)
     if v.kind == "item":
         return "(present)"
-    return v.text if v.text else '""'
+    return str(v.text) if v.text else '""'
 
 
 def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
@@ -213,10 +213,15 @@ def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    """Add ``stats`` and ``refine`` to the ``sdp`` subcommands."""
+    _add_stats(sub)
+    _add_refine(sub)
+
+
+def _add_stats(sub: Any) -> None:
     from stable_discovery.cli.args import add_workspace_arg as _workspace_arg
     from stable_discovery.cli.args import nonneg as _nonneg_int
 
-    """Add ``stats`` and ``refine`` to the ``sdp`` subcommands."""
     p = sub.add_parser(
         "stats",
         help="which values of the template produce favourites: rates, intervals, significance",
@@ -235,6 +240,10 @@ def add_commands(sub: Any) -> None:
     _winner_args(p)
     _workspace_arg(p)
     p.set_defaults(func=cmd_stats)
+
+
+def _add_refine(sub: Any) -> None:
+    from stable_discovery.cli.args import add_workspace_arg as _workspace_arg
 
     p = sub.add_parser(
         "refine",

@@ -143,7 +143,7 @@ def _check_brackets(source: Source, text: str, newline_closes: bool) -> None:
     pairs = {"}": "{", "]": "["}
     for m in _BRACKET_EVENTS.finditer(text):
         ch = m.group()
-        if len(ch) > 2 and ch[1] == "#":
+        if len(ch) > 2 and ch[0] in "{[":
             ch = ch[0]  # {#name: or [#name: opens like { or [
         elif len(ch) != 1 or ch == "\\" or ch == "#":
             continue  # an escape, a lone backslash or a comment

@@ -532,9 +532,9 @@ _MULTI_WORK_LIMIT = 20_000_000
 class Multi(Node):
     """``{lo-hi$$joiner$$…}``: an ordered selection of distinct alternatives.
 
-    When traced, ``items[k]`` is the entry alternative ``k`` adds when it is picked (each
-    item is a variable of its own, present or absent) and ``counts[j]`` the entry of a
-    selection of ``j`` items (for a range of counts); the trace lists the count, then the
+    When traced, ``item_trace[k]`` is the entry alternative ``k`` adds when it is picked
+    (each item is a variable of its own, present or absent) and ``count_trace[j]`` the
+    entry of a selection of ``j`` items (for a range of counts); the trace lists the count, then the
     items in the order they appear in the text, each followed by its own choices.
     """
 
@@ -562,11 +562,11 @@ class Multi(Node):
         hi: int | None,
         joiner: str,
         keys: Sequence[str | None],
-        items: Sequence[tuple] | None = None,
-        counts: Sequence[tuple] | None = None,
+        item_trace: Sequence[tuple] | None = None,
+        count_trace: Sequence[tuple] | None = None,
     ) -> None:
-        self.items_trace = tuple(items) if items is not None else None
-        self.counts_trace = tuple(counts) if counts is not None else None
+        self.items_trace = tuple(item_trace) if item_trace is not None else None
+        self.counts_trace = tuple(count_trace) if count_trace is not None else None
         self.alts = tuple(alts)
         self.weights = tuple(weights)
         n = len(self.alts)
