@@ -161,7 +161,17 @@ def test_keyset_paging_covers_everything_once(server: GalleryServer) -> None:
     first = get_json(server, "/api/samples?experiment=pets&limit=7")
     assert first["total"] == 30 and len(first["items"]) == 7 and first["next"] == 6
     item = first["items"][0]
-    assert set(item) == {"index", "file", "prompt", "width", "height", "trace", "favourite", "stars", "rejected"}
+    assert set(item) == {
+        "index",
+        "file",
+        "prompt",
+        "width",
+        "height",
+        "trace",
+        "favourite",
+        "stars",
+        "rejected",
+    }
     assert (item["width"], item["height"]) == (64, 64) and set(item["trace"]) == {"animal", "style", "steps"}
     assert item["file"] == "00000.png" and item["favourite"] is False and item["stars"] is None
     second = get_json(server, "/api/samples?experiment=pets&limit=7&after=6")

@@ -228,14 +228,14 @@ def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tm
         record6 = store.record(store.require("pets"), 6)
         record8 = store.record(store.require("pets"), 8)
     assert record6 is not None and record8 is not None
-    assert page.locator("#v-title").inner_text() == "#6"
+    assert page.locator("#v-title").inner_text() == "#6 · 64×64"  # the index and the image size
     assert record6["prompt"] in page.locator("#v-record").inner_text()
     assert str(record6["seed"]) in page.locator("#v-record").inner_text()
     assert page.locator("#v-img").get_attribute("src").startswith("/img/pets/00006.png")
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
     settle(page)
-    assert page.locator("#v-title").inner_text() == "#8"
+    assert page.locator("#v-title").inner_text().startswith("#8 ")
     assert record8["prompt"] in page.locator("#v-record").inner_text()
     page.keyboard.press("f")
     mark(8, fav=True)
@@ -249,7 +249,7 @@ def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tm
     assert not viewer.is_visible()
     assert selected(page) == 8
     card(page, 9).locator("img").click()  # a click on an image opens it too
-    assert viewer.is_visible() and page.locator("#v-title").inner_text() == "#9"
+    assert viewer.is_visible() and page.locator("#v-title").inner_text().startswith("#9 ")
     page.locator("#v-close").click()
     assert not viewer.is_visible()
     settle(page)

@@ -61,7 +61,7 @@ def _choice_of(facet: dict[str, Any], value: str) -> list[int]:
 
 
 def _label(facet: dict[str, Any]) -> str:
-    return ("@" if facet["kind"] == "setting" else "") + facet["name"]
+    return ("@" if facet["kind"] == "setting" else "") + str(facet["name"])
 
 
 def resolve_filters(

@@ -8,6 +8,7 @@ import sys
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import (
+    SAMPLER_HELP,
     add_template_args,
     add_workspace_arg,
     backend_factory,
@@ -143,7 +144,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
     p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
     p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")
-    p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
+    p.add_argument("--sampler", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument(
         "--set",
         action="append",

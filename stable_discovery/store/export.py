@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from stable_discovery.store.filters import Filters
 from stable_discovery.store.gallery_queries import matching_indices
@@ -38,6 +38,16 @@ __all__ = [
 
 METADATA_FILE = "metadata.jsonl"
 _CHUNK = 500
+
+
+class Writable(Protocol):
+    """Where a zip can be written: a file, or an HTTP response (not seekable)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -231,7 +241,7 @@ def write_folder(records: Iterable[dict[str, Any]], folder: Path, *, overwrite: 
     return result
 
 
-def write_zip(records: Iterable[dict[str, Any]], out: IO[bytes]) -> ExportResult:
+def write_zip(records: Iterable[dict[str, Any]], out: Writable) -> ExportResult:
     """Write a zip of each record's image (stored as it is: PNGs are compressed already)
     and ``metadata.jsonl`` into ``out``, which need not be seekable (an HTTP response)."""
     result = ExportResult()

@@ -86,7 +86,9 @@ def live_stamp(db: sqlite3.Connection) -> str:
     digest = hashlib.blake2b(digest_size=12)
     for row in db.execute("SELECT id, name, updated_at, archived FROM experiments ORDER BY id"):
         digest.update(repr(tuple(row)).encode())
-    digest.update(repr(db.execute("SELECT COUNT(*), MAX(updated_at) FROM ratings").fetchone()).encode())
+    digest.update(
+        repr(tuple(db.execute("SELECT COUNT(*), MAX(updated_at) FROM ratings").fetchone())).encode()
+    )
     return digest.hexdigest()
 
 
