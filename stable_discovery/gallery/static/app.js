@@ -725,6 +725,8 @@
     if (!$("compare").classList.contains("hidden")) renderCompareActions();
   }
 
+  const unconfirmed = new Map(); // index → changes sent and not yet answered
+
   function rate(index, change) {
     const copies = copiesOf(index);
     if (!copies.length) return Promise.resolve();
@@ -732,16 +734,24 @@
     repaintIndex(index);
     const body = { experiment: state.exp, index, ...change };
     const exp = state.exp;
+    const key = `${exp}\n${index}`;
+    unconfirmed.set(key, (unconfirmed.get(key) || 0) + 1);
+    const answered = () => {
+      const left = unconfirmed.get(key) - 1;
+      if (left) unconfirmed.set(key, left); else unconfirmed.delete(key);
+      return left === 0; // an answer to an older change must not undo a newer one
+    };
     state.queue = state.queue
       .then(() => api("/api/rate", { body }))
       .then((data) => {
-        if (state.exp === exp) {
+        if (answered() && state.exp === exp) {
           copiesOf(index).forEach((c) => Object.assign(c, data.rating));
           repaintIndex(index);
         }
         refreshCountsSoon();
       })
       .catch((err) => {
+        answered();
         toast(`not saved: ${err.message}`);
         if (state.exp === exp) refreshMarks(index);
       });
