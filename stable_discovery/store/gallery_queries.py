@@ -433,12 +433,15 @@ def follow_filters(
     own = {name for name, _ in filters.values}
     shared = [f["name"] for f in base if f["name"] not in own]
     counts: dict[str, dict[int, int]] = {}
+    unfiltered = {
+        (f["name"], v["choice"]): v["count"] for f in base for v in f["values"] if v["choice"] != ABSENT
+    }
     if shared:
-        counts.update(_counts_under(db, experiment_id, filters, shared))
+        counts.update(_counts_under(db, experiment_id, filters, shared, unfiltered))
     for name in own & {f["name"] for f in base}:
         rest = filters.without(name)
         if not rest.empty:
-            counts.update(_counts_under(db, experiment_id, rest, [name]))
+            counts.update(_counts_under(db, experiment_id, rest, [name], unfiltered))
     out = []
     for facet in base:
         mine = counts.get(facet["name"])
@@ -450,21 +453,57 @@ def follow_filters(
 
 
 def _counts_under(
-    db: sqlite3.Connection, experiment_id: int, filters: Filters, names: list[str]
+    db: sqlite3.Connection,
+    experiment_id: int,
+    filters: Filters,
+    names: list[str],
+    unfiltered: dict[tuple[str, int], int],
 ) -> dict[str, dict[int, int]]:
     """Per name of ``names``: samples matching ``filters`` per choice, and without the
-    name (under :data:`ABSENT`)."""
-    where, params, _ = _where(db, experiment_id, filters, counting=True)
+    name (under :data:`ABSENT`).
+
+    The matching samples drive the count (each looks its choices up by primary key),
+    except under filters that only hide marked images (not favourites, not rejected,
+    unrated): those take the few marked images away from the ``unfiltered`` counts.
+    """
     marks = ", ".join("?" * len(names))
+    hidden = _hidden_marks(filters)
+    if hidden is not None:
+        taken = db.execute(
+            "SELECT c.name, c.choice, COUNT(*) FROM ratings r CROSS JOIN choices c "
+            "ON c.experiment_id = r.experiment_id AND c.idx = r.idx "
+            f"WHERE r.experiment_id = ? AND ({hidden}) AND c.name IN ({marks}) GROUP BY c.name, c.choice",
+            (experiment_id, *names),
+        ).fetchall()
+        minus = {(n, c): k for n, c, k in taken}
+        rows = [(n, c, k - minus.get((n, c), 0)) for (n, c), k in unfiltered.items() if n in names]
+    else:
+        where, params, _ = _where(db, experiment_id, filters, counting=True)
+        rows = db.execute(
+            "SELECT c.name, c.choice, COUNT(*) FROM samples s CROSS JOIN choices c "
+            "ON c.experiment_id = s.experiment_id AND c.idx = s.idx "
+            f"WHERE {where} AND c.name IN ({marks}) GROUP BY c.name, c.choice",
+            (*params, *names),
+        ).fetchall()
     counts: dict[str, dict[int, int]] = {name: {} for name in names}
-    for name, choice, n in db.execute(
-        "SELECT c.name, c.choice, COUNT(*) FROM samples s JOIN choices c "
-        "ON c.experiment_id = s.experiment_id AND c.idx = s.idx "
-        f"WHERE {where} AND c.name IN ({marks}) GROUP BY c.name, c.choice",
-        (*params, *names),
-    ):
+    for name, choice, n in rows:
         counts[name][choice] = n
     total = _count(db, experiment_id, filters)
     for name in names:
         counts[name][ABSENT] = total - sum(counts[name].values())
     return counts
+
+
+def _hidden_marks(f: Filters) -> str | None:
+    """When ``f`` only hides marked images (favourites, rejected ones, rated ones), the
+    condition on ``ratings r`` of the images it hides; otherwise None."""
+    if f.values or f.words or f.favourite or f.rejected or f.stars not in (None, "none"):
+        return None
+    hidden = []
+    if f.favourite is False:
+        hidden.append("r.favourite = 1")
+    if f.rejected is False:
+        hidden.append("r.rejected = 1")
+    if f.stars == "none":
+        hidden.append("r.stars IS NOT NULL")
+    return " OR ".join(hidden) or None
