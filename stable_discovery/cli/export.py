@@ -54,7 +54,8 @@ def _choice_of(facet: dict[str, Any], value: str) -> list[int]:
         if found:
             return found
     texts = [v["text"] for v in values if not v.get("absent")]
-    close = difflib.get_close_matches(value, texts, n=1)
+    inside = [t for t in texts if value.lower() in t.lower()]
+    close = inside if len(inside) == 1 else difflib.get_close_matches(value, texts, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     shown = ", ".join(repr(t) for t in texts[:20]) + (", …" if len(texts) > 20 else "")
     raise UsageError(f"{_label(facet)} has no value {value!r}.{hint} Its values: {shown}")
@@ -162,13 +163,13 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery.store.gallery_queries import matching_indices
 
     kind = output_kind(args.output)
-    _check_output(args.output, kind, args.force)
     workspace = workspace_path(args.workspace)
     if not (workspace / "discovery.db").is_file():
         raise UsageError(f"no run store in {workspace} (give --workspace DIR or set $SDP_WORKSPACE)")
     with Store(workspace) as store:
         exp = store.require(args.name)
         filters = _filters(store, exp, args)
+        _check_output(args.output, kind, args.force)
         folder = store.experiment_dir(exp.name).resolve()
         records = export.export_records(store.db, exp.id, exp.name, folder, filters)
         try:

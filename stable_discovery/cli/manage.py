@@ -49,7 +49,7 @@ def _confirm(question: str, args: argparse.Namespace, out: TextIO) -> bool:
     if args.yes:
         return True
     if not sys.stdin.isatty():
-        raise UsageError(f"{question} — not asked without a terminal: pass --yes to confirm")
+        raise UsageError(f"{question.rstrip('?')}: pass --yes to confirm (there is no terminal to ask)")
     out.write(f"{question} [y/N] ")
     out.flush()
     answer = sys.stdin.readline().strip().lower()
