@@ -206,6 +206,7 @@
     const e = currentExperiment();
     const el = $("summary");
     renderProgress(e);
+    renderDownload();
     if (!e) { el.textContent = ""; return; }
     const filtered = state.total !== null && filtering();
     el.replaceChildren(
@@ -215,7 +216,6 @@
       e.rejected ? ` · ✕ ${e.rejected.toLocaleString()}` : "",
       h("span", { class: "extra" }, ` · ${e.backend}, ${e.sampler} sampler, seed ${e.seed}`)
     );
-    renderDownload();
   }
 
   let rate0 = null; // (time, done) when the current run was first seen: images per second
@@ -696,7 +696,7 @@
   let facetsAt = 0;
   function facetsSoon() {
     if (facetsTimer) return;
-    const wait = Math.max(0, facetsAt + 8000 - Date.now());
+    const wait = Math.max(0, facetsAt + 4000 - Date.now());
     facetsTimer = setTimeout(() => {
       facetsTimer = null;
       facetsAt = Date.now();
