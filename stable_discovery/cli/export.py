@@ -117,13 +117,15 @@ def _check_output(output: str, kind: str, force: bool) -> None:
         raise UsageError(f"{path} exists; pass --force to replace it")
 
 
-def _write(records: Any, output: str, kind: str, force: bool, columns: tuple[list[str], list[str]]) -> Any:
+def _write(
+    records: Any, output: str, kind: str, force: bool, columns: tuple[list[str], list[str]], out: TextIO
+) -> Any:
     from stable_discovery.store import export
 
     if kind == "folder":
         return export.write_folder(records, Path(output), overwrite=force)
     if output == "-":
-        return export.ExportResult(records=export.write_jsonl(records, sys.stdout))
+        return export.ExportResult(records=export.write_jsonl(records, out))
     path = Path(output)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -173,7 +175,8 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         folder = store.experiment_dir(exp.name).resolve()
         records = export.export_records(store.db, exp.id, exp.name, folder, filters)
         try:
-            result = _write(records, args.output, kind, args.force, export.record_columns(store.db, exp.id))
+            columns = export.record_columns(store.db, exp.id)
+            result = _write(records, args.output, kind, args.force, columns, out)
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         left_out = 0

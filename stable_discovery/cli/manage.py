@@ -194,7 +194,8 @@ def add_commands(sub: Any) -> None:
         help="move experiments to the workspace's trash (--purge empties it, --restore brings one back)",
         description="Move experiments (their images, records and marks) to the trash inside the "
         "workspace, <workspace>/.trash/. Asks first; --yes for scripts. --list shows the trash, "
-        "--restore NAME brings an experiment back, --purge deletes the trash for good.",
+        "--restore NAME brings an experiment back, --purge deletes the trash for good. An "
+        "experiment a run is writing to is refused; nothing outside the workspace is touched.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="experiments to remove")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
