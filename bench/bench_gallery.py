@@ -185,12 +185,13 @@ class Writer(threading.Thread):
         self.stop = threading.Event()
         self.commits: list[float] = []
         self.written = 0
+        self.started = self.seconds = 0.0
 
     def run(self) -> None:
         store = Store(self.ws)
         exp = store.require(NAME)
         with ExperimentLock(self.ws / NAME, NAME):
-            due = time.perf_counter()
+            self.started = due = time.perf_counter()
             while not self.stop.is_set():
                 items = [
                     (_sample(self.index + k), f"{(self.index + k) % FILES:05d}.png", 0.05, self.batch)
@@ -203,6 +204,7 @@ class Writer(threading.Thread):
                 self.written += self.batch
                 due += self.period
                 time.sleep(max(0.0, due - time.perf_counter()))
+            self.seconds = time.perf_counter() - self.started
         store.close()
 
 
@@ -264,8 +266,8 @@ def live_costs(ws: Path, client: Client, samples: int) -> dict[str, float]:
         "added": statistics.median(added),
         "commit_alone": statistics.median(alone.commits),
         "commit_watched": statistics.median(watched.commits),
-        "rate_alone": alone.written / 6,
-        "rate_watched": watched.written / 12,
+        "rate_alone": alone.written / alone.seconds,
+        "rate_watched": watched.written / watched.seconds,
     }
 
 

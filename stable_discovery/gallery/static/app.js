@@ -177,7 +177,7 @@
         h("li", { class: (e.name === state.exp ? "active" : "") + (e.archived ? " archived" : ""), "data-name": e.name,
                   title: e.template_path || "", tabindex: 0, role: "button",
                   onclick: () => selectExperiment(e.name, false),
-                  onkeydown: (ev) => { if (ev.key === "Enter") selectExperiment(e.name, false); } },
+                  onkeydown: (ev) => { if (ev.key === "Enter") { ev.preventDefault(); ev.stopPropagation(); selectExperiment(e.name, false); } } },
           h("div", { class: "name" }, e.name, e.archived ? h("span", { class: "tag" }, "archived") : "",
             e.running ? h("span", { class: "tag live" }, "running") : ""),
           h("div", { class: "meta" },
@@ -1193,6 +1193,9 @@
     if (ev.key === "Escape") { onEscape(typing, target); ev.preventDefault(); return; }
     if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const key = ev.key;
+    const pressable = target && target.closest && !target.closest(".card") &&
+      target.closest("button, a, summary, [role=button]");
+    if (pressable && (key === "Enter" || key === " ")) return; // the focused control's own key
     if (!$("help").classList.contains("hidden")) {
       if (key === "?") $("help").classList.add("hidden");
       return;
@@ -1224,6 +1227,7 @@
     const button = ev.target.closest("button[data-act]");
     select(i, false);
     if (!button) { openViewer(); return; }
+    button.blur(); // the keys stay with the grid
     const act = button.dataset.act;
     if (act === "fav") toggleFavourite(index);
     else if (act === "reject") toggleReject(index);
