@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,8 @@ __all__ = [
     "detect_single_file",
     "is_tiny_name",
     "own_lora_dir",
+    "own_lora_names",
+    "lora_dirs_for",
 ]
 
 #: File suffixes of single-file checkpoints.
@@ -316,8 +318,31 @@ def detect_model(model: str, tiny_folder: Path | None = None) -> ModelInfo:
 
 
 def own_lora_dir(model: str) -> Path | None:
-    """A local model folder's own LoRA adapters: its ``loras/`` subfolder, if any."""
-    path = Path(model.strip()).expanduser()
+    """A model's own LoRA adapters: a local model folder's ``loras/`` subfolder, or
+    where a tiny model's are built (see :func:`own_lora_names`)."""
+    from stable_discovery.backends.tiny import tiny_loras_path
+
+    name = model.strip()
+    if is_tiny_name(name):
+        return tiny_loras_path(name, build=False)
+    path = Path(name).expanduser()
     if path.is_dir() and (path / "loras").is_dir():
         return path / "loras"
     return None
+
+
+def own_lora_names(model: str) -> tuple[str, ...]:
+    """The names of a tiny model's own LoRAs, known before they are built."""
+    from stable_discovery.backends.tiny import TINY_LORAS
+
+    return TINY_LORAS.get(model.strip().lower(), ())
+
+
+def lora_dirs_for(model: str, dirs: Sequence[Path | str]) -> list[Path]:
+    """Where the LoRAs of a run on ``model`` come from: the run's folders, then the
+    model's own."""
+    found = [Path(d) for d in dirs]
+    own = own_lora_dir(model)
+    if own is not None:
+        found.append(own)
+    return found

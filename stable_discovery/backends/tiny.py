@@ -31,10 +31,15 @@ from typing import Any
 
 __all__ = [
     "TINY_MODEL",
+    "TINY_MODELS",
     "TINY_VERSION",
+    "TINY_LORAS",
     "cache_root",
     "tiny_model_path",
+    "tiny_loras_path",
+    "tiny_folder_name",
     "build_tiny_model",
+    "build_tiny_loras",
     "is_tiny",
     "write_tokenizer_files",
 ]
@@ -42,8 +47,18 @@ __all__ = [
 #: The model name users give (``--model tiny``, ``@model = tiny``).
 TINY_MODEL = "tiny"
 
+#: Every tiny model: ``tiny`` (SD-2-shaped) and one per other family
+#: (:mod:`.tiny_families`).
+TINY_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-pixart")
+
 #: Bumped whenever the architecture or the build changes, so stale caches are not reused.
 TINY_VERSION = "v1"
+
+#: The LoRA adapters each tiny model comes with (its own adapters: ``<lora:tiny-detail:0.8>``
+#: works without ``--loras``). PixArt pipelines take no LoRA.
+TINY_LORAS: dict[str, tuple[str, ...]] = {
+    name: () if name == "tiny-pixart" else ("tiny-detail", "tiny-style") for name in TINY_MODELS
+}
 
 #: The torch seed the random weights are drawn with (each component reseeds, so the
 #: weights of one do not depend on the order the others are built in).
@@ -68,8 +83,15 @@ _MERGES = ("t h", "i n", "a n", "e r", "o n", "th e</w>", "o r", "e n", "a t", "
 
 
 def is_tiny(model: str) -> bool:
-    """Whether a model name means the tiny model."""
-    return model.strip().lower() == TINY_MODEL
+    """Whether a model name means one of the tiny models."""
+    return model.strip().lower() in TINY_MODELS
+
+
+def tiny_folder_name(model: str = TINY_MODEL) -> str:
+    """The cache folder (and ``Model:`` name) of a tiny model: ``tiny-sd2-v1``,
+    ``tiny-sdxl-v1``, …"""
+    name = model.strip().lower()
+    return f"tiny-sd2-{TINY_VERSION}" if name == TINY_MODEL else f"{name}-{TINY_VERSION}"
 
 
 def cache_root() -> Path:
@@ -83,10 +105,27 @@ def cache_root() -> Path:
     return base / "stable-discovery"
 
 
-def tiny_model_path() -> Path:
-    """The folder of the tiny model, built first if it is not in the cache yet."""
-    final = cache_root() / f"tiny-sd2-{TINY_VERSION}"
-    if (final / "model_index.json").is_file():
+def tiny_model_path(model: str = TINY_MODEL) -> Path:
+    """The folder of a tiny model, built first if it is not in the cache yet."""
+    name = model.strip().lower()
+    return _cached(cache_root() / tiny_folder_name(name), "model_index.json", lambda d: build_tiny_model(d, name))
+
+
+def tiny_loras_path(model: str = TINY_MODEL, build: bool = True) -> Path:
+    """The folder of a tiny model's own LoRA files (built first unless ``build`` is
+    false: then only where it is)."""
+    name = model.strip().lower()
+    final = cache_root() / f"{tiny_folder_name(name)}-loras"
+    if not build or not TINY_LORAS.get(name):
+        return final
+    last = f"{TINY_LORAS[name][-1]}.safetensors"
+    return _cached(final, last, lambda d: build_tiny_loras(tiny_model_path(name), d))
+
+
+def _cached(final: Path, marker: str, build: Any) -> Path:
+    """``final``, built by ``build(folder)`` into a temporary folder renamed into place
+    unless ``final/marker`` exists already."""
+    if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -94,13 +133,13 @@ def tiny_model_path() -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the cache is an ordinary folder
     try:
-        build_tiny_model(tmp)
+        build(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
             # another process got there first (the folder exists and is not empty), or a
-            # leftover without model_index.json is in the way: keep a complete one
-            if not (final / "model_index.json").is_file():
+            # leftover without the marker file is in the way: keep a complete one
+            if not (final / marker).is_file():
                 shutil.rmtree(final, ignore_errors=True)
                 os.rename(tmp, final)
     finally:
@@ -154,17 +193,27 @@ def write_tokenizer_files(folder: Path) -> int:
     return len(vocab)
 
 
-def build_tiny_model(folder: Path | str) -> Path:
-    """Build the tiny pipeline and ``save_pretrained`` it into ``folder`` (which may
+def build_tiny_model(folder: Path | str, model: str = TINY_MODEL) -> Path:
+    """Build a tiny pipeline and ``save_pretrained`` it into ``folder`` (which may
     exist, empty). Deterministic: the same library versions give the same bytes."""
     from stable_discovery.backends.quiet import quiet_libraries
 
     quiet_libraries()  # before the imports below: no import warnings, no "Writing model shards" bars
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     folder = Path(folder)
     tokenizer = _tokenizer()
+    if model != TINY_MODEL:
+        from stable_discovery.backends.tiny_families import FAMILY_BUILDERS
+
+        with torch.random.fork_rng(devices=[]):
+            other: Any = FAMILY_BUILDERS[model](_INIT_SEED, tokenizer)
+        folder.mkdir(parents=True, exist_ok=True)
+        other.save_pretrained(folder, safe_serialization=True)
+        _readme(folder, model)
+        return folder
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
     with torch.random.fork_rng(devices=[]):
         # each component reseeds: its weights do not depend on the others
         torch.manual_seed(_INIT_SEED)
@@ -187,14 +236,73 @@ def build_tiny_model(folder: Path | str) -> Path:
     )
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(folder, safe_serialization=True)
+    _readme(folder, model)
+    return folder
+
+
+def _readme(folder: Path, model: str) -> None:
     (folder / "README.md").write_text(
-        "# tiny-sd2 (stable-discovery)\n\n"
-        f"Version {TINY_VERSION}. A tiny Stable-Diffusion-2-shaped pipeline with random\n"
-        "weights, built locally by stable_discovery.backends.tiny for tests and offline\n"
-        "runs. Its images are noise, deterministic per prompt and seed.\n",
+        f"# {tiny_folder_name(model)} (stable-discovery)\n\n"
+        f"A tiny {type_of(model)} pipeline with random weights, built locally by\n"
+        "stable_discovery.backends.tiny for tests and offline runs. Its images are noise,\n"
+        "deterministic per prompt and seed.\n",
         encoding="utf-8",
     )
+
+
+def type_of(model: str) -> str:
+    """What a tiny model is shaped like, in words."""
+    return {
+        "tiny": "Stable-Diffusion-2-shaped",
+        "tiny-sdxl": "SDXL-shaped",
+        "tiny-sd3": "SD-3-shaped",
+        "tiny-flux": "Flux-shaped",
+        "tiny-pixart": "PixArt-Sigma-shaped",
+    }.get(model, model)
+
+
+def build_tiny_loras(model_folder: Path, folder: Path | str) -> Path:
+    """Random LoRA adapters (rank 4 and 8, on the attention projections of the UNet or
+    the transformer) for the tiny model
+    in ``model_folder``, saved with the pipeline's ``save_lora_weights`` as
+    ``tiny-detail.safetensors`` and ``tiny-style.safetensors``. Deterministic."""
+    from stable_discovery.backends.quiet import quiet_libraries
+
+    quiet_libraries()
+    import torch
+    from diffusers import DiffusionPipeline
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(("tiny-detail", "tiny-style")):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_INIT_SEED + 100 + i)
+            pipe: Any = DiffusionPipeline.from_pretrained(model_folder)
+            save_random_lora(pipe, folder, name, rank=4 + 4 * i)
     return folder
+
+
+def save_random_lora(pipe: Any, folder: Path, name: str, rank: int = 4, scale: float = 1.0) -> Path:
+    """Add a random LoRA adapter (peft) to ``pipe``'s denoiser (UNet or transformer) and
+    save it as ``folder/NAME.safetensors`` in diffusers' LoRA format.
+
+    Text-encoder adapters are left out: with transformers 5 they need a peft newer than
+    the one on PyPI today (see docs/models.md)."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False)
+    denoiser_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    denoiser = getattr(pipe, denoiser_name)
+    denoiser.add_adapter(config)
+    layers: dict[str, Any] = {f"{denoiser_name}_lora_layers": _scaled(get_peft_model_state_dict(denoiser), scale)}
+    type(pipe).save_lora_weights(folder, weight_name=f"{name}.safetensors", safe_serialization=True, **layers)
+    return folder / f"{name}.safetensors"
+
+
+def _scaled(state: dict[str, Any], scale: float) -> dict[str, Any]:
+    return {k: v * scale for k, v in state.items()} if scale != 1.0 else state
 
 
 def _tokenizer() -> Any:

@@ -25,6 +25,7 @@ from stable_discovery.errors import Source, TemplateError
 __all__ = [
     "LORA_TAG",
     "LoraTag",
+    "LoraTagError",
     "LoraLibrary",
     "find_lora_tags",
     "split_lora_tags",

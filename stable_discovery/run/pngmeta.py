@@ -24,6 +24,7 @@ SAMPLER_NAMES = {
     "dpm++2m": "DPM++ 2M",
     "dpm++2m_karras": "DPM++ 2M Karras",
     "unipc": "UniPC",
+    "flow_euler": "Euler",
 }
 
 

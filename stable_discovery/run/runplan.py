@@ -35,7 +35,7 @@ __all__ = [
 DEFAULT_BATCH = 4
 
 #: Settings that ``--set`` does not take (they have options of their own).
-_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch")
+_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch", "device")
 
 
 @dataclass(frozen=True)
