@@ -425,7 +425,7 @@ class DiffusersBackend:
             from huggingface_hub import hf_hub_download
 
             index = hf_hub_download(model, "model_index.json", local_files_only=offline)
-        except Exception as e:  # noqa: BLE001 - every Hub failure becomes one message
+        except Exception as e:
             raise self._load_error(model, model, False, offline, e) from e
         return replace(detect_folder(model, Path(index).parent), kind="hub")
 
@@ -509,11 +509,12 @@ class DiffusersBackend:
         """Put the attention implementation asked for into the UNet and the VAE. The
         transformer families (SD 3, Flux, PixArt) use PyTorch's fused attention through
         their own processors already; ``eager`` applies to UNet models only."""
-        unet = getattr(pipe, "unet", None)
+        unet: Any = getattr(pipe, "unet", None)
         if self.attention in ("sdpa", "eager") and unet is None:
             if self.attention == "eager":
                 raise BackendError(
-                    f"attention 'eager' applies to UNet models (SD 1.x/2.x, SDXL), not to a {type(pipe).__name__}"
+                    "attention 'eager' applies to UNet models (SD 1.x/2.x, SDXL), "
+                    f"not to a {type(pipe).__name__}"
                 )
             return
         if self.attention == "sdpa":
@@ -561,9 +562,7 @@ class DiffusersBackend:
                     "folder per component, as save_pretrained writes), give a Hugging Face "
                     "model id, or use --model tiny"
                 )
-            return BackendError(
-                f"cannot load model {model!r} from {source}: {reason}. Way out: {fix}"
-            )
+            return BackendError(f"cannot load model {model!r} from {source}: {reason}. Way out: {fix}")
         if isinstance(exc, ValueError) and "valid repo id" in str(exc):
             return BackendError(
                 f"cannot load model {model!r}: it is neither an existing folder nor a valid "

@@ -49,39 +49,12 @@ def parse_emphasis(text: str) -> list[tuple[str, float]]:
     res: list[list] = []
     round_brackets: list[int] = []
     square_brackets: list[int] = []
-
-    def multiply(start: int, factor: float) -> None:
-        for piece in res[start:]:
-            piece[1] *= factor
-
     for m in _ATTENTION.finditer(text):
-        part, weight = m.group(0), m.group(1)
-        if part.startswith("\\"):
-            res.append([part[1:], 1.0])
-        elif part == "(":
-            round_brackets.append(len(res))
-        elif part == "[":
-            square_brackets.append(len(res))
-        elif weight is not None and round_brackets:
-            try:
-                factor = float(weight)
-            except ValueError:  # ":.)" and the like: text, as A1111 would fail to read it
-                res.append([part, 1.0])
-                continue
-            multiply(round_brackets.pop(), factor)
-        elif part == ")" and round_brackets:
-            multiply(round_brackets.pop(), _ROUND)
-        elif part == "]" and square_brackets:
-            multiply(square_brackets.pop(), _SQUARE)
-        else:
-            for i, chunk in enumerate(_BREAK.split(part)):
-                if i > 0:
-                    res.append(["BREAK", BREAK])
-                res.append([chunk, 1.0])
+        _step(res, round_brackets, square_brackets, m.group(0), m.group(1))
     for pos in round_brackets:
-        multiply(pos, _ROUND)
+        _multiply(res, pos, _ROUND)
     for pos in square_brackets:
-        multiply(pos, _SQUARE)
+        _multiply(res, pos, _SQUARE)
     if not res:
         res = [["", 1.0]]
     i = 0
@@ -92,6 +65,37 @@ def parse_emphasis(text: str) -> list[tuple[str, float]]:
         else:
             i += 1
     return [(str(t), float(w)) for t, w in res]
+
+
+def _multiply(res: list[list], start: int, factor: float) -> None:
+    for piece in res[start:]:
+        piece[1] *= factor
+
+
+def _step(res: list[list], rounds: list[int], squares: list[int], part: str, weight: str | None) -> None:
+    """One token of the prompt, as A1111's loop reads it."""
+    if part.startswith("\\"):
+        res.append([part[1:], 1.0])
+    elif part == "(":
+        rounds.append(len(res))
+    elif part == "[":
+        squares.append(len(res))
+    elif weight is not None and rounds:
+        try:
+            factor = float(weight)
+        except ValueError:  # ":.)" and the like: A1111 would fail; kept as text here
+            res.append([part, 1.0])
+            return
+        _multiply(res, rounds.pop(), factor)
+    elif part == ")" and rounds:
+        _multiply(res, rounds.pop(), _ROUND)
+    elif part == "]" and squares:
+        _multiply(res, squares.pop(), _SQUARE)
+    else:
+        for i, chunk in enumerate(_BREAK.split(part)):
+            if i > 0:
+                res.append(["BREAK", BREAK])
+            res.append([chunk, 1.0])
 
 
 def split_breaks(pieces: list[tuple[str, float]]) -> list[list[tuple[str, float]]]:

@@ -32,7 +32,9 @@ def _provider_class() -> Any:
     from compel import EmbeddingsProvider
 
     class A1111Chunking(EmbeddingsProvider):
-        def _find_next_best_split_point(self, token_ids: list[int], max_length: int, *args: Any, **kw: Any) -> int:
+        def _find_next_best_split_point(
+            self, token_ids: list[int], max_length: int, *args: Any, **kw: Any
+        ) -> int:
             if self.truncate_to_model_max_length or len(token_ids) <= max_length:
                 return max_length
             tokens = self.tokenizer.convert_ids_to_tokens(token_ids[:max_length])
@@ -92,7 +94,9 @@ class CompelEncoder:
         embeds = self.torch.cat(parts, dim=-1)
         pooled = None
         if self.sdxl:
-            pooled = self.providers[-1].get_pooled_embeddings([plain_text(pieces)], device=self.providers[-1].device)
+            pooled = self.providers[-1].get_pooled_embeddings(
+                [plain_text(pieces)], device=self.providers[-1].device
+            )
         return embeds, pooled
 
     def _empty(self) -> Any:
@@ -115,8 +119,9 @@ class CompelEncoder:
         length = max(embeds.shape[1], neg.shape[1])
         out = {
             "prompt_embeds": self._pad(embeds, length),
-            "negative_prompt_embeds": self._pad(neg, length) if not self.zero_negative or negative else
-            self.torch.zeros((1, length, embeds.shape[-1]), dtype=embeds.dtype, device=embeds.device),
+            "negative_prompt_embeds": self._pad(neg, length)
+            if not self.zero_negative or negative
+            else self.torch.zeros((1, length, embeds.shape[-1]), dtype=embeds.dtype, device=embeds.device),
         }
         if self.sdxl:
             out["pooled_prompt_embeds"] = pooled

@@ -220,7 +220,9 @@ def detect_folder(model: str, folder: Path, kind: str = "folder") -> ModelInfo:
         v_pred = scheduler.get("prediction_type") == "v_prediction"
         if text.get("hidden_size") != 1024 and not v_pred:
             family = _BY_KEY["sd1"]
-    denoiser = _read_json(folder / "unet" / "config.json") or _read_json(folder / "transformer" / "config.json")
+    denoiser = _read_json(folder / "unet" / "config.json") or _read_json(
+        folder / "transformer" / "config.json"
+    )
     vae = _read_json(folder / "vae" / "config.json")
     if family.key == "flux":
         guidance = bool(denoiser.get("guidance_embeds", True))
@@ -274,7 +276,9 @@ def detect_single_file(model: str, path: Path) -> ModelInfo:
     """A single-file checkpoint's family from its tensor names (``.safetensors`` only:
     a pickled ``.ckpt`` is not opened here; its family is told when it loads)."""
     if path.suffix.lower() != ".safetensors":
-        return ModelInfo(model, "file", None, None, note="a pickled checkpoint: its family is told when it loads")
+        return ModelInfo(
+            model, "file", None, None, note="a pickled checkpoint: its family is told when it loads"
+        )
     keys = safetensors_keys(path)
     family, guidance = _family_of_keys(keys)
     if family is None:

@@ -69,7 +69,9 @@ class FamilyRunner:
 
     # -- inputs ---------------------------------------------------------------------
 
-    def inputs(self, prompts: Sequence[str], negatives: Sequence[str], weighting: bool) -> list[dict[str, Any]]:
+    def inputs(
+        self, prompts: Sequence[str], negatives: Sequence[str], weighting: bool
+    ) -> list[dict[str, Any]]:
         """The pipeline inputs of each sample: text, or (weighting on, for a family that
         supports it) the prompt embeddings compel builds."""
         if weighting and self.family.weighting:

@@ -54,8 +54,10 @@ def _family_from_checkpoint(model: str, source: str) -> ModelInfo:
     try:
         checkpoint = load_single_file_checkpoint(source, local_files_only=True)
         model_type = infer_diffusers_model_type(checkpoint)
-    except Exception as e:  # noqa: BLE001 - a file that does not read is one message
-        raise BackendError(f"cannot load model {model!r}: the single file does not read as a checkpoint ({_first_line(e)})") from e
+    except Exception as e:
+        raise BackendError(
+            f"cannot load model {model!r}: the single file does not read as a checkpoint ({_first_line(e)})"
+        ) from e
     family = family_of_model_type(model_type)
     if family is None:
         raise BackendError(
@@ -106,7 +108,8 @@ def load_single_file(
             raise BackendError(
                 f"cannot load model {model!r}: a single file that is {info.note or 'not a checkpoint'}; "
                 "give a single-file checkpoint of one of these families: "
-                f"{', '.join(f.label for f in FAMILIES if f.single_file)}, a diffusers folder, or --model tiny"
+                f"{', '.join(f.label for f in FAMILIES if f.single_file)}, a diffusers folder, "
+                "or --model tiny"
             )
         info = _family_from_checkpoint(model, source)
     family = info.family
@@ -123,7 +126,7 @@ def load_single_file(
         extra = {"safety_checker": None, "requires_safety_checker": False}
     try:
         return cls.from_single_file(source, config=where, dtype=dtype, local_files_only=offline, **extra)
-    except Exception as e:  # noqa: BLE001 - a checkpoint that does not load is one message
+    except Exception as e:
         raise BackendError(
             f"cannot load the single-file checkpoint {model!r} as {family.label} (configuration from "
             f"{where}): {_first_line(e)}"

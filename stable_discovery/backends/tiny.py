@@ -108,7 +108,9 @@ def cache_root() -> Path:
 def tiny_model_path(model: str = TINY_MODEL) -> Path:
     """The folder of a tiny model, built first if it is not in the cache yet."""
     name = model.strip().lower()
-    return _cached(cache_root() / tiny_folder_name(name), "model_index.json", lambda d: build_tiny_model(d, name))
+    return _cached(
+        cache_root() / tiny_folder_name(name), "model_index.json", lambda d: build_tiny_model(d, name)
+    )
 
 
 def tiny_loras_path(model: str = TINY_MODEL, build: bool = True) -> Path:
@@ -296,7 +298,9 @@ def save_random_lora(pipe: Any, folder: Path, name: str, rank: int = 4, scale: f
     denoiser_name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
     denoiser = getattr(pipe, denoiser_name)
     denoiser.add_adapter(config)
-    layers: dict[str, Any] = {f"{denoiser_name}_lora_layers": _scaled(get_peft_model_state_dict(denoiser), scale)}
+    layers: dict[str, Any] = {
+        f"{denoiser_name}_lora_layers": _scaled(get_peft_model_state_dict(denoiser), scale)
+    }
     type(pipe).save_lora_weights(folder, weight_name=f"{name}.safetensors", safe_serialization=True, **layers)
     return folder / f"{name}.safetensors"
 

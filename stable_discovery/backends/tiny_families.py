@@ -21,15 +21,14 @@ from typing import Any
 
 __all__ = ["FAMILY_BUILDERS", "t5_tokenizer"]
 
-# CLIP text encoder of the tiny families (diffusers' tests use the same shape)
-_CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
-
-
 def t5_tokenizer() -> Any:
     """A small T5 tokenizer (Unigram over letters, digits, punctuation and a few words),
     built locally with ``tokenizers``."""
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
+
+    # transformers 5 has one T5Tokenizer (tokenizers-backed); 4.x calls it T5TokenizerFast
+    fast: Any = getattr(transformers, "T5TokenizerFast", None) or transformers.T5Tokenizer
 
     chars = string.ascii_letters + string.digits + string.punctuation
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
@@ -41,7 +40,7 @@ def t5_tokenizer() -> Any:
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
-    return T5TokenizerFast(
+    return fast(
         tokenizer_object=tok,
         eos_token="</s>",
         pad_token="<pad>",
@@ -65,7 +64,6 @@ def _t5_encoder(tokenizer: Any, d_model: int = 32) -> Any:
             relative_attention_num_buckets=8,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id,
         )
     )
 
@@ -81,7 +79,11 @@ def _clip_encoder(tokenizer: Any, with_projection: bool) -> Any:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **_CLIP,
+        # the shape diffusers' own tests use
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
     )
     return CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import (
@@ -16,6 +17,7 @@ from stable_discovery.cli.args import (
     open_store,
     template_sampler,
 )
+from stable_discovery.cli.models import add_lora_arg, check_loras, lora_dirs, run_models
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -36,6 +38,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     overrides = _overrides(args, specs)
     backend = args.backend if args.backend is not None else "diffusers"
     sink_factories = _sink_factories(args.sink or [])
+    dirs = lora_dirs(args)
+    check_loras(program, dirs, run_models(program, args.model))
     options = RunOptions(
         name=_experiment_name(args),
         backend=backend,
@@ -45,6 +49,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         sampler=args.sampler,
         overrides=overrides,
         sinks=tuple(args.sink or ()),
+        backend_options=_backend_options(args, program, backend, dirs),
+        lora_dirs=tuple(str(d) for d in dirs),
+        max_models=args.max_models,
     )
     factory = backend_factory(backend)
     executor = make_executor(
@@ -68,6 +75,37 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     with open_store(args) as store:
         result = run_experiment(store, program, template_path, options, parts, RunReport())
     return _finish(args, result)
+
+
+def _backend_options(
+    args: argparse.Namespace, program: Any, backend: str, dirs: tuple[Path, ...]
+) -> dict[str, Any]:
+    """The diffusers backend's options from ``--device`` (else ``@device``),
+    ``--max-models``, ``--model-config`` and the LoRA folders. Other backends take none
+    of them: giving one of those flags with another backend is an error (``@device`` in
+    a template is left to the diffusers backend, so a quick ``--backend dummy`` run of
+    the same template works)."""
+    given = {
+        "--device": args.device,
+        "--max-models": args.max_models,
+        "--model-config": args.model_config,
+    }
+    if backend != "diffusers":
+        flags = [flag for flag, value in given.items() if value is not None]
+        if flags and backend != "dummy":
+            raise UsageError(f"{' and '.join(flags)} go with the diffusers backend, not {backend!r}")
+        return {}
+    if args.device is not None and getattr(args, "executor", "local") == "ray":
+        raise UsageError("--device goes with --executor local: Ray gives each worker its own GPU")
+    options: dict[str, Any] = {"lora_dirs": [str(d) for d in dirs]}
+    device = args.device or program.setting("device")
+    if device is not None and getattr(args, "executor", "local") != "ray":
+        options["device"] = str(device)
+    if args.max_models is not None:
+        options["max_models"] = args.max_models
+    if args.model_config is not None:
+        options["single_file_config"] = str(Path(args.model_config).expanduser().absolute())
+    return options
 
 
 def _setting_specs() -> dict[str, Any]:
@@ -133,13 +171,51 @@ def _resume_command(args: argparse.Namespace, name: str) -> list[str]:
     return argv
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def add_commands(sub: Any) -> None:
     """Add ``sdp run`` to the ``sdp`` parser."""
+    from stable_discovery.backends.families import families_summary
+
     p = sub.add_parser("run", help="generate the images of an experiment (resumes when run again)")
     add_template_args(p)
     p.add_argument("--name", help="experiment name (default: the template's file name)")
     p.add_argument("--backend", help="diffusers (default) | dummy | a plugin's")
-    p.add_argument("--model", help="model id, local path, or 'tiny' (overrides @model)")
+    p.add_argument(
+        "--model",
+        help="model (overrides @model): a Hugging Face id, a diffusers folder, a single-file "
+        ".safetensors/.ckpt checkpoint, or tiny, tiny-sdxl, tiny-sd3, tiny-flux, tiny-pixart "
+        f"(random weights, no download). Families: {families_summary()}",
+    )
+    add_lora_arg(p)
+    p.add_argument(
+        "--device",
+        metavar="DEV",
+        help="where the diffusers backend runs: cpu, cuda, cuda:1, mps (default: @device, else "
+        "cuda when there is a GPU)",
+    )
+    p.add_argument(
+        "--max-models",
+        type=positive,
+        metavar="N",
+        help="keep at most N models loaded: a run over several @model values goes through them "
+        "N at a time, each loaded once (default: all loaded together)",
+    )
+    p.add_argument(
+        "--model-config",
+        metavar="DIR",
+        help="a diffusers folder (or Hugging Face id) of the same family whose configuration files "
+        "single-file checkpoints load with (default: the family's reference model, from the "
+        "Hugging Face cache)",
+    )
     p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
     p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
     p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")

@@ -182,7 +182,10 @@ def _check_text(source: Source, library: LoraLibrary, comments: bool) -> None:
 
 
 def check_lora_tags(
-    source: Source, wildcard_files: Iterable[Path], library: LoraLibrary, texts: Mapping[Path, str] | None = None
+    source: Source,
+    wildcard_files: Iterable[Path],
+    library: LoraLibrary,
+    texts: Mapping[Path, str] | None = None,
 ) -> None:
     """Raise a :class:`TemplateError` at the first LoRA tag of the template or of a
     wildcard file it reads that does not read or names no LoRA of ``library``.
