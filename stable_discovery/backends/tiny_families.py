@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = ["FAMILY_BUILDERS", "t5_tokenizer"]
 
+
 def t5_tokenizer() -> Any:
     """A small T5 tokenizer (Unigram over letters, digits, punctuation and a few words),
     built locally with ``tokenizers``."""

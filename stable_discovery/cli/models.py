@@ -11,7 +11,51 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_lora_arg", "lora_dirs", "check_loras", "run_models", "model_lines"]
+__all__ = ["add_lora_arg", "add_model_args", "lora_dirs", "check_loras", "run_models", "model_lines"]
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``sdp run``'s options about models: ``--model``, ``--loras``, ``--device``,
+    ``--max-models``, ``--model-config``."""
+    from stable_discovery.backends.families import families_summary
+
+    p.add_argument(
+        "--model",
+        help="model (overrides @model): a Hugging Face id, a diffusers folder, a single-file "
+        ".safetensors/.ckpt checkpoint, or tiny, tiny-sdxl, tiny-sd3, tiny-flux, tiny-pixart "
+        f"(random weights, no download). Families: {families_summary()}",
+    )
+    add_lora_arg(p)
+    p.add_argument(
+        "--device",
+        metavar="DEV",
+        help="where the diffusers backend runs: cpu, cuda, cuda:1, mps (default: @device, else "
+        "cuda when there is a GPU)",
+    )
+    p.add_argument(
+        "--max-models",
+        type=positive,
+        metavar="N",
+        help="keep at most N models loaded: a run over several @model values goes through them "
+        "N at a time, each loaded once (default: all loaded together)",
+    )
+    p.add_argument(
+        "--model-config",
+        metavar="DIR",
+        help="a diffusers folder (or Hugging Face id) of the same family whose configuration files "
+        "single-file checkpoints load with (default: the family's reference model, from the "
+        "Hugging Face cache)",
+    )
 
 
 def add_lora_arg(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from stable_discovery.cli.args import (
     open_store,
     template_sampler,
 )
-from stable_discovery.cli.models import add_lora_arg, check_loras, lora_dirs, run_models
+from stable_discovery.cli.models import add_model_args, check_loras, lora_dirs, run_models
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -171,51 +171,13 @@ def _resume_command(args: argparse.Namespace, name: str) -> list[str]:
     return argv
 
 
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
-
-
 def add_commands(sub: Any) -> None:
     """Add ``sdp run`` to the ``sdp`` parser."""
-    from stable_discovery.backends.families import families_summary
-
     p = sub.add_parser("run", help="generate the images of an experiment (resumes when run again)")
     add_template_args(p)
     p.add_argument("--name", help="experiment name (default: the template's file name)")
     p.add_argument("--backend", help="diffusers (default) | dummy | a plugin's")
-    p.add_argument(
-        "--model",
-        help="model (overrides @model): a Hugging Face id, a diffusers folder, a single-file "
-        ".safetensors/.ckpt checkpoint, or tiny, tiny-sdxl, tiny-sd3, tiny-flux, tiny-pixart "
-        f"(random weights, no download). Families: {families_summary()}",
-    )
-    add_lora_arg(p)
-    p.add_argument(
-        "--device",
-        metavar="DEV",
-        help="where the diffusers backend runs: cpu, cuda, cuda:1, mps (default: @device, else "
-        "cuda when there is a GPU)",
-    )
-    p.add_argument(
-        "--max-models",
-        type=positive,
-        metavar="N",
-        help="keep at most N models loaded: a run over several @model values goes through them "
-        "N at a time, each loaded once (default: all loaded together)",
-    )
-    p.add_argument(
-        "--model-config",
-        metavar="DIR",
-        help="a diffusers folder (or Hugging Face id) of the same family whose configuration files "
-        "single-file checkpoints load with (default: the family's reference model, from the "
-        "Hugging Face cache)",
-    )
+    add_model_args(p)
     p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
     p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
     p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")
