@@ -44,7 +44,11 @@ def unet_key(key: str, per_level: int, up_attention: set[int]) -> str:
     if m:
         b, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
         index = 1 + b * per_level + layer
-        return f"input_blocks.{index}.0.{_resnet(rest)}" if kind == "resnets" else f"input_blocks.{index}.1.{rest}"
+        return (
+            f"input_blocks.{index}.0.{_resnet(rest)}"
+            if kind == "resnets"
+            else f"input_blocks.{index}.1.{rest}"
+        )
     m = re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key)
     if m:
         return f"input_blocks.{(int(m[1]) + 1) * per_level}.0.op.{m[2]}"
@@ -57,7 +61,11 @@ def unet_key(key: str, per_level: int, up_attention: set[int]) -> str:
     if m:
         b, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
         index = b * per_level + layer
-        return f"output_blocks.{index}.0.{_resnet(rest)}" if kind == "resnets" else f"output_blocks.{index}.1.{rest}"
+        return (
+            f"output_blocks.{index}.0.{_resnet(rest)}"
+            if kind == "resnets"
+            else f"output_blocks.{index}.1.{rest}"
+        )
     m = re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key)
     if m:
         b = int(m[1])

@@ -111,4 +111,4 @@ def split_breaks(pieces: list[tuple[str, float]]) -> list[list[tuple[str, float]
 
 def plain_text(pieces: list[tuple[str, float]]) -> str:
     """The text of the pieces without weights or breaks (what a pooled embedding reads)."""
-    return " ".join("".join(t for t, w in pieces if w != BREAK).split())
+    return " ".join("".join(" " if w == BREAK else t for t, w in pieces).split())
