@@ -81,18 +81,50 @@ SDXL_VAE: dict[str, Any] = {
     "sample_size": 1024,
     "scaling_factor": 0.13025,
 }
-SDXL_TEXT_1 = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-               "projection_dim": 768, "hidden_act": "quick_gelu", "max_position_embeddings": 77}
-SDXL_TEXT_2 = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20,
-               "projection_dim": 1280, "hidden_act": "gelu", "max_position_embeddings": 77}
+SDXL_TEXT_1 = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+    "max_position_embeddings": 77,
+}
+SDXL_TEXT_2 = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+    "projection_dim": 1280,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 77,
+}
 # scaled-down shapes for --cpu-smoke (same block structure)
-SMOKE_SDXL_UNET = {**SDXL_UNET, "block_out_channels": (32, 64, 64), "attention_head_dim": (2, 4, 4),
-                   "transformer_layers_per_block": (1, 1, 2), "cross_attention_dim": 64,
-                   "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 6 * 8 + 32,
-                   "layers_per_block": 1}
-SMOKE_SDXL_VAE = {**SDXL_VAE, "block_out_channels": (32, 32, 32, 32), "layers_per_block": 1, "sample_size": 64}
-SMOKE_TEXT = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "projection_dim": 32, "hidden_act": "gelu", "max_position_embeddings": 77}
+SMOKE_SDXL_UNET = {
+    **SDXL_UNET,
+    "block_out_channels": (32, 64, 64),
+    "attention_head_dim": (2, 4, 4),
+    "transformer_layers_per_block": (1, 1, 2),
+    "cross_attention_dim": 64,
+    "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": 6 * 8 + 32,
+    "layers_per_block": 1,
+}
+SMOKE_SDXL_VAE = {
+    **SDXL_VAE,
+    "block_out_channels": (32, 32, 32, 32),
+    "layers_per_block": 1,
+    "sample_size": 64,
+}
+SMOKE_TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "projection_dim": 32,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 77,
+}
 
 PLAIN = ("a red fox in the snow, golden hour", "an old lighthouse on a cliff, stormy sea", "a bowl of ramen")
 WEIGHTED = (
@@ -126,7 +158,12 @@ def ensure_packages(wheels: Path | None) -> None:
 def build_sdxl(folder: Path, smoke: bool, device: str) -> None:
     """SDXL base's architecture with random weights, saved (fp16 on GPU)."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from stable_discovery.backends.tiny import write_tokenizer_files
@@ -134,18 +171,34 @@ def build_sdxl(folder: Path, smoke: bool, device: str) -> None:
     with tempfile.TemporaryDirectory() as tok_dir:
         write_tokenizer_files(Path(tok_dir))  # a byte-level stand-in for CLIP's BPE
         tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-           "pad_token_id": tokenizer.pad_token_id, "vocab_size": len(tokenizer)}
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "vocab_size": len(tokenizer),
+    }
     torch.manual_seed(0)
     with torch.device(device):
         unet = UNet2DConditionModel(**(SMOKE_SDXL_UNET if smoke else SDXL_UNET))
         vae = AutoencoderKL(**(SMOKE_SDXL_VAE if smoke else SDXL_VAE))
         text = CLIPTextModel(CLIPTextConfig(**(SMOKE_TEXT if smoke else SDXL_TEXT_1), **ids))
         text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**(SMOKE_TEXT if smoke else SDXL_TEXT_2), **ids))
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1, timestep_spacing="leading")
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text, text_encoder_2=text_2, tokenizer=tokenizer,
-                                     tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text,
+        text_encoder_2=text_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
     if device != "cpu":
         pipe.to(torch.float16)
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -169,22 +222,49 @@ def build_loras(model_dir: Path, lora_dir: Path, device: str, rank: int) -> None
         gc.collect()
 
 
-def samples(prompts: Sequence[str], count: int, size: int, steps: int, model: str, weighting: str,
-            loras: Sequence[str]) -> list[Any]:
+def samples(
+    prompts: Sequence[str],
+    count: int,
+    size: int,
+    steps: int,
+    model: str,
+    weighting: str,
+    loras: Sequence[str],
+) -> list[Any]:
     from stable_discovery.sampling.sample import Sample
 
-    settings = {"model": model, "width": size, "height": size, "steps": steps, "guidance": 7.0,
-                "scheduler": "euler", "weighting": weighting}
-    return [Sample(i, f"{prompts[i % len(prompts)]} {loras[i % len(loras)] if loras else ''}".strip(),
-                   "blurry, low quality", dict(settings), 1000 + i, {}) for i in range(count)]
+    settings = {
+        "model": model,
+        "width": size,
+        "height": size,
+        "steps": steps,
+        "guidance": 7.0,
+        "scheduler": "euler",
+        "weighting": weighting,
+    }
+    return [
+        Sample(
+            i,
+            f"{prompts[i % len(prompts)]} {loras[i % len(loras)] if loras else ''}".strip(),
+            "blurry, low quality",
+            dict(settings),
+            1000 + i,
+            {},
+        )
+        for i in range(count)
+    ]
 
 
 def timed(backend: Any, batch_samples: list[Any], batch: int, repeat: int, sync: Any) -> float:
-    """Best seconds for the samples in planner batches, after a warm-up batch."""
+    """Best seconds for the samples in planner batches, after a warm-up batch of each
+    generation key (LoRA set) the samples use: loading a LoRA is measured apart."""
     from stable_discovery.run.planner import plan
 
-    for b in plan(batch_samples[:batch], batch):
-        backend.generate(b)
+    seen = set()
+    for b in plan(batch_samples, batch):
+        if b.key not in seen:
+            seen.add(b.key)
+            backend.generate(b)
     best = float("inf")
     for _ in range(repeat):
         sync()
@@ -235,7 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     smoke = args.cpu_smoke
     if not smoke and not torch.cuda.is_available():
-        print("error: no CUDA device; run on a GPU machine, or check the script with --cpu-smoke", file=sys.stderr)
+        print(
+            "error: no CUDA device; run on a GPU machine, or check the script with --cpu-smoke",
+            file=sys.stderr,
+        )
         return 1
     device = "cpu" if smoke else "cuda"
     steps, batch = args.steps or (2 if smoke else 20), args.batch or (2 if smoke else 4)
@@ -243,16 +326,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if smoke:
         torch.set_num_threads(1)
     import diffusers
-
     from gpu_sd21 import build_pipeline
+
     from stable_discovery.backends.diffusers_backend import DiffusersBackend, quiet_libraries
 
     quiet_libraries()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine())
-    header = (f"{gpu}; torch {torch.__version__}, diffusers {diffusers.__version__}; "
-              f"{'CPU smoke test, scaled-down models' if smoke else 'random weights, float16, SDPA'}; "
-              f"{steps} steps, batch {batch}, {count} images per row, LoRA rank {args.rank}")
+    header = (
+        f"{gpu}; torch {torch.__version__}, diffusers {diffusers.__version__}; "
+        f"{'CPU smoke test, scaled-down models' if smoke else 'random weights, float16, SDPA'}; "
+        f"{steps} steps, batch {batch}, {count} images per row, LoRA rank {args.rank}"
+    )
     log(header)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sdp-models-"))
     rows: list[tuple[str, str, float]] = []
@@ -266,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (lora_dir / "b.safetensors").is_file():
             build_loras(model_dir, lora_dir, "cpu", args.rank)
         log(f"{name}: built and saved in {time.perf_counter() - t0:.1f} s")
-        backend = DiffusersBackend(device=device, dtype="float32" if smoke else "float16", lora_dirs=[str(lora_dir)])
+        backend = DiffusersBackend(
+            device=device, dtype="float32" if smoke else "float16", lora_dirs=[str(lora_dir)]
+        )
         model = str(model_dir)
         label = f"{'SD 2.1' if name == 'sd21' else 'SDXL'} {size}px"
         cases = [
@@ -275,8 +362,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("+ LoRA", samples(WEIGHTED, count, size, steps, model, "a1111", ("<lora:a:0.8>",))),
         ]
         switching = samples(WEIGHTED, count, size, steps, model, "a1111", ())
-        switching = [s.__class__(s.index, s.prompt + (" <lora:a:0.8>" if (s.index // batch) % 2 == 0
-                     else " <lora:b:0.6>"), s.negative, s.settings, s.seed, s.trace) for s in switching]
+        switching = [
+            s.__class__(
+                s.index,
+                s.prompt + (" <lora:a:0.8>" if (s.index // batch) % 2 == 0 else " <lora:b:0.6>"),
+                s.negative,
+                s.settings,
+                s.seed,
+                s.trace,
+            )
+            for s in switching
+        ]
         cases.append(("LoRA switching every batch", switching))
         for case, batch_samples in cases:
             seconds = timed(backend, batch_samples, batch, args.repeat, sync)
