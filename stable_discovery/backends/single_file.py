@@ -89,7 +89,8 @@ def _config(model: str, family: Family, given: str | None, offline: bool) -> str
         return str(Path(cached).parent)
     if offline:
         raise BackendError(
-            f"cannot load the single-file checkpoint {model!r} offline: it is a checkpoint of the {family.label} family, "
+            f"cannot load the single-file checkpoint {model!r} offline: it is a checkpoint of the "
+            f"{family.label} family, "
             f"and diffusers needs the configuration files of {repo} (model_index.json, each "
             "component's config, the tokenizers and the scheduler; not its weights), which are not in "
             "the local Hugging Face cache. Ways out: --model-config DIR (a diffusers folder of a "
