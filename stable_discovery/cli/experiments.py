@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import add_workspace_arg, backend_factory, nonneg, open_store, plural, stars
+from stable_discovery.cli.models import add_lora_arg
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -89,7 +91,8 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         if args.regen:
             from stable_discovery.run.runner import regenerate
 
-            _image, diff = regenerate(store, exp, args.index, backend_factory(exp.backend))
+            options = _regen_options(args, exp)
+            _image, diff = regenerate(store, exp, args.index, backend_factory(exp.backend), options)
             if diff is None:
                 out.write("regenerated; the stored file is missing, nothing to compare\n")
                 return 1
@@ -130,6 +133,18 @@ def cmd_reject(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _regen_options(args: argparse.Namespace, exp: Any) -> dict[str, Any]:
+    """The diffusers backend's LoRA folders for ``--regen``: ``--loras``, else ``loras/``
+    beside the experiment's template (as ``sdp run`` looked)."""
+    if exp.backend != "diffusers":
+        return {}
+    from stable_discovery.language.loras import default_lora_dirs
+
+    template = Path(exp.template_path) if exp.template_path else None
+    dirs = args.loras or default_lora_dirs(template)
+    return {"lora_dirs": [str(Path(d).expanduser().absolute()) for d in dirs]}
+
+
 def add_commands(sub: Any) -> None:
     """Add the store's commands to the ``sdp`` parser."""
     p = sub.add_parser("runs", help="list experiments (archived ones marked)")
@@ -142,6 +157,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("index", type=int, help="sample index")
     p.add_argument("--regen", action="store_true", help="generate the image again and compare")
     p.add_argument("--json", action="store_true", help="the record as JSON")
+    add_lora_arg(p)
     add_workspace_arg(p)
     p.set_defaults(func=cmd_show)
 

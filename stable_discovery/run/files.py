@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,10 +162,14 @@ class ImageWriter:
     backend: str
     count: int
 
-    def write(self, sample: Sample, image: Any, model_name: str) -> tuple[str, dict[str, Any]]:
+    def write(
+        self, sample: Sample, image: Any, model_name: str, lora_hashes: Mapping[str, str] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """Write the image of ``sample`` atomically: (its file name, its record)."""
         fname = image_name(sample.index, self.count)
         record = image_record(self.experiment, sample, self.backend)
-        params = a1111_parameters(sample.prompt, sample.negative, sample.settings, sample.seed, model_name)
+        params = a1111_parameters(
+            sample.prompt, sample.negative, sample.settings, sample.seed, model_name, lora_hashes
+        )
         write_atomically(self.folder, fname, image, png_info(params, record))
         return fname, record
