@@ -290,4 +290,7 @@ def test_download_is_a_zip_of_the_filtered_images_with_their_metadata(
         assert own is not None and own["index"] == row["index"] and own["trace"] == stored["trace"]
     everything = zipfile.ZipFile(io.BytesIO(request(server, "GET", "/api/download?experiment=pets")[2]))
     assert len(everything.namelist()) == 41
+    (ws / "pets" / "00004.png").unlink()  # deleted by hand: the zip says so
+    partial = zipfile.ZipFile(io.BytesIO(request(server, "GET", "/api/download?experiment=pets&fav=1")[2]))
+    assert "00004.png" not in partial.namelist() and "00004.png" in partial.read("missing.txt").decode()
     assert request(server, "GET", "/api/download?experiment=nope")[0] == 404

@@ -68,5 +68,11 @@ def send_zip(handler: Any, store: Store, name: str, filters: Filters) -> None:
     handler.send_header("X-Content-Type-Options", "nosniff")
     handler.end_headers()
     stream = ChunkedWriter(handler.wfile)
-    write_zip(records, stream)
-    stream.close()
+    try:
+        write_zip(records, stream, note_missing=True)
+        stream.close()
+    except OSError as exc:  # the browser went away, or a file could not be read
+        # the headers are out: no error page can follow, so end the connection
+        handler.close_connection = True
+        if not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            handler.server.log(f"gallery: download of {exp.name} stopped: {exc}")

@@ -241,9 +241,13 @@ def write_folder(records: Iterable[dict[str, Any]], folder: Path, *, overwrite: 
     return result
 
 
-def write_zip(records: Iterable[dict[str, Any]], out: Writable) -> ExportResult:
+def write_zip(
+    records: Iterable[dict[str, Any]], out: Writable, *, note_missing: bool = False
+) -> ExportResult:
     """Write a zip of each record's image (stored as it is: PNGs are compressed already)
-    and ``metadata.jsonl`` into ``out``, which need not be seekable (an HTTP response)."""
+    and ``metadata.jsonl`` into ``out``, which need not be seekable (an HTTP response).
+    With ``note_missing``, images missing from the workspace are listed in ``missing.txt``
+    (a download has no other way to say so)."""
     result = ExportResult()
     meta = io.StringIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -257,4 +261,9 @@ def write_zip(records: Iterable[dict[str, Any]], out: Writable) -> ExportResult:
             meta.write(_jsonl(record, file_name=source.name))
             result.images += 1
         archive.writestr(METADATA_FILE, meta.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+        if note_missing and result.missing:
+            text = "These images of the selection are missing from the workspace:\n" + "\n".join(
+                result.missing
+            )
+            archive.writestr("missing.txt", text + "\n")
     return result
