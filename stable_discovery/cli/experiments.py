@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import add_workspace_arg, backend_factory, nonneg, open_store, plural, stars
+from stable_discovery.cli.models import add_lora_arg
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -32,6 +34,7 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
                             "overrides": e.overrides,
                             "created_at": e.created_at,
                             "updated_at": e.updated_at,
+                            "archived": e.archived,
                         }
                     )
                     + "\n"
@@ -44,7 +47,7 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
         for e in exps:
             rows.append(
                 (
-                    e.name,
+                    e.name + (" (archived)" if e.archived else ""),
                     e.template_path or "-",
                     f"{e.done}/{e.count}",
                     e.sampler,
@@ -68,6 +71,7 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
                 raise UsageError(f"{exp.name!r} has samples 0..{exp.count - 1}, not {args.index}")
             raise UsageError(f"sample {args.index} of {exp.name!r} is not generated yet")
         rec["path"] = str(store.experiment_dir(exp.name) / rec["file"])
+        rec["backend"] = exp.backend
         if args.json:
             out.write(json.dumps(rec, ensure_ascii=False, indent=2) + "\n")
         else:
@@ -76,6 +80,8 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"negative: {rec['negative']}\n")
             out.write("settings: " + ", ".join(f"{k}={v}" for k, v in rec["settings"].items()) + "\n")
             out.write(f"seed: {rec['seed']}\n")
+            if exp.backend == "dummy":
+                out.write("backend: dummy (test pictures: the model setting was not used)\n")
             out.write("trace:\n")
             for k, v in rec["trace"].items():
                 out.write(f"  {k}: #{v['index']} {v['text']}\n")
@@ -85,7 +91,8 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         if args.regen:
             from stable_discovery.run.runner import regenerate
 
-            _image, diff = regenerate(store, exp, args.index, backend_factory(exp.backend))
+            options = _regen_options(args, exp)
+            _image, diff = regenerate(store, exp, args.index, backend_factory(exp.backend), options)
             if diff is None:
                 out.write("regenerated; the stored file is missing, nothing to compare\n")
                 return 1
@@ -126,11 +133,23 @@ def cmd_reject(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _regen_options(args: argparse.Namespace, exp: Any) -> dict[str, Any]:
+    """The diffusers backend's LoRA folders for ``--regen``: ``--loras``, else ``loras/``
+    beside the experiment's template (as ``sdp run`` looked)."""
+    if exp.backend != "diffusers":
+        return {}
+    from stable_discovery.language.loras import default_lora_dirs
+
+    template = Path(exp.template_path) if exp.template_path else None
+    dirs = args.loras or default_lora_dirs(template)
+    return {"lora_dirs": [str(Path(d).expanduser().absolute()) for d in dirs]}
+
+
 def add_commands(sub: Any) -> None:
     """Add the store's commands to the ``sdp`` parser."""
-    p = sub.add_parser("runs", help="list experiments")
+    p = sub.add_parser("runs", help="list experiments (archived ones marked)")
     add_workspace_arg(p)
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, one per experiment")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", help="print one sample's full record")
@@ -138,6 +157,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("index", type=int, help="sample index")
     p.add_argument("--regen", action="store_true", help="generate the image again and compare")
     p.add_argument("--json", action="store_true", help="the record as JSON")
+    add_lora_arg(p)
     add_workspace_arg(p)
     p.set_defaults(func=cmd_show)
 

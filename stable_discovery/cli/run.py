@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import (
+    SAMPLER_HELP,
     add_template_args,
     add_workspace_arg,
     backend_factory,
@@ -16,6 +18,7 @@ from stable_discovery.cli.args import (
     open_store,
     template_sampler,
 )
+from stable_discovery.cli.models import add_model_args, check_loras, lora_dirs, run_models
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -36,6 +39,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     overrides = _overrides(args, specs)
     backend = args.backend if args.backend is not None else "diffusers"
     sink_factories = _sink_factories(args.sink or [])
+    dirs = lora_dirs(args)
+    check_loras(program, dirs, run_models(program, args.model))
     options = RunOptions(
         name=_experiment_name(args),
         backend=backend,
@@ -45,6 +50,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         sampler=args.sampler,
         overrides=overrides,
         sinks=tuple(args.sink or ()),
+        backend_options=_backend_options(args, program, backend, dirs),
+        lora_dirs=tuple(str(d) for d in dirs),
+        max_models=args.max_models,
     )
     factory = backend_factory(backend)
     executor = make_executor(
@@ -68,6 +76,37 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     with open_store(args) as store:
         result = run_experiment(store, program, template_path, options, parts, RunReport())
     return _finish(args, result)
+
+
+def _backend_options(
+    args: argparse.Namespace, program: Any, backend: str, dirs: tuple[Path, ...]
+) -> dict[str, Any]:
+    """The diffusers backend's options from ``--device`` (else ``@device``),
+    ``--max-models``, ``--model-config`` and the LoRA folders. Other backends take none
+    of them: giving one of those flags with another backend is an error (``@device`` in
+    a template is left to the diffusers backend, so a quick ``--backend dummy`` run of
+    the same template works)."""
+    given = {
+        "--device": args.device,
+        "--max-models": args.max_models,
+        "--model-config": args.model_config,
+    }
+    if backend != "diffusers":
+        flags = [flag for flag, value in given.items() if value is not None]
+        if flags and backend != "dummy":
+            raise UsageError(f"{' and '.join(flags)} go with the diffusers backend, not {backend!r}")
+        return {}
+    if args.device is not None and getattr(args, "executor", "local") == "ray":
+        raise UsageError("--device goes with --executor local: Ray gives each worker its own GPU")
+    options: dict[str, Any] = {"lora_dirs": [str(d) for d in dirs]}
+    device = args.device or program.setting("device")
+    if device is not None and getattr(args, "executor", "local") != "ray":
+        options["device"] = str(device)
+    if args.max_models is not None:
+        options["max_models"] = args.max_models
+    if args.model_config is not None:
+        options["single_file_config"] = str(Path(args.model_config).expanduser().absolute())
+    return options
 
 
 def _setting_specs() -> dict[str, Any]:
@@ -139,11 +178,11 @@ def add_commands(sub: Any) -> None:
     add_template_args(p)
     p.add_argument("--name", help="experiment name (default: the template's file name)")
     p.add_argument("--backend", help="diffusers (default) | dummy | a plugin's")
-    p.add_argument("--model", help="model id, local path, or 'tiny' (overrides @model)")
+    add_model_args(p)
     p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
     p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
     p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")
-    p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
+    p.add_argument("--sampler", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument(
         "--set",
         action="append",

@@ -9,15 +9,26 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from stable_discovery.cli.args import add_template_args, emit, load_template, nonneg, plural, template_sampler
+from stable_discovery.cli.args import (
+    SAMPLER_HELP,
+    add_template_args,
+    emit,
+    load_template,
+    nonneg,
+    plural,
+    template_sampler,
+)
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    from stable_discovery.cli.models import check_loras, lora_dirs, model_lines, run_models
+
     program = load_template(args)
     sampler = template_sampler(program).name
+    check_loras(program, lora_dirs(args), run_models(program))
     name = program.source.name
     out.write(f"{name}: ok\n")
     if program.is_bare:
@@ -42,6 +53,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             values = " | ".join(sinfo.texts)
             note = "  (sampled)" if sinfo.sampled else ""
             out.write(f"  @{set_name}".ljust(width + 4) + values + note + "\n")
+    if "model" in program.settings:
+        out.write("models:\n")
+        for line in model_lines(run_models(program)):
+            out.write(line + "\n")
     _write_variables(program, out)
     out.write(f"sampler: {sampler}\n")
     if program.setting("count") is not None:
@@ -163,8 +178,11 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add the template commands to the ``sdp`` parser."""
-    p = sub.add_parser("check", help="validate a template and summarize it")
+    from stable_discovery.cli.models import add_lora_arg
+
+    p = sub.add_parser("check", help="validate a template and summarize it (and say each @model's family)")
     add_template_args(p)
+    add_lora_arg(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("count", help="print the exact number of combinations")
@@ -181,7 +199,7 @@ def add_commands(sub: Any) -> None:
     add_template_args(p)
     p.add_argument("-n", type=nonneg, metavar="N", help="number of samples (default: @count)")
     p.add_argument("--seed", type=int, help="sampler seed (default: @seed, else 0)")
-    p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
+    p.add_argument("--sampler", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument("--index", type=int, metavar="I", help="print sample I alone")
     p.add_argument("--jsonl", action="store_true", help="one JSON record per line")
     p.set_defaults(func=cmd_sample)

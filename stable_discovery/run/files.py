@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ from stable_discovery.run.pngmeta import a1111_parameters, png_info
 from stable_discovery.sampling.sample import Sample
 from stable_discovery.store.database import StoreError
 
-__all__ = ["ExperimentLock", "ImageWriter", "image_name", "image_record", "sweep", "write_atomically"]
+__all__ = [
+    "ExperimentLock",
+    "ImageWriter",
+    "image_name",
+    "image_record",
+    "lock_holders",
+    "sweep",
+    "write_atomically",
+]
 
 
 class ExperimentLock:
@@ -48,6 +57,52 @@ class ExperimentLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_holders(folders: list[Path]) -> dict[Path, int]:
+    """The experiment folders of ``folders`` whose lock a run holds, with that run's
+    process id. The locks are never taken, so that a run starting meanwhile is not
+    refused.
+
+    On Linux the kernel's list of file locks (``/proc/locks``, read once) says exactly
+    who holds each lock file; elsewhere the process id the run wrote into it must still
+    be alive.
+    """
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            table: str | None = locks.read()
+    except OSError:
+        table = None
+    held = {}
+    by_device = {}
+    for line in (table or "").splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and "->" not in fields and len(fields) >= 6:
+            by_device[fields[5]] = fields[4]
+    for folder in folders:
+        path = folder / ".lock"
+        try:
+            st = os.stat(path)
+            text = path.read_text(errors="replace").strip() if table is None else ""
+        except OSError:
+            continue
+        if table is not None:
+            pid = by_device.get(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+            if pid is not None and pid.isdigit():
+                held[folder] = int(pid)
+        elif text.isdigit() and _alive(int(text)):
+            held[folder] = int(text)
+    return held
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
 
 
 def sweep(folder: Path, done_files: set[str]) -> int:
@@ -107,10 +162,14 @@ class ImageWriter:
     backend: str
     count: int
 
-    def write(self, sample: Sample, image: Any, model_name: str) -> tuple[str, dict[str, Any]]:
+    def write(
+        self, sample: Sample, image: Any, model_name: str, lora_hashes: Mapping[str, str] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """Write the image of ``sample`` atomically: (its file name, its record)."""
         fname = image_name(sample.index, self.count)
         record = image_record(self.experiment, sample, self.backend)
-        params = a1111_parameters(sample.prompt, sample.negative, sample.settings, sample.seed, model_name)
+        params = a1111_parameters(
+            sample.prompt, sample.negative, sample.settings, sample.seed, model_name, lora_hashes
+        )
         write_atomically(self.folder, fname, image, png_info(params, record))
         return fname, record

@@ -13,6 +13,7 @@ owns the folder (lock, sweep, atomic PNG writes), :mod:`.recording` records a ba
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,8 +28,8 @@ from stable_discovery.language.program import Program
 from stable_discovery.run.executors import Executor, LocalExecutor
 from stable_discovery.run.files import ExperimentLock, ImageWriter, image_name, sweep
 from stable_discovery.run.interrupt import StopOnSigint
-from stable_discovery.run.planner import plan as plan_batches
-from stable_discovery.run.recording import BatchRecorder, RunHooks, Sink
+from stable_discovery.run.planner import plan_by_model
+from stable_discovery.run.recording import BatchRecorder, LoraHashes, RunHooks, Sink
 from stable_discovery.run.runplan import (
     RunOptions,
     RunPlan,
@@ -130,7 +131,7 @@ def run_experiment(
     watch = observer if observer is not None else RunObserver()
     started = time.monotonic()
     writer = ImageWriter(folder, exp.name, options.backend, plan.count)
-    recorder = BatchRecorder(store, exp, writer, parts.hooks)
+    recorder = BatchRecorder(store, exp, writer, parts.hooks, options.lora_dirs)
     with ExperimentLock(folder, exp.name):
         try:
             done = store.done_indices(exp.id)
@@ -165,10 +166,13 @@ def _generate(
         if backend is not None:
             resources.callback(backend.close)
             _prepare(backend, plan)
+        plan = _with_model_defaults(plan, backend if backend is not None else executor)
         resources.enter_context(recorder)
         recorder.open_sinks(parts.sink_factories[name] for name in plan.options.sinks)
         resources.enter_context(StopOnSigint(stop))
-        batches = plan_batches(plan.todo(done), plan.batch_size)
+        batches = plan_by_model(
+            lambda: plan.todo(done), plan.models(), plan.batch_size, plan.options.max_models
+        )
         _drive(executor, backend, batches, stop, recorder, watch, len(done), plan.count)
     return stop.is_set()
 
@@ -178,6 +182,16 @@ def _prepare(backend: Backend, plan: RunPlan) -> None:
     prepare = getattr(backend, "prepare", None)
     if prepare is not None:
         prepare(plan.models())
+
+
+def _with_model_defaults(plan: RunPlan, source: Any) -> RunPlan:
+    """The plan with each model's family defaults, from a backend (or an executor) that
+    knows them (``model_defaults(model)``); unchanged otherwise."""
+    defaults_of = getattr(source, "model_defaults", None)
+    if defaults_of is None:
+        return plan
+    found = {m: dict(defaults_of(m)) for m in plan.models()}
+    return dataclasses.replace(plan, model_defaults={m: d for m, d in found.items() if d})
 
 
 def _drive(
@@ -194,9 +208,11 @@ def _drive(
     ``stop`` is set (an executor that drains yields its batches in flight first)."""
     describe = backend.describe_model if backend is not None else executor.describe_model
     drains = bool(getattr(executor, "drains_on_stop", False))
+    hashes = LoraHashes(recorder.lora_dirs)
     watch.generating(done, total)
     for batch, images, seconds in executor.run(backend, batches, stop):
-        done += recorder.record(batch, images, seconds, describe(batch.key.model))
+        lora_hashes = hashes(batch.key.model, [n for n, _w in batch.key.loras])
+        done += recorder.record(batch, images, seconds, describe(batch.key.model), lora_hashes)
         watch.progress(done, total)
         if stop.is_set() and not drains:
             break

@@ -117,7 +117,17 @@ def m0003_gallery_indexes(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m0004_trace_variables(db: sqlite3.Connection) -> None:
+def m0004_archive_and_recent(db: sqlite3.Connection) -> None:
+    """Experiments can be archived (hidden from the gallery's list unless asked), and the
+    samples a running experiment recorded since a moment are found from an index, so that
+    an open gallery follows a run without reading every row.
+    """
+    db.execute("ALTER TABLE experiments ADD COLUMN archived INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX samples_by_time ON samples (experiment_id, created_at)")
+
+
+@migration
+def m0005_trace_variables(db: sqlite3.Connection) -> None:
     """The traced variables of each experiment: name, kind (slot, setting, choice,
     optional, item, count, wildcard, file) and position in the template.
 
