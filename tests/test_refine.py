@@ -456,13 +456,13 @@ def comments(text: str) -> list[str]:
     return [m.group(0).rstrip() for m in re.finditer(r"(?<!\\)#(?![A-Za-z_]\w*:)[^\n]*", text)]
 
 
-INLINE_WEIGHT = re.compile(r"(?<=[{\[|:$])[ \t]*(?:\d+(?:\.\d*)?|\.\d+)[ \t]*::")
+INLINE_WEIGHT = re.compile(r"(?<=[{\[|:$])([ \t]*)(?:\d+(?:\.\d*)?|\.\d+)[ \t]*::")
 
 
 def plain(text: str) -> str:
     """An alternative as written, without the weights refine writes inside it (and
     ``[{a|b}]``, which is how refine weighs ``[a|b]``, as ``[a|b]``)."""
-    return INLINE_WEIGHT.sub("", text).replace("[{", "[").replace("}]", "]")
+    return INLINE_WEIGHT.sub(r"\1", text).replace("[{", "[").replace("}]", "]")
 
 
 def plain_weights(text: str) -> dict[str, list[str]]:

@@ -30,11 +30,13 @@ __all__ = [
     "value_stats",
     "wilson",
     "fisher_greater",
+    "stratified_greater",
     "benjamini_hochberg",
     "plot",
     "ABSENT",
     "Q_LEVEL",
     "TEST_NAME",
+    "POOLED_TEST_NAME",
 ]
 
 #: The text of the row for images that did not use a slot.
@@ -42,6 +44,11 @@ ABSENT = "(absent)"
 #: The false discovery rate at which ``significant`` is set.
 Q_LEVEL = 0.05
 #: What ``p_value`` is, in words (the table's footnote, the JSON's ``test``).
+#: The test of a report that pools several experiments.
+POOLED_TEST_NAME = (
+    "one-sided test of the value against the rest, experiment by experiment (exact, or "
+    "Cochran-Mantel-Haenszel when large); Benjamini-Hochberg across all values tested, q < 0.05"
+)
 TEST_NAME = (
     "one-sided Fisher exact test of the value against the rest of the experiment; "
     "Benjamini-Hochberg across all values tested, q < 0.05"
@@ -126,9 +133,14 @@ class StatsReport:
             "include_rejected": self.include_rejected,
             "min_stars": self.min_stars,
             "tested": self.tested,
-            "test": TEST_NAME,
+            "test": self.test,
             "values": [v.to_dict() for v in self.values],
         }
+
+    @property
+    def test(self) -> str:
+        """What ``p_value`` is, in words."""
+        return POOLED_TEST_NAME if len(self.experiments) > 1 else TEST_NAME
 
     def by_name(self) -> dict[str, dict[int, ValueStats]]:
         """Rows grouped by slot/setting name, then by alternative index (-1: absent)."""
@@ -203,10 +215,15 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
 # the report
 
 
+#: One experiment's part of a row: (images with the value, winners among them, the
+#: experiment's images, its winners).
+Stratum = tuple[int, int, int, int]
+
+
 @dataclass(frozen=True)
 class _Row:
-    """A value (or a variable's absent row) with the counts that go into its statistics,
-    and those of the images it is compared with: the experiments that have its variable."""
+    """A value (or a variable's absent row) with its counts, and for each experiment that
+    has its variable the counts it is compared with there (one stratum per experiment)."""
 
     name: str
     kind: str
@@ -215,8 +232,17 @@ class _Row:
     images: int  # the images that count (rejected ones left out unless asked)
     winners: int
     rejected: int
-    all_images: int  # the images of the experiments that have the variable
-    all_winners: int
+    strata: tuple[Stratum, ...]
+
+    @property
+    def all_images(self) -> int:
+        return sum(st[2] for st in self.strata)
+
+    @property
+    def expected(self) -> float:
+        """Winners expected with this value if it made no difference: in each experiment,
+        its images times the experiment's base rate."""
+        return sum(n * big_k / big_n for n, _, big_n, big_k in self.strata if big_n > 0)
 
 
 @dataclass(frozen=True)
@@ -253,20 +279,16 @@ def _images(done: int, rejected: int, include_rejected: bool) -> int:
     return done if include_rejected else done - rejected
 
 
-def _pooled_values(
+def _per_experiment(
     counted: Sequence[_Counted],
-) -> tuple[dict[tuple[str, str], list[int]], dict[str, set[int]]]:
-    """Counts per (name, text) summed over the experiments — [index, total, winners,
-    rejected], the index from the first experiment that has the value — and, per name,
-    the experiments that have the variable."""
-    values: dict[tuple[str, str], list[int]] = {}
+) -> tuple[dict[tuple[str, str], dict[int, list[int]]], dict[str, set[int]]]:
+    """Per (name, text), per experiment: [index, total, winners, rejected]; and per name,
+    the experiments that have the variable (it was traced there, or recorded with them)."""
+    values: dict[tuple[str, str], dict[int, list[int]]] = {}
     known: dict[str, set[int]] = {}
     for i, c in enumerate(counted):
         for v in c.counts.values:
-            acc = values.setdefault((v.name, v.text), [v.choice, 0, 0, 0])
-            acc[1] += v.total
-            acc[2] += v.winners
-            acc[3] += v.rejected
+            values.setdefault((v.name, v.text), {})[i] = [v.choice, v.total, v.winners, v.rejected]
             known.setdefault(v.name, set()).add(i)
         names = set(c.kinds)
         for name in known:
@@ -277,44 +299,87 @@ def _pooled_values(
 
 def _rows(counted: Sequence[_Counted], include_rejected: bool) -> list[_Row]:
     """One row per value, then an ``(absent)`` row for each variable (not a setting) that
-    some images lack. Each value is compared with the images of the experiments that
-    have its variable (all of them when there is one experiment)."""
-    values, known = _pooled_values(counted)
-    universe: dict[str, tuple[int, int, int, int]] = {}  # name → images, winners, rejected, done
-    for name, exps in known.items():
-        done = sum(counted[i].counts.done for i in exps)
-        rejected = sum(counted[i].counts.rejected for i in exps)
-        winners = sum(counted[i].counts.winners for i in exps)
-        universe[name] = (_images(done, rejected, include_rejected), winners, rejected, done)
+    some images lack. Each value is compared, experiment by experiment, with the images
+    of the experiments that have its variable (all of them when there is one)."""
+    values, known = _per_experiment(counted)
+    totals = [
+        (_images(c.counts.done, c.counts.rejected, include_rejected), c.counts.winners, c.counts.rejected)
+        for c in counted
+    ]
     kinds = {name: counted[min(exps)].kind(name) for name, exps in known.items()}
     rows = []
-    present: dict[str, list[int]] = {}  # name → images, winners, rejected, total
-    for (name, text), (index, total, winners, rejected) in values.items():
-        n = total if include_rejected else total - rejected
-        images, all_winners, _, _ = universe[name]
-        rows.append(_Row(name, kinds[name], index, text, n, winners, rejected, images, all_winners))
-        acc = present.setdefault(name, [0, 0, 0, 0])
-        acc[0] += n
-        acc[1] += winners
-        acc[2] += rejected
-        acc[3] += total
-    for name, (n, k, rej, total) in present.items():
-        images, winners, all_rejected, done = universe[name]
-        if total < done and kinds[name] != "setting":
-            rows.append(
-                _Row(
-                    name,
-                    kinds[name],
-                    -1,
-                    ABSENT,
-                    images - n,
-                    winners - k,
-                    all_rejected - rej,
-                    images,
-                    winners,
-                )
-            )
+    present: dict[str, dict[int, list[int]]] = {}  # name → experiment → images, winners, rejected, total
+    for (name, text), per in values.items():
+        index = per[min(per)][0]
+        strata: list[Stratum] = []
+        for i in sorted(known[name]):
+            _, total, winners, rejected = per.get(i, (0, 0, 0, 0))
+            n = total if include_rejected else total - rejected
+            strata.append((n, winners, totals[i][0], totals[i][1]))
+            acc = present.setdefault(name, {}).setdefault(i, [0, 0, 0, 0])
+            for k, add in enumerate((n, winners, rejected, total)):
+                acc[k] += add
+        n_all = sum(st[0] for st in strata)
+        k_all = sum(st[1] for st in strata)
+        rejected_all = sum(per[i][3] for i in per)
+        rows.append(_Row(name, kinds[name], index, text, n_all, k_all, rejected_all, tuple(strata)))
+    for name, per_exp in present.items():
+        if kinds[name] == "setting" or all(acc[3] >= counted[i].counts.done for i, acc in per_exp.items()):
+            continue
+        absent = tuple(
+            (totals[i][0] - acc[0], totals[i][1] - acc[1], totals[i][0], totals[i][1])
+            for i, acc in sorted(per_exp.items())
+        )
+        rejected = sum(totals[i][2] - acc[2] for i, acc in per_exp.items())
+        n_all = sum(st[0] for st in absent)
+        k_all = sum(st[1] for st in absent)
+        rows.append(_Row(name, kinds[name], -1, ABSENT, n_all, k_all, rejected, absent))
     return rows
+
+
+def stratified_greater(k: int, strata: Sequence[tuple[int, int, int]]) -> float:
+    """One-sided p-value of ``k`` winners or more among the images with a value, when
+    in each experiment (``(n, K, N)``: images with the value, its winners, its images)
+    they are a random draw of its images: ``P(sum X_e >= k)``, ``X_e ~
+    Hypergeometric(N, K, n)``. One stratum is :func:`fisher_greater`; several are
+    convolved exactly when that is small work, else approximated by the normal
+    distribution with a continuity correction (the Cochran–Mantel–Haenszel test)."""
+    if len(strata) == 1:
+        n, big_k, big_n = strata[0]
+        return fisher_greater(k, n, big_k, big_n)
+    sizes = [min(n, big_k) - max(0, n + big_k - big_n) + 1 for n, big_k, big_n in strata]
+    if math.prod(sizes) <= 2_000_000 or sum(sizes) * max(sizes) <= 2_000_000:
+        return _convolved_tail(k, strata)
+    mean = sum(n * big_k / big_n for n, big_k, big_n in strata if big_n > 0)
+    var = sum(
+        n * big_k * (big_n - big_k) * (big_n - n) / (big_n * big_n * (big_n - 1))
+        for n, big_k, big_n in strata
+        if big_n > 1
+    )
+    if var <= 0:
+        return 1.0 if k <= mean else 0.0
+    z = (k - 0.5 - mean) / math.sqrt(var)
+    return min(1.0, 0.5 * math.erfc(z / math.sqrt(2)))
+
+
+def _convolved_tail(k: int, strata: Sequence[tuple[int, int, int]]) -> float:
+    """``P(sum X_e >= k)`` by convolving the hypergeometric distributions."""
+    dist = [1.0]  # probabilities of the sum, from offset 0
+    offset = 0
+    for n, big_k, big_n in strata:
+        lo, hi = max(0, n + big_k - big_n), min(n, big_k)
+        base = _log_comb(big_n, n)
+        pmf = [
+            math.exp(_log_comb(big_k, x) + _log_comb(big_n - big_k, n - x) - base) for x in range(lo, hi + 1)
+        ]
+        new = [0.0] * (len(dist) + len(pmf) - 1)
+        for i, a in enumerate(dist):
+            if a:
+                for j, b in enumerate(pmf):
+                    new[i + j] += a * b
+        dist, offset = new, offset + lo
+    start = max(0, k - offset)
+    return min(1.0, sum(dist[start:]))
 
 
 def _significance(rows: Sequence[_Row]) -> tuple[list[float], list[float], int]:
@@ -324,7 +389,7 @@ def _significance(rows: Sequence[_Row]) -> tuple[list[float], list[float], int]:
     pvalues = [1.0] * len(rows)
     for i in tested:
         r = rows[i]
-        pvalues[i] = fisher_greater(r.winners, r.images, r.all_winners, r.all_images)
+        pvalues[i] = stratified_greater(r.winners, [(n, big_k, big_n) for n, _, big_n, big_k in r.strata])
     qvalues = [1.0] * len(rows)
     for i, q in zip(tested, benjamini_hochberg([pvalues[i] for i in tested]), strict=False):
         qvalues[i] = q
@@ -334,7 +399,7 @@ def _significance(rows: Sequence[_Row]) -> tuple[list[float], list[float], int]:
 def _value_stats(row: _Row, p: float, q: float) -> ValueStats:
     rate = row.winners / row.images if row.images > 0 else 0.0
     low, high = wilson(row.winners, row.images)
-    base = row.all_winners / row.all_images if row.all_images > 0 else 0.0
+    expected = row.expected
     return ValueStats(
         name=row.name,
         kind=row.kind,
@@ -346,7 +411,7 @@ def _value_stats(row: _Row, p: float, q: float) -> ValueStats:
         rate=rate,
         low=low,
         high=high,
-        lift=rate / base if base > 0 else 1.0,
+        lift=row.winners / expected if expected > 0 else 1.0,
         p_value=p,
         q_value=q,
         significant=q < Q_LEVEL,

@@ -87,7 +87,8 @@ def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
     ]
     if len(r.experiments) > 1:
         lines.append(
-            "pooled: each value is compared with the images of the experiments that have its variable"
+            "pooled: each value is compared, experiment by experiment, with the images of the "
+            "experiments that have its variable; LIFT = favourites / those expected there"
         )
     if not r.values:
         lines.append("nothing traced to compare: every sample of the template is the same prompt")
@@ -120,8 +121,13 @@ def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
     if limit is not None and len(r.values) > limit:
         lines.append(f"… {len(r.values) - limit:,} more (--limit)")
     flagged = sum(1 for v in r.values if v.significant)
+    test = (
+        "one-sided test against the rest, experiment by experiment"
+        if len(r.experiments) > 1
+        else "one-sided Fisher exact test against the rest"
+    )
     lines.append(
-        f"* significant winner: one-sided Fisher exact test against the rest, "
+        f"* significant winner: {test}, "
         f"Benjamini-Hochberg q < 0.05 over {r.tested:,} values ({flagged:,} flagged)"
     )
     return "\n".join(lines) + "\n"

@@ -150,9 +150,10 @@ class _Compiler:
         if seen == place:
             return
         first = self.variables[var.name]
+        line, col = first.source.line_col(first.start)
+        at = f"{line}:{col}" if first.source.name == var.source.name else first.where
         raise TemplateError(
-            f"the name {var.name!r} is given to two things: {first.kind} at {first.where} "
-            f"and {var.kind} here",
+            f"the name {var.name!r} is given to two things: the {first.kind} at {at} and the {var.kind} here",
             var.source,
             var.start,
             hint="the trace needs one name for one thing: rename one of them",
