@@ -198,7 +198,7 @@ class _Rewriter:
             self.dropped.extend((var.name, v) for v in dropped)
             lost = set(dropped)
         for line in var.lines:
-            key = (line.source.name, line.source.first_line)
+            key = (line.path, line.number)
             base = self.line_weights.get(key, line.weight)
             self.line_weights[key] = 0.0 if line.value in lost else base * factor(line.value)
         self.rewritten.append(label or var.name)

@@ -26,6 +26,7 @@ from stable_discovery.language.references import count_references, unknown_slot
 from stable_discovery.language.syntax import Alternative, Choice, Select, SlotRef, Text, WildcardRef
 from stable_discovery.language.syntax import Node as SyntaxNode
 from stable_discovery.language.variables import (
+    Lines,
     Scope,
     Variable,
     count_name,
@@ -136,6 +137,7 @@ class _Compiler:
         self.depth = 0
         self.variables: dict[str, Variable] = {}
         self.places: dict[str, tuple[Any, ...]] = {}
+        self.line_ref_cache: dict[str, Lines] = {}
 
     # variables -------------------------------------------------------------------------
     def variable(self, var: Variable, place: tuple[Any, ...]) -> None:
@@ -261,7 +263,7 @@ class _Compiler:
         cached = self.wild_nodes.get(ref.pattern)
         if cached is None:
             lines = self.lines.get(ref, src)
-            entries = self._wildcard_entries(ref, lines, src) if len(lines) > 1 else None
+            singles, entries = self._wildcard_entries(ref, lines, src) if len(lines) > 1 else (None, None)
             nodes, _ = self.wildcard(ref, src)
             if len(nodes) == 1 and isinstance(nodes[0], Lit) and len(nodes[0].text) <= 1000:
                 cached = nodes[0]  # one short line of text: nothing to choose
@@ -273,27 +275,41 @@ class _Compiler:
                 # otherwise double in size at each level)
                 keys = [line.text for line in lines]
                 weights = _line_weights(lines, src, ref.start)
-                cached = Pick(nodes, weights, None, None, keys, entries=entries)
+                cached = Pick(nodes, weights, None, None, keys, entries=entries, singles=singles)
             self.wild_nodes[ref.pattern] = cached
         return cached
 
     def _wildcard_entries(
         self, ref: WildcardRef, lines: Sequence[ParsedLine], src: Source
-    ) -> tuple[tuple[tuple[str, Chosen], ...], ...]:
-        """Each line's trace entries: the line, and for a glob the file it came from."""
+    ) -> tuple[Any, Any]:
+        """Each line's trace entry, the line (``singles``); for a glob, the line and the
+        file it came from (``entries``)."""
         name = wildcard_name(ref.pattern)
         texts = tuple(line.value for line in lines)
-        var = Variable(name, "wildcard", texts, src, ref.start, ref, tuple(lines))
+        var = Variable(name, "wildcard", texts, src, ref.start, ref, self.line_refs(ref.pattern, lines))
         self.variable(var, ("__", ref.pattern))
-        line_entries = [((name, Chosen(k, line.value)),) for k, line in enumerate(lines)]
+        singles = tuple((name, Chosen(k, line.value)) for k, line in enumerate(lines))
         if not any(ch in ref.pattern for ch in "*?["):
-            return tuple(line_entries)
+            return singles, None
         files = list(dict.fromkeys(line.file for line in lines))
         fname = file_name(name)
         var = Variable(fname, "file", tuple(files), src, ref.start, ref, group=name)
         self.variable(var, ("__.file", ref.pattern))
         file_entries = {f: (fname, Chosen(k, f)) for k, f in enumerate(files)}
-        return tuple(e + (file_entries[line.file],) for e, line in zip(line_entries, lines, strict=True))
+        return None, tuple((e, file_entries[line.file]) for e, line in zip(singles, lines, strict=True))
+
+    def line_refs(self, pattern: str, lines: Sequence[ParsedLine]) -> Lines:
+        """The lines of a pattern as variables keep them (once per pattern)."""
+        refs = self.line_ref_cache.get(pattern)
+        if refs is None:
+            refs = Lines(
+                tuple(line.source.name for line in lines),
+                tuple(line.source.first_line for line in lines),
+                tuple(line.value for line in lines),
+                tuple(line.weight for line in lines),
+            )
+            self.line_ref_cache[pattern] = refs
+        return refs
 
     def wildcard(self, ref: WildcardRef, src: Source) -> tuple[list[Node], list[ParsedLine]]:
         """The compiled lines of a wildcard, and the lines."""
@@ -331,12 +347,13 @@ class _Compiler:
         alts = choice.alternatives
         only = alts[0].parts if len(alts) == 1 else ()
         wild = only[0] if len(only) == 1 and isinstance(only[0], WildcardRef) else None
-        lines: tuple[ParsedLine, ...] = ()
+        lines: Lines | tuple[()] = ()
         if wild is not None:  # {2$$__colours__}: choose among the wildcard's lines
-            lines = tuple(self.lines.get(wild, src))
-            keys = [line.text for line in lines]
-            texts = [line.value for line in lines]
-            weights = [line.weight for line in lines]
+            parsed = self.lines.get(wild, src)
+            lines = self.line_refs(wild.pattern, parsed)
+            keys = [line.text for line in parsed]
+            texts = [line.value for line in parsed]
+            weights = [line.weight for line in parsed]
         else:
             keys = [a.text for a in alts]
             texts = [value_text(a, src.text) for a in alts]
@@ -391,7 +408,7 @@ class _Compiler:
         texts: list[str],
         src: Source,
         name: str,
-        lines: tuple[ParsedLine, ...],
+        lines: Lines | tuple[()],
     ) -> tuple[list[tuple[str, Chosen]], list[tuple[str, Chosen]] | None]:
         """A multi-select's trace entries: one variable per distinct item (present or
         absent), and the count when it varies."""

@@ -23,8 +23,9 @@ Names (docs/language.md, "The trace"):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from stable_discovery.errors import Source
 from stable_discovery.language.syntax import Alternative, Choice
@@ -32,6 +33,8 @@ from stable_discovery.language.syntax import Alternative, Choice
 __all__ = [
     "KINDS",
     "Variable",
+    "LineRef",
+    "Lines",
     "Scope",
     "item_name",
     "count_name",
@@ -47,14 +50,43 @@ __all__ = [
 KINDS = ("slot", "setting", "choice", "optional", "item", "count", "wildcard", "file")
 
 
+class LineRef(NamedTuple):
+    """A wildcard line a variable picks among: its file and line number, its value in
+    the trace (its text after its weight) and its weight."""
+
+    path: str
+    number: int
+    value: str
+    weight: float
+
+
+@dataclass(frozen=True, eq=False)
+class Lines:
+    """The lines a variable picks among, as columns: four tuples, not one object per
+    line (a wildcard may have 10,000 lines); iterating gives :class:`LineRef`\\ s."""
+
+    paths: tuple[str, ...]
+    numbers: tuple[int, ...]
+    values: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[LineRef]:
+        for row in zip(self.paths, self.numbers, self.values, self.weights, strict=True):
+            yield LineRef(*row)
+
+
 @dataclass(frozen=True, eq=False)
 class Variable:
     """A traced variable: its name, kind, the values it can take (texts as written, in
     the order of their trace index) and where it is written.
 
     ``node`` is the syntax node (the :class:`Choice` of a choice, optional part or
-    multi-select; for an item, the multi-select's). ``lines`` are the wildcard lines a
-    wildcard, or a choice or multi-select among a wildcard's lines, picks from. ``group``
+    multi-select; for an item, the multi-select's). ``lines`` are the wildcard lines
+    (:class:`Lines`) a wildcard, or a choice or multi-select among a wildcard's lines,
+    picks from. ``group``
     is the multi-select of an item or a count, the wildcard of a file variable;
     ``index`` an item's alternative in its multi-select.
     """
@@ -65,7 +97,7 @@ class Variable:
     source: Source
     start: int
     node: Any = field(default=None, repr=False)
-    lines: tuple[Any, ...] = field(default=(), repr=False)
+    lines: Lines | tuple[()] = field(default=(), repr=False)
     group: str | None = None
     index: int = -1
 

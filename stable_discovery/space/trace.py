@@ -7,9 +7,12 @@ from dataclasses import dataclass
 __all__ = ["Chosen", "trace_dict"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chosen:
-    """Which alternative a slot or sampled setting took: its index and its text as written."""
+    """Which value a traced variable took: its index and its text as written.
+
+    (Slots, no ``__dict__``: a compiled template holds one per value of every variable.)
+    """
 
     index: int
     text: str
