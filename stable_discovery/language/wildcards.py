@@ -42,6 +42,8 @@ class WildcardLine:
 
 def split_weight(line: str) -> tuple[float, str]:
     """A stripped wildcard line's weight (1 when it has none) and its text after it."""
+    if "::" not in line:
+        return 1.0, line
     m = LINE_WEIGHT.match(line)
     if m is None:
         return 1.0, line
