@@ -428,3 +428,15 @@ def test_an_experiment_begun_before_keeps_recording_what_it_did(tmp_path: Path) 
         )
         store.record_done(fresh.id, [(s, f"{s.index}.png", 0.0, 1) for s in samples])
         assert set(store.record(fresh, 0)["trace"]) == {"prompt{1}", "animal"}
+
+
+def test_lora_tags_written_in_choices_are_traced_like_any_value(store: Store) -> None:
+    t = "prompt = a cat {<lora:ink:0.6>|<lora:oil:1>|} <lora:detail:{0.5|1}>\n"
+    program = loads(t)
+    assert [(v.name, v.values) for v in program.variables] == [
+        ("prompt{1}", ("<lora:ink:0.6>", "<lora:oil:1>", "")),
+        ("prompt{2}", ("0.5", "1")),
+    ]
+    make_experiment(store, "l", t, 900, rate_by({("prompt{1}", "<lora:oil:1>"): 0.4}, 0.1))
+    top = experiment_stats(store, "l").values[0]
+    assert (top.name, top.text, top.significant) == ("prompt{1}", "<lora:oil:1>", True)
