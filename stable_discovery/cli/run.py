@@ -11,6 +11,7 @@ from stable_discovery.cli.args import (
     add_template_args,
     add_workspace_arg,
     backend_factory,
+    integer,
     load_template,
     nonneg,
     open_store,
@@ -65,9 +66,45 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         executor=executor,
     )
     template_path = str(args.file) if args.file is not None else None
-    with open_store(args) as store:
-        result = run_experiment(store, program, template_path, options, parts, RunReport())
+    report = RunReport()
+    with open_store(args, "create") as store:
+        try:
+            result = run_experiment(store, program, template_path, options, parts, report)
+        except Exception as exc:  # a fault of the machine gets the resume command; the rest is re-raised
+            found = _run_fault(args, exc, store, report)
+            if found is None:
+                raise
+            raise found from None
     return _finish(args, result)
+
+
+def _run_fault(args: argparse.Namespace, exc: Exception, store: Any, report: Any) -> Exception | None:
+    """A fault of the machine during a run (a full disk, a read-only folder, a damaged
+    database) as one line, with the command that resumes once it is fixed; None for
+    any other exception."""
+    from stable_discovery.store.faults import StoreFault, fault
+
+    found = exc if isinstance(exc, StoreFault) else fault(exc, store.db_path)
+    if found is None:
+        return None
+    name = report.experiment.name if report.experiment is not None else _experiment_name(args)
+    again = " ".join(_resume_command(args, name))
+    if report.experiment is None:
+        return StoreFault(f"{found}\nonce fixed, run it again:\n  {again}")
+    done = report.done if report.done is not None else report.experiment.done
+    return StoreFault(
+        f"{found}\n{done} of {report.experiment.count} done; once fixed, resume with:\n  {again}"
+    )
+
+
+def _batch(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"a batch is 1 to 4096 images, not {value}")
+    return value
 
 
 def _setting_specs() -> dict[str, Any]:
@@ -103,9 +140,12 @@ def _sink_factories(names: list[str]) -> dict[str, Any]:
 
 
 def _experiment_name(args: argparse.Namespace) -> str:
+    from stable_discovery.store.database import check_name
+
     name = args.name or (args.file.stem if args.file is not None else None)
     if name is None:
         raise UsageError("give --name NAME for a template given with -e")
+    check_name(str(name))
     return str(name)
 
 
@@ -141,8 +181,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--backend", help="diffusers (default) | dummy | a plugin's")
     p.add_argument("--model", help="model id, local path, or 'tiny' (overrides @model)")
     p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
-    p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
-    p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")
+    p.add_argument(
+        "--batch", type=_batch, metavar="B", help="images per backend call (default: @batch, else 4)"
+    )
+    p.add_argument("--seed", type=integer, help="sampler seed (default: @seed)")
     p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
     p.add_argument(
         "--set",
