@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import add_workspace_arg, backend_factory, nonneg, open_store, plural, stars
@@ -102,7 +103,8 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
             out.write("trace:\n")
             for k, v in rec["trace"].items():
                 out.write(f"  {k}: #{v['index']} {v['text']}\n")
-            out.write(f"file: {rec['path']}\n")
+            gone = "" if os.path.exists(rec["path"]) else "  (missing: --regen --save makes it again)"
+            out.write(f"file: {rec['path']}{gone}\n")
             if rec["seconds"] is not None:
                 out.write(f"time: {rec['seconds']:.3f} s (batch of {rec['batch_size']})\n")
         if args.regen:
@@ -176,7 +178,7 @@ def cmd_repair(args: argparse.Namespace, out: TextIO) -> int:
 def _print_repair(report: Any, out: TextIO) -> None:
     db = report.workspace / "discovery.db"
     if report.store_state is not None:
-        out.write(f"{db} was {report.store_state}: the store was rebuilt from the experiment folders\n")
+        out.write(f"{db} was {report.store_state}; the store was rebuilt from the experiment folders\n")
     if report.set_aside is not None:
         out.write(f"the damaged database was kept as {report.set_aside}\n")
     if report.marks_restored:

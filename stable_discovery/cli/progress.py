@@ -108,8 +108,11 @@ class RunReport(ProgressObserver):
     def missing(self, experiment: Experiment, names: list[str]) -> None:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3:,} more" if len(names) > 3 else "")
         sys.stderr.write(
-            f"experiment {experiment.name}: {len(names):,} images are missing from its folder "
-            f"({shown}); making them again\n"
+            f"experiment {experiment.name}: {len(names):,} "
+            + ("image is" if len(names) == 1 else "images are")
+            + f" missing from its folder ({shown}); making "
+            + ("it" if len(names) == 1 else "them")
+            + " again\n"
         )
 
     def started(self, experiment: Experiment, folder: Path) -> None:

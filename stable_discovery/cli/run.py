@@ -87,6 +87,7 @@ def _run_fault(args: argparse.Namespace, exc: Exception, store: Any, report: Any
     found = exc if isinstance(exc, StoreFault) else fault(exc, store.db_path)
     if found is None:
         return None
+    report.generated()  # ends the progress bar's line
     name = report.experiment.name if report.experiment is not None else _experiment_name(args)
     again = " ".join(_resume_command(args, name))
     if report.experiment is None:

@@ -66,7 +66,7 @@ class Repaired:
 @dataclass(frozen=True)
 class RepairReport:
     """What ``sdp repair`` did: the store's state before (``None``: sound, else
-    ``"missing"``, ``"empty"`` or ``"damaged: …"``), where a damaged database was set
+    ``"missing"``, ``"empty"`` or ``"damaged (…)"``), where a damaged database was set
     aside, how many marks were put back, and each experiment."""
 
     workspace: Path
@@ -119,7 +119,7 @@ def _open(workspace: Path) -> tuple[Store, str | None, Path | None]:
             return store, state, None
         store.close()
     aside = set_aside(workspace)
-    return Store(workspace, mode="create", guard=False), "damaged: " + "; ".join(problem[:3]), aside
+    return Store(workspace, mode="create", guard=False), "damaged (" + "; ".join(problem[:3]) + ")", aside
 
 
 def _experiment_names(store: Store, workspace: Path, names: Sequence[str]) -> list[str]:

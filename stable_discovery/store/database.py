@@ -166,6 +166,18 @@ def _connect_ro(db_path: Path, immutable: bool = False) -> sqlite3.Connection:
     return db
 
 
+def _not_writable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be written (a read-only file system, permissions), or None."""
+    try:
+        if os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+            return "is on a read-only file system"
+    except (OSError, AttributeError):
+        pass
+    if not os.access(folder, os.W_OK):
+        return "cannot be written (permissions)"
+    return None
+
+
 def _is_empty(db_path: Path) -> bool:
     try:
         return db_path.stat().st_size == 0
@@ -204,6 +216,13 @@ class Store:
             elif mode == "create" and guard and not was_empty and not self.experiment_names():
                 self._refuse_if_lost("empty (it knows no experiment)")
         except sqlite3.Error as exc:
+            why = None if self.read_only else _not_writable(self.workspace)
+            if why is not None:
+                raise StoreFault(
+                    f"cannot write to the store: {self.workspace} {why}. Reading commands (runs, show, "
+                    "stats, refine, gallery) still work; to run or mark, use a writable --workspace",
+                    "read-only",
+                ) from None
             raise self.fault(exc, "opening the store") from None
 
     def fault(self, exc: BaseException, doing: str) -> StoreError:

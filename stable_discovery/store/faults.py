@@ -145,6 +145,8 @@ def describe(exc: BaseException, where: Path | str | None) -> str | None:
             return None
         what, todo = found
         place = f"{where}: " if where is not None else ""
+        if where is not None and Path(where).name == "discovery.db":
+            todo = todo.replace("`sdp repair`", f"`sdp repair --workspace {Path(where).parent}`")
         return f"{what} ({place}{exc}); {todo}"
     if isinstance(exc, OSError) and exc.errno in _OS_FAULTS:
         what, todo = _OS_FAULTS[exc.errno]

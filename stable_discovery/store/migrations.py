@@ -154,7 +154,7 @@ def check_schema(db: sqlite3.Connection, path: Path | str, *, require: bool = Fa
         what = "is empty" if tables == 0 else "is an SQLite database, but not a run store"
         raise StoreFault(
             f"{path} {what}: give the folder `sdp run` wrote with --workspace, or rebuild the "
-            "store from the images with `sdp repair`",
+            f"store from the images with `sdp repair --workspace {Path(path).parent}`",
             "not-a-store",
         ) from None
     known = {name for name, _fn in MIGRATIONS}
