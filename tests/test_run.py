@@ -167,9 +167,9 @@ def test_leftovers_of_a_crash_are_swept_and_nothing_else(tmpl, tmp_path) -> None
     (folder / "00002.png.tmp").write_bytes(b"half")
     (folder / "00099.png").write_bytes(b"orphan")
     assert sdp_run(tmp_path, str(tmpl), "--backend", "dummy", "--count", "4", "--name", "p") == 0
-    assert sorted(p.name for p in folder.iterdir() if p.name not in (".lock", ".sdp-experiment.json")) == sorted(
-        [*(f"{i:05d}.png" for i in range(4)), "00002.png.tmp", "00099.png"]
-    )
+    assert sorted(
+        p.name for p in folder.iterdir() if p.name not in (".lock", ".sdp-experiment.json")
+    ) == sorted([*(f"{i:05d}.png" for i in range(4)), "00002.png.tmp", "00099.png"])
 
 
 def test_ctrl_c_stops_after_the_current_batch(tmpl, tmp_path) -> None:

@@ -27,6 +27,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery.cli.progress import RunReport
     from stable_discovery.run.executors import make_executor
     from stable_discovery.run.runner import RunOptions, RunParts, run_experiment
+    from stable_discovery.run.runplan import resolve_plan
     from stable_discovery.store.database import ENV_WORKSPACE, workspace_path
 
     # samplers that read the store (exploit) look where this run writes
@@ -67,6 +68,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     )
     template_path = str(args.file) if args.file is not None else None
     report = RunReport()
+    resolve_plan(
+        program, template_path, options, sampler, specs
+    )  # bad input is refused before the store is made
+    _check_folder(args, options.name)
     with open_store(args, "create") as store:
         try:
             result = run_experiment(store, program, template_path, options, parts, report)
@@ -76,6 +81,19 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 raise
             raise found from None
     return _finish(args, result)
+
+
+def _check_folder(args: argparse.Namespace, name: str) -> None:
+    """In a workspace without a store yet, refuse a folder of someone else's files
+    before the store is made (the runner checks again, under the experiment's lock)."""
+    from stable_discovery.run.files import check_new_folder
+    from stable_discovery.store.database import DB_FILE, workspace_path
+    from stable_discovery.store.images import scan_folder
+
+    workspace = workspace_path(args.workspace)
+    folder = workspace / name
+    if not (workspace / DB_FILE).exists() and folder.is_dir():
+        check_new_folder(folder, name, scan_folder(folder, ()))
 
 
 def _run_fault(args: argparse.Namespace, exc: Exception, store: Any, report: Any) -> Exception | None:

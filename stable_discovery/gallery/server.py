@@ -538,6 +538,8 @@ def make_server(
     token: str | None = None,
     read_only: bool = False,
     allow_hosts: tuple[str, ...] = (),
+    deadlines: Deadlines | None = None,
+    max_connections: int | None = None,
 ) -> GalleryServer:
     """A gallery server over ``workspace`` (which must hold a run store), not yet serving.
 
@@ -564,6 +566,8 @@ def make_server(
             token=token,
             read_only=read_only or forced is not None,
             allow_hosts=allow_hosts,
+            deadlines=deadlines,
+            max_connections=max_connections,
         )
     except OSError as exc:
         if exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS

@@ -177,6 +177,9 @@ def _make_folder(store: Store, name: str) -> tuple[Path, bool]:
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder: run under another --name")
     created = not folder.exists()
+    if not created and store.get(name) is None:
+        # someone else's folder: refused before the lock file is put in it
+        check_new_folder(folder, name, scan_folder(folder, ()))
     try:
         folder.mkdir(exist_ok=True)
     except OSError as exc:

@@ -152,8 +152,18 @@ def read_experiment_names(workspace: Path) -> set[str]:
 
     Raises :class:`sqlite3.Error` when there is no readable store.
     """
-    db = sqlite3.connect(f"file:{Path(workspace) / DB_FILE}?mode=ro", uri=True, timeout=30)
+    db_path = Path(workspace) / DB_FILE
+    if not db_path.is_file():
+        raise sqlite3.OperationalError(f"unable to open database file: {db_path} is missing")
+    db = _connect_ro(db_path)
     try:
+        try:
+            return {row[0] for row in db.execute("SELECT name FROM experiments")}
+        except sqlite3.OperationalError as exc:
+            if not _needs_immutable(exc):
+                raise
+        db.close()
+        db = _connect_ro(db_path, immutable=True)
         return {row[0] for row in db.execute("SELECT name FROM experiments")}
     finally:
         db.close()
@@ -164,6 +174,13 @@ def _connect_ro(db_path: Path, immutable: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
     db.row_factory = sqlite3.Row
     return db
+
+
+def _needs_immutable(exc: sqlite3.OperationalError) -> bool:
+    """Whether a read-only connection failed because SQLite could not make the WAL's
+    shared-memory file (a read-only or full disk): the file is then read as it is."""
+    text = str(exc)
+    return "unable to open" in text or "readonly" in text
 
 
 def _not_writable(folder: Path) -> str | None:
@@ -279,7 +296,7 @@ class Store:
         try:
             check_schema(db, self.db_path, require=True)
         except sqlite3.OperationalError as exc:
-            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+            if not _needs_immutable(exc):
                 db.close()
                 raise
             db.close()
