@@ -41,6 +41,7 @@
     minStars: "",
     queue: Promise.resolve(),
     restoreIndex: null,
+    readOnly: false,
   };
   window.sdpPending = 0; // requests in flight: tests wait for 0
 
@@ -133,6 +134,9 @@
   async function loadExperiments() {
     const data = await api("/api/experiments");
     state.experiments = data.experiments;
+    // sdp gallery --read-only (or a workspace that cannot be written): marks are not offered
+    state.readOnly = Boolean(data.read_only);
+    document.body.classList.toggle("read-only", state.readOnly);
     renderExperiments();
     renderSummary();
   }
@@ -171,7 +175,8 @@
       filtered ? ` · ${state.total.toLocaleString()} shown` : "",
       ` · ♥ ${e.favourites.toLocaleString()}`,
       e.rejected ? ` · ✕ ${e.rejected.toLocaleString()}` : "",
-      ` · ${e.backend}, ${e.sampler} sampler, seed ${e.seed}`
+      ` · ${e.backend}, ${e.sampler} sampler, seed ${e.seed}`,
+      state.readOnly ? " · read-only" : ""
     );
   }
 
@@ -394,6 +399,10 @@
   function rate(i, change) {
     const item = state.items[i];
     if (!item) return Promise.resolve();
+    if (state.readOnly) {
+      toast("this gallery is read-only: marks cannot be changed here", "info");
+      return Promise.resolve();
+    }
     Object.assign(item, change);
     repaint(i);
     const body = { experiment: state.exp, index: item.index, ...change };
