@@ -378,7 +378,7 @@ def test_unknown_setting_lists_the_known_ones():
         "@xyzzy = 2",
         1,
         "known settings: @count, @seed, @sampler, @seed_mode, @batch, @steps, @guidance, "
-        "@size, @width, @height, @model, @scheduler",
+        "@size, @width, @height, @model, @scheduler, @weighting, @device",
     )
 
 
@@ -415,7 +415,7 @@ def test_unknown_setting_with_suggestion():
         (
             "@scheduler = foo",
             "@scheduler: expected one of ddim, pndm, lms, euler, euler_a, heun, dpm++2m, "
-            "dpm++2m_karras, unipc; got 'foo'",
+            "dpm++2m_karras, unipc, flow_euler; got 'foo'",
             14,
         ),
     ],

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from stable_discovery.errors import SdpError
+from stable_discovery.language.loras import LoraTagError, lora_key
 from stable_discovery.sampling.sample import Sample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,7 +27,9 @@ class BackendError(SdpError):
 
 @dataclass(frozen=True)
 class GenerationKey:
-    """What samples must share to be generated in one call."""
+    """What samples must share to be generated in one call: the settings, the LoRA set
+    of their prompts (``<lora:NAME:WEIGHT>`` tags: (name, weight) pairs sorted by name,
+    applied to the whole call) and the prompt weighting mode (``a1111`` or ``none``)."""
 
     model: str
     width: int
@@ -34,10 +37,18 @@ class GenerationKey:
     steps: int
     guidance: float
     scheduler: str
+    loras: tuple[tuple[str, float], ...] = ()
+    weighting: str = "a1111"
 
     @classmethod
     def of(cls, sample: Sample) -> GenerationKey:
+        """The key of a sample. A LoRA tag that does not read, or a LoRA tagged twice,
+        is a :class:`BackendError` naming the sample."""
         s = sample.settings
+        try:
+            loras = lora_key(sample.prompt)
+        except LoraTagError as exc:
+            raise BackendError(f"sample {sample.index}: {exc} (prompt: {sample.prompt!r})") from None
         return cls(
             str(s["model"]),
             int(s["width"]),
@@ -45,6 +56,8 @@ class GenerationKey:
             int(s["steps"]),
             float(s["guidance"]),
             str(s["scheduler"]),
+            loras,
+            str(s.get("weighting", "a1111")),
         )
 
 

@@ -1,10 +1,21 @@
-"""The ``diffusers`` backend: Stable Diffusion through Hugging Face diffusers and PyTorch.
+"""The ``diffusers`` backend: text-to-image models through Hugging Face diffusers and PyTorch.
 
 * A model is a Hugging Face id (default ``stabilityai/stable-diffusion-2-1``), a local
-  folder in the diffusers layout (``model_index.json`` and one folder per component), or
-  ``tiny`` — a tiny random-weights pipeline built locally (:mod:`.tiny`). All three go
-  through the same ``StableDiffusionPipeline.from_pretrained``; a pipeline is loaded once
-  per model and kept until :meth:`DiffusersBackend.close`.
+  folder in the diffusers layout (``model_index.json`` and one folder per component), a
+  single-file checkpoint (``.safetensors``/``.ckpt``, through ``from_single_file``), or
+  one of the tiny random-weights pipelines built locally (``tiny``, ``tiny-sdxl``,
+  ``tiny-sd3``, ``tiny-flux``, ``tiny-pixart``: :mod:`.tiny`).
+* The pipeline class is the one the model's own ``model_index.json`` names
+  (``DiffusionPipeline.from_pretrained``), for the families of :mod:`.families`: SD
+  1.x/2.x, SDXL, SD 3.x, Flux, PixArt. What differs between families (negative prompts,
+  guidance, prompt weighting, call arguments) is a small strategy object per family
+  (:mod:`.pipelines`). A model is loaded once and kept until :meth:`DiffusersBackend.close`
+  (or, with ``max_models``, until it is the least recently used of too many).
+* ``<lora:NAME:WEIGHT>`` tags: each LoRA file is loaded once per model
+  (``load_lora_weights``, peft) and batches switch between LoRA sets with
+  ``set_adapters``; the tags are taken out of the text the encoders read.
+* A1111 prompt weighting (``(word:1.3)``, ``BREAK``, long prompts in 75-token chunks) for
+  SD 1.x/2.x and SDXL, through compel (:mod:`.encoders`), unless ``@weighting = none``.
 * The batch's scheduler name picks the scheduler class; its config is the model's own.
 * fp16 on CUDA, fp32 on CPU; PyTorch's fused attention (SDPA) by default.
 * One ``torch.Generator`` per image, seeded with the sample's seed and passed as a list,
@@ -19,13 +30,27 @@ from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stable_discovery.backends.base import BackendError, Batch
+from stable_discovery.backends.families import (
+    SINGLE_FILE_SUFFIXES,
+    ModelInfo,
+    detect_folder,
+    detect_model,
+    detect_single_file,
+    families_summary,
+    lora_dirs_for,
+    own_lora_names,
+)
+from stable_discovery.backends.pipelines import FamilyRunner, group_inputs, runner_for
 from stable_discovery.backends.quiet import quiet_libraries
-from stable_discovery.backends.tiny import TINY_MODEL, TINY_VERSION, is_tiny, tiny_model_path
+from stable_discovery.backends.tiny import is_tiny, tiny_folder_name, tiny_loras_path, tiny_model_path
+from stable_discovery.language.loras import LORA_TAG, LoraLibrary, split_lora_tags
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -56,6 +81,7 @@ SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
     "unipc": ("UniPCMultistepScheduler", {}),
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {}),
 }
 
 #: Our scheduler names → the sampler names A1111 writes in PNG metadata (``Sampler: …``).
@@ -69,6 +95,7 @@ SCHEDULER_LABELS: dict[str, str] = {
     "dpm++2m": "DPM++ 2M",
     "dpm++2m_karras": "DPM++ 2M Karras",
     "unipc": "UniPC",
+    "flow_euler": "Euler",
 }
 
 #: Fewer steps than this make the scheduler fail inside diffusers (PNDM's PLMS warm-up).
@@ -180,8 +207,23 @@ def _check_device(torch: Any, dev: str) -> None:
         raise BackendError("device 'mps' was asked for but PyTorch sees no Apple GPU")
 
 
+@dataclass
+class _Loaded:
+    """A loaded model: its pipeline, family runner, scheduler state and LoRA adapters."""
+
+    pipe: Any
+    runner: FamilyRunner
+    base_scheduler: Any
+    scheduler: str
+    #: our LoRA name → the adapter name inside the pipeline, for every adapter loaded
+    adapters: dict[str, str] = field(default_factory=dict)
+    #: the (name, weight) set now applied; None until the first batch
+    active: tuple[tuple[str, float], ...] | None = None
+    library: LoraLibrary | None = None
+
+
 class DiffusersBackend:
-    """Stable Diffusion pipelines through diffusers (see the module docstring).
+    """Text-to-image pipelines through diffusers (see the module docstring).
 
     Arguments:
         device: ``"auto"`` (CUDA when torch sees a GPU, else CPU), ``"cpu"``, ``"cuda"``,
@@ -203,6 +245,13 @@ class DiffusersBackend:
             pipeline's device, the default) or ``"cpu"`` (the same starting noise on every
             machine, a little slower on GPU for ancestral schedulers).
         local_files_only: never touch the network; ``None`` follows ``HF_HUB_OFFLINE``.
+        lora_dirs: the folders ``<lora:NAME:…>`` tags look in (``NAME.safetensors``),
+            before a model folder's own ``loras/``.
+        max_models: keep at most this many models loaded (the least recently used one
+            goes first); ``None``: every model stays loaded until :meth:`close`.
+        single_file_config: a diffusers folder (or Hugging Face id) whose configuration
+            files single-file checkpoints are loaded with, instead of their family's
+            reference model.
     """
 
     name = "diffusers"
@@ -216,6 +265,9 @@ class DiffusersBackend:
         threads: int | None = None,
         generator_device: str = "device",
         local_files_only: bool | None = None,
+        lora_dirs: Sequence[str] = (),
+        max_models: int | None = None,
+        single_file_config: str | None = None,
     ) -> None:
         if attention not in _ATTENTION:
             raise BackendError(f"unknown attention {attention!r}; known: {', '.join(_ATTENTION)}")
@@ -225,16 +277,24 @@ class DiffusersBackend:
             raise BackendError("generator_device must be 'device' or 'cpu'")
         if threads is not None and threads < 1:
             raise BackendError("threads must be at least 1")
-        self.device_name = device
+        if max_models is not None and max_models < 1:
+            raise BackendError("max_models must be at least 1")
+        self.device_name = device or "auto"
         self.dtype_name = dtype
         self.attention = attention
         self.compile = compile
         self.threads = threads
         self.generator_device = generator_device
         self.local_files_only = local_files_only
-        self._pipes: dict[str, Any] = {}  # model name → pipeline
-        self._base_scheduler: dict[str, Any] = {}  # model name → the model's own scheduler config
-        self._scheduler_of: dict[str, str] = {}  # model name → our scheduler name in use
+        self.lora_dirs = tuple(str(d) for d in lora_dirs)
+        self.max_models = max_models
+        self.single_file_config = single_file_config
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()  # model name → loaded model
+        self._infos: dict[str, ModelInfo] = {}
+        self._sources: dict[str, str] = {}
+        #: how many times a model was loaded, and a LoRA file (tests count them)
+        self.model_loads = 0
+        self.lora_loads = 0
         self._torch: Any = None
         self._diffusers: Any = None
         self._device: Any = None
@@ -291,77 +351,131 @@ class DiffusersBackend:
         return str(self._dtype).replace("torch.", "")
 
     def prepare(self, models: Sequence[str]) -> None:
-        """Load every model a run needs before any work, so a model that cannot be
-        reached fails the run at once (``sdp run`` calls this)."""
+        """Make sure every model a run needs can be loaded before any work, so a model
+        that cannot be reached fails the run at once (``sdp run`` calls this). Every
+        model is found (folder, file, or the Hub's ``model_index.json``) and, as many
+        as may be kept loaded, loaded."""
         for model in models:
-            self.check_available(model)
+            self._resolve(model)
+        for model in list(models)[: self.max_models or len(models)]:
+            self._model(model)
 
     def check_available(self, model: str) -> None:
         """Load ``model`` now (it stays loaded for :meth:`generate`), so a run fails
         before doing any work; raises :class:`BackendError` when it cannot."""
-        self._pipeline(model)
+        self._model(model)
 
-    # -- loading -------------------------------------------------------------------------
+    def model_defaults(self, model: str) -> dict[str, Any]:
+        """The settings a template leaves unset take these for ``model``: its family's
+        size, steps, guidance and scheduler (empty when the family cannot be told yet)."""
+        loaded = self._loaded.get(model)
+        if loaded is not None:
+            return dict(loaded.runner.info.defaults)
+        try:
+            return dict(self._resolve(model)[0].defaults)
+        except BackendError:
+            return {}
 
-    def _source(self, model: str) -> tuple[str, bool]:
-        """What to give ``from_pretrained`` for a model name, and whether it is local."""
+    def family(self, model: str) -> str:
+        """The family of a model, in words (``SDXL``), once it is known."""
+        loaded = self._loaded.get(model)
+        return loaded.runner.family.label if loaded is not None else self._resolve(model)[0].label
+
+    # -- finding and loading -------------------------------------------------------------
+
+    def _resolve(self, model: str) -> tuple[ModelInfo, str]:
+        """What ``model`` is (family, kind) and what to load it from, without loading
+        weights; a model that cannot be found is a :class:`BackendError`."""
+        found = self._infos.get(model)
+        if found is not None:
+            return found, self._sources[model]
+        info, source = self._find(model)
+        self._infos[model] = info
+        self._sources[model] = source
+        return info, source
+
+    def _find(self, model: str) -> tuple[ModelInfo, str]:
         if is_tiny(model):
             try:
-                return str(tiny_model_path()), True
+                path = tiny_model_path(model)
             except OSError as e:  # an unwritable or full cache folder
                 raise BackendError(
                     f"cannot build the tiny model: {_first_line(e)}. Way out: set SDP_CACHE_DIR "
                     "to a writable folder"
                 ) from e
+            return detect_model(model), str(path)
         path = Path(model).expanduser()
-        if path.exists():
-            if path.is_file():
-                raise BackendError(
-                    f"cannot load model {model!r}: it is a single file; the diffusers backend "
-                    "loads a diffusers folder (model_index.json with one folder per component). "
-                    "Convert a .ckpt/.safetensors checkpoint with diffusers' "
-                    "scripts/convert_original_stable_diffusion_to_diffusers.py, use a Hugging "
-                    "Face model id, or --model tiny"
-                )
-            return str(path), True
-        if _looks_like_path(model):
+        if path.is_file():
+            return detect_single_file(model, path), str(path)
+        if path.is_dir():
+            return detect_folder(model, path), str(path)
+        if _looks_like_path(model) or path.suffix.lower() in SINGLE_FILE_SUFFIXES:
             raise BackendError(
-                f"cannot load model {model!r}: no such folder. Ways out: a folder in the "
-                "diffusers layout (model_index.json), a Hugging Face model id such as "
-                f"{DEFAULT_MODEL}, or --model tiny (no network needed)"
+                f"cannot load model {model!r}: no such folder or file. Ways out: a folder in the "
+                "diffusers layout (model_index.json), a single-file checkpoint (.safetensors), a "
+                f"Hugging Face model id such as {DEFAULT_MODEL}, or --model tiny (no network needed)"
             )
-        return model, False
+        return self._find_on_hub(model), model
 
-    def _pipeline(self, model: str) -> Any:
-        """The pipeline of ``model``, loaded, moved and set up the first time."""
-        pipe = self._pipes.get(model)
-        if pipe is not None:
-            return pipe
+    def _find_on_hub(self, model: str) -> ModelInfo:
+        """A Hub model's family from its ``model_index.json`` (from the cache, or
+        downloaded: a small file)."""
+        offline = self._offline()
+        try:
+            from huggingface_hub import hf_hub_download
+
+            index = hf_hub_download(model, "model_index.json", local_files_only=offline)
+        except Exception as e:
+            raise self._load_error(model, model, False, offline, e) from e
+        return replace(detect_folder(model, Path(index).parent), kind="hub")
+
+    def _offline(self) -> bool:
+        return bool(self.local_files_only if self.local_files_only is not None else _offline())
+
+    def _model(self, model: str) -> _Loaded:
+        """The loaded model, loaded, moved and set up the first time (the least recently
+        used one is dropped first when ``max_models`` are loaded)."""
+        loaded = self._loaded.get(model)
+        if loaded is not None:
+            self._loaded.move_to_end(model)
+            return loaded
         self._setup()
-        pipe = self._to_device(model, self._load(model))
+        info, source = self._resolve(model)
+        while self.max_models is not None and len(self._loaded) >= self.max_models:
+            self._loaded.popitem(last=False)
+            self._free_memory()
+        pipe = self._load(model, info, source)
+        runner = runner_for(pipe, info)
+        pipe = self._to_device(model, pipe)
         pipe.set_progress_bar_config(disable=True)
         self._set_attention(pipe)
         if self.compile:
             self._compile_unet(pipe)
-        self._pipes[model] = pipe
-        self._base_scheduler[model] = pipe.scheduler.config
-        self._scheduler_of[model] = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""
-        return pipe
+        ours = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""
+        loaded = _Loaded(pipe, runner, pipe.scheduler.config, ours)
+        self._loaded[model] = loaded
+        self.model_loads += 1
+        return loaded
 
-    def _load(self, model: str) -> Any:
-        """``from_pretrained``; a failure becomes a :class:`BackendError` that says why."""
-        source, local = self._source(model)
-        offline = self.local_files_only if self.local_files_only is not None else _offline()
-        from diffusers import StableDiffusionPipeline
+    def _load(self, model: str, info: ModelInfo, source: str) -> Any:
+        """The pipeline, from a folder, the Hub or a single file; a failure becomes a
+        :class:`BackendError` that says why."""
+        if info.kind == "file":
+            return self._load_single_file(model, info, source)
+        if info.family is None and info.pipeline is not None:
+            raise BackendError(
+                f"model {model!r} is a {info.pipeline}; the diffusers backend runs text-to-image "
+                f"models of these families: {families_summary()}"
+            )
+        from diffusers import DiffusionPipeline
 
+        extra: dict[str, Any] = {}
+        if info.family is None or info.family.key in ("sd1", "sd2"):
+            extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+        offline = self._offline()
         try:
-            return StableDiffusionPipeline.from_pretrained(
-                source,
-                dtype=self._dtype,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-                local_files_only=bool(offline),
+            return DiffusionPipeline.from_pretrained(
+                source, dtype=self._dtype, local_files_only=offline or info.kind != "hub", **extra
             )
         except ImportError as e:  # a component class that needs a missing package
             raise BackendError(f"cannot load model {model!r}: {_first_line(e)}") from e
@@ -369,7 +483,16 @@ class DiffusersBackend:
             # OSError (not cached, offline, no such repo, missing files — huggingface_hub's
             # errors all derive from it), ValueError (not a valid id), or a corrupt file:
             # the user gets one line; the original stays chained for debugging
-            raise self._load_error(model, source, local, bool(offline), e) from e
+            raise self._load_error(model, source, info.kind != "hub", offline, e) from e
+
+    def _load_single_file(self, model: str, info: ModelInfo, source: str) -> Any:
+        """A single-file checkpoint through its family's ``from_single_file``, with the
+        family's configuration files found locally (or a message naming them)."""
+        from stable_discovery.backends.single_file import load_single_file
+
+        return load_single_file(
+            self._diffusers, model, info, source, self._dtype, self.single_file_config, self._offline()
+        )
 
     def _to_device(self, model: str, pipe: Any) -> Any:
         try:
@@ -383,16 +506,26 @@ class DiffusersBackend:
             raise
 
     def _set_attention(self, pipe: Any) -> None:
-        """Put the attention implementation asked for into the UNet and the VAE."""
+        """Put the attention implementation asked for into the UNet and the VAE. The
+        transformer families (SD 3, Flux, PixArt) use PyTorch's fused attention through
+        their own processors already; ``eager`` applies to UNet models only."""
+        unet: Any = getattr(pipe, "unet", None)
+        if self.attention in ("sdpa", "eager") and unet is None:
+            if self.attention == "eager":
+                raise BackendError(
+                    "attention 'eager' applies to UNet models (SD 1.x/2.x, SDXL), "
+                    f"not to a {type(pipe).__name__}"
+                )
+            return
         if self.attention == "sdpa":
             from diffusers.models.attention_processor import AttnProcessor2_0
 
-            pipe.unet.set_attn_processor(AttnProcessor2_0())
+            unet.set_attn_processor(AttnProcessor2_0())
             pipe.vae.set_attn_processor(AttnProcessor2_0())
         elif self.attention == "eager":
             from diffusers.models.attention_processor import AttnProcessor
 
-            pipe.unet.set_attn_processor(AttnProcessor())
+            unet.set_attn_processor(AttnProcessor())
             pipe.vae.set_attn_processor(AttnProcessor())
         elif self.attention == "xformers":
             try:
@@ -401,14 +534,17 @@ class DiffusersBackend:
                 raise BackendError(f"attention 'xformers' is not available: {_first_line(e)}") from None
 
     def _compile_unet(self, pipe: Any) -> None:
-        """``torch.compile`` the UNet (channels-last on CUDA)."""
+        """``torch.compile`` the denoiser, the UNet or the transformer (channels-last on
+        CUDA for a UNet)."""
         torch = self._torch
-        if self._device.type == "cuda":
-            pipe.unet.to(memory_format=torch.channels_last)
+        attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+        denoiser = getattr(pipe, attr)
+        if self._device.type == "cuda" and attr == "unet":
+            denoiser.to(memory_format=torch.channels_last)
         # static shapes: a run has one or two batch shapes (full and last partial
         # batch); each gets its own specialised graph instead of a slower dynamic one
         backend = self.compile if isinstance(self.compile, str) else "inductor"
-        pipe.unet = torch.compile(pipe.unet, backend=backend, dynamic=False)
+        setattr(pipe, attr, torch.compile(denoiser, backend=backend, dynamic=False))
 
     def _load_error(
         self, model: str, source: str, local: bool, offline: bool, exc: BaseException
@@ -426,9 +562,7 @@ class DiffusersBackend:
                     "folder per component, as save_pretrained writes), give a Hugging Face "
                     "model id, or use --model tiny"
                 )
-            return BackendError(
-                f"cannot load model {model!r} from the folder {source}: {reason}. Way out: {fix}"
-            )
+            return BackendError(f"cannot load model {model!r} from {source}: {reason}. Way out: {fix}")
         if isinstance(exc, ValueError) and "valid repo id" in str(exc):
             return BackendError(
                 f"cannot load model {model!r}: it is neither an existing folder nor a valid "
@@ -457,9 +591,9 @@ class DiffusersBackend:
             "older huggingface_hub) and run with HF_HUB_OFFLINE=1"
         )
 
-    def _use_scheduler(self, model: str, pipe: Any, name: str) -> None:
+    def _use_scheduler(self, model: str, loaded: _Loaded, name: str) -> None:
         """Switch the pipeline's scheduler to ours called ``name`` (from the model's config)."""
-        if self._scheduler_of.get(model) == name:
+        if loaded.scheduler == name:
             return
         entry = SCHEDULER_CLASSES.get(name)
         if entry is None:
@@ -467,21 +601,76 @@ class DiffusersBackend:
         cls_name, extra = entry
         cls = getattr(self._diffusers, cls_name)
         try:
-            pipe.scheduler = cls.from_config(self._base_scheduler[model], **extra)
+            loaded.pipe.scheduler = cls.from_config(loaded.base_scheduler, **extra)
         except ImportError as e:  # LMS needs scipy; diffusers' placeholder raises on use
             raise BackendError(
                 f"scheduler {name!r} needs a package that is missing: {_first_line(e)}"
             ) from None
-        self._scheduler_of[model] = name
+        loaded.scheduler = name
+
+    # -- LoRA ----------------------------------------------------------------------------
+
+    def _library(self, model: str, loaded: _Loaded) -> LoraLibrary:
+        if loaded.library is None:
+            if is_tiny(model) and own_lora_names(model):
+                tiny_loras_path(model)  # the tiny model's own adapters, built on first use
+            loaded.library = LoraLibrary(lora_dirs_for(model, self.lora_dirs))
+        return loaded.library
+
+    def _use_loras(self, model: str, loaded: _Loaded, loras: tuple[tuple[str, float], ...]) -> None:
+        """Apply the batch's LoRA set: each adapter is loaded the first time it is
+        needed and kept; switching sets only changes which are active and their weights."""
+        if loaded.active == loras:
+            return
+        pipe, family = loaded.pipe, loaded.runner.family
+        if loras and not family.lora:
+            raise BackendError(
+                f"{family.label} models such as {model!r} take no LoRA in diffusers; remove the "
+                f"<lora:…> tags ({', '.join(n for n, _w in loras)}) or compare with another model"
+            )
+        for name, _weight in loras:
+            if name not in loaded.adapters:
+                self._load_lora(model, loaded, name)
+        if loras:
+            pipe.enable_lora()
+            pipe.set_adapters([loaded.adapters[n] for n, _w in loras], adapter_weights=[w for _n, w in loras])
+        elif loaded.adapters:
+            pipe.disable_lora()
+        loaded.active = loras
+
+    def _load_lora(self, model: str, loaded: _Loaded, name: str) -> None:
+        library = self._library(model, loaded)
+        path = library.find(name)
+        if path is None:
+            raise BackendError(library.unknown_message(name))
+        adapter = f"sdp_{len(loaded.adapters)}"  # peft adapter names must be identifiers
+        try:
+            loaded.pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+        except ImportError as e:
+            raise BackendError(f"LoRA needs peft ({e}); pip install -e '.[diffusers]'") from None
+        except (ValueError, KeyError, RuntimeError, OSError) as e:
+            raise BackendError(
+                f"cannot load LoRA {name!r} ({path}) into {model!r}: {_first_line(e)}. Is it a LoRA "
+                f"for a {loaded.runner.family.label} model?"
+            ) from e
+        loaded.adapters[name] = adapter
+        self.lora_loads += 1
+
+    def lora_files(self, model: str, names: Sequence[str]) -> dict[str, Path]:
+        """The files of the LoRAs ``names`` for ``model`` (for their hashes)."""
+        library = self._library(model, self._model(model))
+        return {n: p for n in names if (p := library.find(n)) is not None}
 
     # -- the protocol ---------------------------------------------------------------------
 
     def describe_model(self, model: str) -> str:
-        """The model as PNG metadata records it: the id, the folder's name, or
-        ``tiny-sd2-v1``."""
+        """The model as PNG metadata records it: the id, the folder's or file's name, or
+        ``tiny-sd2-v1`` (``tiny-sdxl-v1``, …)."""
         if is_tiny(model):
-            return f"{TINY_MODEL}-sd2-{TINY_VERSION}"
+            return tiny_folder_name(model)
         path = Path(model).expanduser()
+        if path.is_file():
+            return path.stem
         if path.exists() or _looks_like_path(model):
             return path.resolve().name or model
         return model
@@ -497,39 +686,46 @@ class DiffusersBackend:
                 f"scheduler {key.scheduler!r} needs at least {least} steps, got {key.steps}; "
                 "use more steps or another scheduler"
             )
-        pipe = self._pipeline(key.model)
-        self._use_scheduler(key.model, pipe, key.scheduler)
+        loaded = self._model(key.model)
+        prompts, negatives = _texts(batch)
+        loaded.runner.check(key, negatives)
+        self._use_scheduler(key.model, loaded, key.scheduler)
+        self._use_loras(key.model, loaded, key.loras)
         torch = self._torch
         gen_device = "cpu" if self.generator_device == "cpu" else self._device
         generators = [torch.Generator(device=gen_device).manual_seed(int(s.seed)) for s in batch.samples]
+        images: list[Any] = [None] * len(batch.samples)
         try:
             with torch.inference_mode():
-                out = pipe(
-                    prompt=[s.prompt for s in batch.samples],
-                    negative_prompt=[s.negative for s in batch.samples],
-                    width=key.width,
-                    height=key.height,
-                    num_inference_steps=key.steps,
-                    guidance_scale=key.guidance,
-                    generator=generators,
-                    output_type="pil",
-                )
+                inputs = loaded.runner.inputs(prompts, negatives, key.weighting == "a1111")
+                for positions, group in group_inputs(inputs):
+                    out = loaded.pipe(
+                        **group,
+                        **loaded.runner.extra(),
+                        width=key.width,
+                        height=key.height,
+                        num_inference_steps=key.steps,
+                        guidance_scale=key.guidance,
+                        generator=[generators[i] for i in positions],
+                        output_type="pil",
+                    )
+                    for i, image in zip(positions, out.images, strict=True):
+                        images[i] = image
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise BackendError(
                 f"out of GPU memory generating {len(batch.samples)} images of "
                 f"{key.width}x{key.height} with {key.model!r}; use a smaller --batch"
+                + (", or --max-models 1" if len(self._loaded) > 1 else "")
             ) from None
-        images = list(out.images)
-        if len(images) != len(batch.samples):  # pragma: no cover - diffusers contract
-            raise BackendError(f"the pipeline returned {len(images)} images for {len(batch.samples)} prompts")
         return images
 
     def close(self) -> None:
         """Drop the pipelines and give GPU memory back."""
-        self._pipes.clear()
-        self._base_scheduler.clear()
-        self._scheduler_of.clear()
+        self._loaded.clear()
+        self._free_memory()
+
+    def _free_memory(self) -> None:
         if self._torch is not None:
             import gc
 
@@ -542,3 +738,18 @@ class DiffusersBackend:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _texts(batch: Batch) -> tuple[list[str], list[str]]:
+    """The prompts as the text encoders read them (LoRA tags taken out) and the negative
+    prompts (where a LoRA tag is refused: LoRAs apply to the whole image)."""
+    prompts, negatives = [], []
+    for s in batch.samples:
+        prompts.append(split_lora_tags(s.prompt)[0])
+        if LORA_TAG.search(s.negative):
+            raise BackendError(
+                f"sample {s.index}: a LoRA tag in the negative prompt ({s.negative!r}); LoRAs "
+                "apply to the whole image: put the tag in the prompt"
+            )
+        negatives.append(s.negative)
+    return prompts, negatives

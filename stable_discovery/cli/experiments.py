@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import add_workspace_arg, backend_factory, nonneg, open_store, plural, stars
+from stable_discovery.cli.models import add_lora_arg
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -117,7 +119,8 @@ def _regen(args: argparse.Namespace, store: Any, exp: Any, path: str, out: TextI
     write it when the stored file is missing or differs."""
     from stable_discovery.run.runner import regenerate
 
-    _image, diff = regenerate(store, exp, args.index, backend_factory(exp.backend), save=args.save)
+    options = _regen_options(args, exp)
+    _image, diff = regenerate(store, exp, args.index, backend_factory(exp.backend), options, save=args.save)
     if diff is None:
         if args.save:
             out.write(f"regenerated; the stored file was missing: saved {path}\n")
@@ -220,6 +223,18 @@ def _repair_words(r: Any) -> list[str]:
     return words
 
 
+def _regen_options(args: argparse.Namespace, exp: Any) -> dict[str, Any]:
+    """The diffusers backend's LoRA folders for ``--regen``: ``--loras``, else ``loras/``
+    beside the experiment's template (as ``sdp run`` looked)."""
+    if exp.backend != "diffusers":
+        return {}
+    from stable_discovery.language.loras import default_lora_dirs
+
+    template = Path(exp.template_path) if exp.template_path else None
+    dirs = args.loras or default_lora_dirs(template)
+    return {"lora_dirs": [str(Path(d).expanduser().absolute()) for d in dirs]}
+
+
 def add_commands(sub: Any) -> None:
     """Add the store's commands to the ``sdp`` parser."""
     p = sub.add_parser("runs", help="list experiments")
@@ -237,6 +252,7 @@ def add_commands(sub: Any) -> None:
         help="with --regen: write the new image to the sample's file when it is missing or differs",
     )
     p.add_argument("--json", action="store_true", help="the record as JSON")
+    add_lora_arg(p)
     add_workspace_arg(p)
     p.set_defaults(func=cmd_show)
 

@@ -11,6 +11,7 @@ __all__ = ["add_commands"]
 
 def cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery import plugins
+    from stable_discovery.backends.families import families_summary
 
     rows = plugins.plugin_rows()
     if args.json:
@@ -23,6 +24,7 @@ def cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"  {hook}\n")
     out.write("samplers: " + ", ".join(plugins.samplers()) + "\n")
     out.write("backends: " + ", ".join(plugins.backends()) + "\n")
+    out.write(f"model families (diffusers backend): {families_summary()}\n")
     out.write("sinks: " + (", ".join(plugins.sinks()) or "none") + "\n")
     return 0
 

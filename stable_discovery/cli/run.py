@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import (
@@ -17,6 +18,7 @@ from stable_discovery.cli.args import (
     open_store,
     template_sampler,
 )
+from stable_discovery.cli.models import add_model_args, check_loras, lora_dirs, run_models
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -24,9 +26,8 @@ __all__ = ["add_commands"]
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery import plugins
-    from stable_discovery.cli.progress import RunReport
     from stable_discovery.run.executors import make_executor
-    from stable_discovery.run.runner import RunOptions, RunParts, run_experiment
+    from stable_discovery.run.runner import RunOptions, RunParts
     from stable_discovery.run.runplan import resolve_plan
     from stable_discovery.store.database import ENV_WORKSPACE, workspace_path
 
@@ -38,6 +39,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     overrides = _overrides(args, specs)
     backend = args.backend if args.backend is not None else "diffusers"
     sink_factories = _sink_factories(args.sink or [])
+    dirs = lora_dirs(args)
+    check_loras(program, dirs, run_models(program, args.model))
     options = RunOptions(
         name=_experiment_name(args),
         backend=backend,
@@ -47,6 +50,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         sampler=args.sampler,
         overrides=overrides,
         sinks=tuple(args.sink or ()),
+        backend_options=_backend_options(args, program, backend, dirs),
+        lora_dirs=tuple(str(d) for d in dirs),
+        max_models=args.max_models,
     )
     factory = backend_factory(backend)
     executor = make_executor(
@@ -67,20 +73,27 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         executor=executor,
     )
     template_path = str(args.file) if args.file is not None else None
-    report = RunReport()
-    resolve_plan(
-        program, template_path, options, sampler, specs
-    )  # bad input is refused before the store is made
+    # bad input (a seed or count the store cannot hold) is refused before the store is made
+    resolve_plan(program, template_path, options, sampler, specs)
     _check_folder(args, options.name)
+    return _finish(args, _run(args, program, template_path, options, parts))
+
+
+def _run(args: argparse.Namespace, program: Any, template_path: str | None, options: Any, parts: Any) -> Any:
+    """Run the experiment in the workspace's store (made when missing); a fault of the
+    machine comes out as one line with the command that resumes."""
+    from stable_discovery.cli.progress import RunReport
+    from stable_discovery.run.runner import run_experiment
+
+    report = RunReport()
     with open_store(args, "create") as store:
         try:
-            result = run_experiment(store, program, template_path, options, parts, report)
+            return run_experiment(store, program, template_path, options, parts, report)
         except Exception as exc:  # a fault of the machine gets the resume command; the rest is re-raised
             found = _run_fault(args, exc, store, report)
             if found is None:
                 raise
             raise found from None
-    return _finish(args, result)
 
 
 def _check_folder(args: argparse.Namespace, name: str) -> None:
@@ -124,6 +137,37 @@ def _batch(text: str) -> int:
     if not 1 <= value <= 4096:
         raise argparse.ArgumentTypeError(f"a batch is 1 to 4096 images, not {value}")
     return value
+
+
+def _backend_options(
+    args: argparse.Namespace, program: Any, backend: str, dirs: tuple[Path, ...]
+) -> dict[str, Any]:
+    """The diffusers backend's options from ``--device`` (else ``@device``),
+    ``--max-models``, ``--model-config`` and the LoRA folders. Other backends take none
+    of them: giving one of those flags with another backend is an error (``@device`` in
+    a template is left to the diffusers backend, so a quick ``--backend dummy`` run of
+    the same template works)."""
+    given = {
+        "--device": args.device,
+        "--max-models": args.max_models,
+        "--model-config": args.model_config,
+    }
+    if backend != "diffusers":
+        flags = [flag for flag, value in given.items() if value is not None]
+        if flags and backend != "dummy":
+            raise UsageError(f"{' and '.join(flags)} go with the diffusers backend, not {backend!r}")
+        return {}
+    if args.device is not None and getattr(args, "executor", "local") == "ray":
+        raise UsageError("--device goes with --executor local: Ray gives each worker its own GPU")
+    options: dict[str, Any] = {"lora_dirs": [str(d) for d in dirs]}
+    device = args.device or program.setting("device")
+    if device is not None and getattr(args, "executor", "local") != "ray":
+        options["device"] = str(device)
+    if args.max_models is not None:
+        options["max_models"] = args.max_models
+    if args.model_config is not None:
+        options["single_file_config"] = str(Path(args.model_config).expanduser().absolute())
+    return options
 
 
 def _setting_specs() -> dict[str, Any]:
@@ -198,7 +242,7 @@ def add_commands(sub: Any) -> None:
     add_template_args(p)
     p.add_argument("--name", help="experiment name (default: the template's file name)")
     p.add_argument("--backend", help="diffusers (default) | dummy | a plugin's")
-    p.add_argument("--model", help="model id, local path, or 'tiny' (overrides @model)")
+    add_model_args(p)
     p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
     p.add_argument(
         "--batch", type=_batch, metavar="B", help="images per backend call (default: @batch, else 4)"

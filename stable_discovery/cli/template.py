@@ -16,8 +16,11 @@ __all__ = ["add_commands"]
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    from stable_discovery.cli.models import check_loras, lora_dirs, model_lines, run_models
+
     program = load_template(args)
     sampler = template_sampler(program).name
+    check_loras(program, lora_dirs(args), run_models(program))
     name = program.source.name
     out.write(f"{name}: ok\n")
     if program.is_bare:
@@ -42,6 +45,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             values = " | ".join(sinfo.texts)
             note = "  (sampled)" if sinfo.sampled else ""
             out.write(f"  @{set_name}".ljust(width + 4) + values + note + "\n")
+    if "model" in program.settings:
+        out.write("models:\n")
+        for line in model_lines(run_models(program)):
+            out.write(line + "\n")
     out.write(f"sampler: {sampler}\n")
     if program.setting("count") is not None:
         out.write(f"count: {program.setting('count'):,}\n")
@@ -114,8 +121,11 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add the template commands to the ``sdp`` parser."""
-    p = sub.add_parser("check", help="validate a template and summarize it")
+    from stable_discovery.cli.models import add_lora_arg
+
+    p = sub.add_parser("check", help="validate a template and summarize it (and say each @model's family)")
     add_template_args(p)
+    add_lora_arg(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("count", help="print the exact number of combinations")

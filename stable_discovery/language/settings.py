@@ -101,6 +101,7 @@ SCHEDULERS = (
     "dpm++2m",
     "dpm++2m_karras",
     "unipc",
+    "flow_euler",
 )
 
 BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
@@ -132,6 +133,19 @@ BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("height", _dimension, "height in pixels, a multiple of 8", default=768),
     SettingSpec("model", _word(), "model id or path", default="stabilityai/stable-diffusion-2-1"),
     SettingSpec("scheduler", _word(SCHEDULERS), "noise scheduler", default="ddim"),
+    SettingSpec(
+        "weighting",
+        _word(("a1111", "none")),
+        "prompt weighting: a1111 ((word:1.3), BREAK) or none (the text as it is)",
+        default="a1111",
+    ),
+    SettingSpec(
+        "device",
+        _word(),
+        "where the diffusers backend runs: auto, cpu, cuda, cuda:N, mps",
+        multi=False,
+        per_image=False,
+    ),
 )
 
 #: The generation settings every sample carries, with their defaults.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,13 +253,22 @@ class ImageWriter:
     count: int
 
     def stage(
-        self, sample: Sample, image: Any, model_name: str, fname: str | None = None
+        self,
+        sample: Sample,
+        image: Any,
+        model_name: str,
+        lora_hashes: Mapping[str, str] | None = None,
+        *,
+        fname: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Encode the image of ``sample`` and write it under the temporary name of
-        ``fname`` (default: its image name): (its file name, its record)."""
+        ``fname`` (default: its image name): (its file name, its record).
+        ``lora_hashes`` (name → A1111 short hash) go into its parameters."""
         fname = fname or image_name(sample.index, self.count)
         record = image_record(self.experiment, sample, self.backend)
-        params = a1111_parameters(sample.prompt, sample.negative, sample.settings, sample.seed, model_name)
+        params = a1111_parameters(
+            sample.prompt, sample.negative, sample.settings, sample.seed, model_name, lora_hashes
+        )
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", pnginfo=png_info(params, record), compress_level=1)
         stage_bytes(self.folder, fname, buffer.getbuffer())
@@ -274,9 +283,15 @@ class ImageWriter:
         discard(self.folder, fnames)
 
     def write(
-        self, sample: Sample, image: Any, model_name: str, fname: str | None = None
+        self,
+        sample: Sample,
+        image: Any,
+        model_name: str,
+        lora_hashes: Mapping[str, str] | None = None,
+        *,
+        fname: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Stage and publish at once (an image whose done row already names it)."""
-        fname, record = self.stage(sample, image, model_name, fname)
+        fname, record = self.stage(sample, image, model_name, lora_hashes, fname=fname)
         self.publish([fname])
         return fname, record

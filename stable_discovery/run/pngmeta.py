@@ -25,6 +25,7 @@ SAMPLER_NAMES = {
     "dpm++2m": "DPM++ 2M",
     "dpm++2m_karras": "DPM++ 2M Karras",
     "unipc": "UniPC",
+    "flow_euler": "Euler",
 }
 
 
@@ -36,9 +37,16 @@ def _quote(value: Any) -> str:
 
 
 def a1111_parameters(
-    prompt: str, negative: str, settings: Mapping[str, Any], seed: int, model_name: str
+    prompt: str,
+    negative: str,
+    settings: Mapping[str, Any],
+    seed: int,
+    model_name: str,
+    lora_hashes: Mapping[str, str] | None = None,
 ) -> str:
-    """The ``parameters`` text as A1111 writes it."""
+    """The ``parameters`` text as A1111 writes it. The prompt keeps its ``<lora:…>``
+    tags; ``lora_hashes`` (name → short hash) become A1111's ``Lora hashes`` field, which
+    Civitai and image browsers use to recognise the LoRAs."""
     guidance = float(settings["guidance"])
     cfg = int(guidance) if guidance.is_integer() else guidance
     fields = [
@@ -49,6 +57,8 @@ def a1111_parameters(
         ("Size", f"{settings['width']}x{settings['height']}"),
         ("Model", model_name),
     ]
+    if lora_hashes:
+        fields.append(("Lora hashes", ", ".join(f"{n}: {h}" for n, h in lora_hashes.items())))
     lines = [prompt]
     if negative:
         lines.append(f"Negative prompt: {negative}")

@@ -325,6 +325,15 @@ class RayExecutor:
             return found
         return model
 
+    def model_defaults(self, model: str) -> dict[str, Any]:
+        """A model's family defaults, told here from its files (the workers have not
+        started yet); only for the ``diffusers`` backend."""
+        if self.backend_name != "diffusers":
+            return {}
+        from stable_discovery.backends.families import detect_model
+
+        return dict(detect_model(model).defaults)
+
     def run(
         self, backend: Backend | None, batches: Iterator[Batch], stop: threading.Event
     ) -> Iterator[Generated]:

@@ -5,16 +5,18 @@ the hooks, image by image."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from stable_discovery.backends.base import BackendError, Batch
+from stable_discovery.backends.families import lora_dirs_for
+from stable_discovery.language.loras import LoraLibrary, lora_hash
 from stable_discovery.run.files import ImageWriter
 from stable_discovery.sampling.sample import Sample
 from stable_discovery.store.database import Experiment, Store
 
-__all__ = ["BatchRecorder", "RunHooks", "Sink", "check_images"]
+__all__ = ["BatchRecorder", "LoraHashes", "RunHooks", "Sink", "check_images"]
 
 
 class Sink(Protocol):
@@ -48,15 +50,39 @@ def check_images(batch: Batch, images: Sequence[Any], backend: str) -> None:
             )
 
 
+class LoraHashes:
+    """A1111's short hashes of the LoRA files a batch used (``Lora hashes`` in the PNG
+    parameters), found as the backend finds them: the run's LoRA folders, then the
+    model's own. A LoRA whose file is not found here (a plugin backend's) gets none."""
+
+    def __init__(self, lora_dirs: Sequence[str]) -> None:
+        self.lora_dirs = tuple(lora_dirs)
+        self._libraries: dict[str, LoraLibrary] = {}
+
+    def __call__(self, model: str, names: Sequence[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        library = self._libraries.get(model)
+        if library is None:
+            library = self._libraries[model] = LoraLibrary(lora_dirs_for(model, self.lora_dirs))
+        return {n: lora_hash(path) for n in names if (path := library.find(n)) is not None}
+
+
 class BatchRecorder:
     """Records an experiment's batches as they come and counts the images it wrote. It
     owns the run's sinks: :meth:`open_sinks` makes them, :meth:`close` (or the end of a
     ``with`` block) closes them."""
 
     def __init__(
-        self, store: Store, experiment: Experiment, writer: ImageWriter, hooks: RunHooks | None = None
+        self,
+        store: Store,
+        experiment: Experiment,
+        writer: ImageWriter,
+        hooks: RunHooks | None = None,
+        lora_dirs: Sequence[str] = (),
     ) -> None:
         self.store = store
+        self.lora_dirs = tuple(lora_dirs)
         self.experiment = experiment
         self.writer = writer
         self.hooks = hooks
@@ -84,16 +110,24 @@ class BatchRecorder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def record(self, batch: Batch, images: Sequence[Any], seconds: float, model_name: str) -> int:
+    def record(
+        self,
+        batch: Batch,
+        images: Sequence[Any],
+        seconds: float,
+        model_name: str,
+        lora_hashes: Mapping[str, str] | None = None,
+    ) -> int:
         """Stage the batch's files, mark their rows done, move the files into place,
-        then tell sinks and hooks; the number of images recorded."""
+        then tell sinks and hooks; the number of images recorded. ``lora_hashes``
+        (name → A1111 short hash) go into each PNG's parameters."""
         check_images(batch, images, self.writer.backend)
         size = len(batch.samples)
         share = seconds / size if size else 0.0
         written: list[tuple[Sample, str, dict[str, Any], Any]] = []
         try:
             for sample, image in zip(batch.samples, images, strict=True):
-                fname, record = self.writer.stage(sample, image, model_name)
+                fname, record = self.writer.stage(sample, image, model_name, lora_hashes)
                 written.append((sample, fname, record, image))
             # rows are marked done once their files are written; the files take their
             # names after that, so no image name ever lacks a row

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from stable_discovery.backends.base import Backend, Batch, GenerationKey
+from stable_discovery.language.loras import default_lora_dirs
 from stable_discovery.run.files import ExperimentLock, ImageWriter, read_spec_file, sweep, write_spec_file
+from stable_discovery.run.recording import LoraHashes
 from stable_discovery.store.database import DB_FILE, Experiment, ExperimentSpec, Store, sample_from_record
 from stable_discovery.store.faults import StoreFault
 from stable_discovery.store.images import IMAGE_RE, SPEC_FILE, image_index, image_name, read_record
@@ -226,7 +228,12 @@ def _regenerate(
 ) -> tuple[int, list[str]]:
     """Make the missing images again with the experiment's backend: (how many were
     made, the names still missing)."""
-    backend = regen(exp.backend)()
+    options: dict[str, Any] = {}
+    if exp.backend == "diffusers":  # LoRAs as `sdp run` found them by default
+        template = Path(exp.template_path) if exp.template_path else None
+        options["lora_dirs"] = [str(d.expanduser().absolute()) for d in default_lora_dirs(template)]
+    backend = regen(exp.backend)(**options)
+    hashes = LoraHashes(options.get("lora_dirs", ()))
     writer = ImageWriter(folder, exp.name, exp.backend, exp.count)
     made, left = 0, []
     try:
@@ -239,7 +246,8 @@ def _regenerate(
             sample = sample_from_record(record)
             key = GenerationKey.of(sample)
             image = backend.generate(Batch(key, (sample,)))[0]
-            writer.write(sample, image, backend.describe_model(key.model), record["file"])
+            lora_hashes = hashes(key.model, [n for n, _w in key.loras])
+            writer.write(sample, image, backend.describe_model(key.model), lora_hashes, fname=record["file"])
             made += 1
     finally:
         backend.close()

@@ -39,8 +39,8 @@ from stable_discovery.run.files import (
     write_spec_file,
 )
 from stable_discovery.run.interrupt import StopOnSigint
-from stable_discovery.run.planner import plan as plan_batches
-from stable_discovery.run.recording import BatchRecorder, RunHooks, Sink
+from stable_discovery.run.planner import plan_by_model
+from stable_discovery.run.recording import BatchRecorder, LoraHashes, RunHooks, Sink
 from stable_discovery.run.runplan import (
     RunOptions,
     RunPlan,
@@ -154,7 +154,7 @@ def run_experiment(
                 _remove_new_folder(folder)
             raise
         writer = ImageWriter(folder, exp.name, options.backend, plan.count)
-        recorder = BatchRecorder(store, exp, writer, parts.hooks)
+        recorder = BatchRecorder(store, exp, writer, parts.hooks, options.lora_dirs)
         try:
             watch.started(dataclasses.replace(exp, done=len(done)), folder)
             if len(done) >= plan.count:
@@ -231,10 +231,13 @@ def _generate(
         if backend is not None:
             resources.callback(backend.close)
             _prepare(backend, plan)
+        plan = _with_model_defaults(plan, backend if backend is not None else executor)
         resources.enter_context(recorder)
         recorder.open_sinks(parts.sink_factories[name] for name in plan.options.sinks)
         resources.enter_context(StopOnSigint(stop))
-        batches = plan_batches(plan.todo(done), plan.batch_size)
+        batches = plan_by_model(
+            lambda: plan.todo(done), plan.models(), plan.batch_size, plan.options.max_models
+        )
         _drive(executor, backend, batches, stop, recorder, watch, len(done), plan.count)
     return stop.is_set()
 
@@ -244,6 +247,16 @@ def _prepare(backend: Backend, plan: RunPlan) -> None:
     prepare = getattr(backend, "prepare", None)
     if prepare is not None:
         prepare(plan.models())
+
+
+def _with_model_defaults(plan: RunPlan, source: Any) -> RunPlan:
+    """The plan with each model's family defaults, from a backend (or an executor) that
+    knows them (``model_defaults(model)``); unchanged otherwise."""
+    defaults_of = getattr(source, "model_defaults", None)
+    if defaults_of is None:
+        return plan
+    found = {m: dict(defaults_of(m)) for m in plan.models()}
+    return dataclasses.replace(plan, model_defaults={m: d for m, d in found.items() if d})
 
 
 def _drive(
@@ -260,9 +273,11 @@ def _drive(
     ``stop`` is set (an executor that drains yields its batches in flight first)."""
     describe = backend.describe_model if backend is not None else executor.describe_model
     drains = bool(getattr(executor, "drains_on_stop", False))
+    hashes = LoraHashes(recorder.lora_dirs)
     watch.generating(done, total)
     for batch, images, seconds in executor.run(backend, batches, stop):
-        done += recorder.record(batch, images, seconds, describe(batch.key.model))
+        lora_hashes = hashes(batch.key.model, [n for n, _w in batch.key.loras])
+        done += recorder.record(batch, images, seconds, describe(batch.key.model), lora_hashes)
         watch.progress(done, total)
         if stop.is_set() and not drains:
             break
@@ -288,19 +303,21 @@ def regenerate(
     if rec is None or rec["status"] != "done":
         raise UsageError(f"sample {index} of {exp.name!r} is not done yet")
     sample = sample_from_record(rec)
+    key = GenerationKey.of(sample)
     backend = backend_factory(**(backend_options or {}))
     try:
-        image = backend.generate(Batch(GenerationKey.of(sample), (sample,)))[0]
-        model_name = backend.describe_model(GenerationKey.of(sample).model)
+        image = backend.generate(Batch(key, (sample,)))[0]
+        model_name = backend.describe_model(key.model)
     finally:
         backend.close()
     folder = store.experiment_dir(exp.name)
     diff = _difference(folder / rec["file"], image)
     if save and diff != 0:
+        hashes = LoraHashes((backend_options or {}).get("lora_dirs", ()))
+        lora_hashes = hashes(key.model, [n for n, _w in key.loras])
         with ExperimentLock(folder, exp.name):
-            ImageWriter(folder, exp.name, exp.backend, exp.count).write(
-                sample, image, model_name, rec["file"]
-            )
+            writer = ImageWriter(folder, exp.name, exp.backend, exp.count)
+            writer.write(sample, image, model_name, lora_hashes, fname=rec["file"])
     return image, diff
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "wildcards_hash",
     "parse_overrides",
     "apply_overrides",
+    "apply_defaults",
     "parsed_overrides",
     "DEFAULT_BATCH",
 ]
@@ -35,7 +36,7 @@ __all__ = [
 DEFAULT_BATCH = 4
 
 #: Settings that ``--set`` does not take (they have options of their own).
-_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch")
+_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch", "device")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class RunOptions:
     overrides: dict[str, str] = field(default_factory=dict)
     sinks: tuple[str, ...] = ()
     backend_options: dict[str, Any] = field(default_factory=dict)
+    #: the folders ``<lora:…>`` tags are looked up in (for the ``Lora hashes`` of the PNGs)
+    lora_dirs: tuple[str, ...] = ()
+    #: keep at most this many models loaded: the run goes through its models this many
+    #: at a time, so that each is still loaded once (``None``: all at once)
+    max_models: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,26 @@ class RunPlan:
     spec: ExperimentSpec
     #: ``--set``/``--model`` values parsed (``size`` split into ``width`` and ``height``).
     overrides: Mapping[str, Any]
+    #: per model, the settings its family defaults to (``sdp run`` asks the backend once
+    #: the models are found); they fill what neither the template nor ``--set`` sets
+    model_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def todo(self, done: set[int]) -> Iterator[Sample]:
-        """The samples not done yet, in order, with the overrides applied."""
+        """The samples not done yet, in order, with the overrides and the model's
+        family defaults applied."""
+        explicit = self.explicit_settings()
         for sample in self.sampler.samples(self.program, 0, self.count, self.seed):
             if sample.index not in done:
-                yield apply_overrides(sample, self.overrides)
+                sample = apply_overrides(sample, self.overrides)
+                defaults = self.model_defaults.get(str(sample.settings.get("model")))
+                yield apply_defaults(sample, defaults, explicit) if defaults else sample
+
+    def explicit_settings(self) -> frozenset[str]:
+        """The generation settings the template or ``--set`` gives a value."""
+        names = set(self.program.settings) | set(self.overrides)
+        if "size" in names:
+            names |= {"width", "height"}
+        return frozenset(names)
 
     def models(self) -> list[str]:
         """The models the run may load (for a backend's ``prepare``), sorted."""
@@ -210,6 +230,17 @@ def apply_overrides(sample: Sample, overrides: Mapping[str, Any]) -> Sample:
         gone.add("size")
     trace = {k: v for k, v in sample.trace.items() if k not in gone}
     return dataclasses.replace(sample, settings=settings, trace=trace)
+
+
+def apply_defaults(sample: Sample, defaults: Mapping[str, Any], explicit: frozenset[str]) -> Sample:
+    """The sample with the settings nobody set taken from ``defaults``."""
+    settings = dict(sample.settings)
+    changed = False
+    for name, value in defaults.items():
+        if name not in explicit and settings.get(name) != value:
+            settings[name] = value
+            changed = True
+    return dataclasses.replace(sample, settings=settings) if changed else sample
 
 
 def _template_models(program: Program) -> list[str]:
