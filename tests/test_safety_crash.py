@@ -253,6 +253,27 @@ def _run_in_child(tmpl: Path, ws: Path, kill_at: int | None) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def test_a_run_killed_at_any_step_resumes_to_exactly_its_images(small_template: Path, fresh: Any) -> None:
+    """Every step of a first run (and of a resumed one) in turn: the resumed run ends
+    with exactly the experiment's images, rows and files agreeing, and no temporary
+    file left."""
+    for kill_at in range(1, CRASH_POINTS + 1):
+        ws: Path = fresh()
+        assert _run_in_child(small_template, ws, kill_at) == -signal.SIGKILL
+        assert _run_in_child(small_template, ws, kill_at + 7) in (0, -signal.SIGKILL)
+        assert _run_in_child(small_template, ws, None) == 0, kill_at
+        db = sqlite3.connect(ws / "discovery.db")
+        rows = db.execute("SELECT file FROM samples WHERE status = 'done' ORDER BY idx").fetchall()
+        db.close()
+        folder = ws / "p"
+        assert len(rows) == 8
+        assert sorted(p.name for p in folder.glob("*.png")) == sorted(r[0] for r in rows), kill_at
+        assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".png")) == [
+            ".lock",
+            ".sdp-experiment.json",
+        ], kill_at
+
+
 Op = tuple[Any, ...]
 ops = st.lists(
     st.one_of(

@@ -49,10 +49,8 @@ LOCK_FILE = ".lock"
 #: The suffix of the store's temporary files (``.00042.png.sdp-tmp``).
 TEMP_SUFFIX = ".sdp-tmp"
 #: An image's file name: the sample index, at least 5 digits.
-IMAGE_RE = re.compile(r"^([0-9]{5,})\.png$")
-_TEMP_RE = re.compile(
-    r"^\.(?:[0-9]{5,}\.png|" + re.escape(SPEC_FILE[1:]) + r")" + re.escape(TEMP_SUFFIX) + "$"
-)
+IMAGE_RE = re.compile(r"^([0-9]{5,})\.png\Z")
+_TEMP_RE = re.compile(r"^\.(?:[0-9]{5,}\.png|" + re.escape(SPEC_FILE) + ")" + re.escape(TEMP_SUFFIX) + r"\Z")
 
 
 def image_name(index: int, count: int) -> str:
