@@ -11,7 +11,13 @@ Measured, each the median (and best) of ``--repeat`` passes:
 
 - a page of 200 thumbnails: the JSON page (first page, with its total) and the 200
   thumbnail requests it leads to, thumbnails already cached;
-- filtered queries: the first page (200 items and the total) under value and mark filters.
+- filtered queries: the first page (200 items and the total) under value and mark filters,
+  words of the prompt, the last page (``End``) and a window opened deep in the list;
+- value counts under filters (``/api/facets`` with filters: each value's count follows the
+  other filters);
+- following a run: the page's poll (``/api/experiments`` with ``If-None-Match``, then
+  ``/api/samples?since=…`` when something changed) while nothing happens and while a
+  writer records 20 images a second, and what the polling costs that writer.
 
 "Server" sums the ``Server-Timing`` durations the server reports (from the start of the
 handler to the response headers: opening the store, SQL, JSON, reading the file);
@@ -42,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _template_bench import cpu_model  # bench/ is on the path when run as a script
 
 from stable_discovery.gallery.server import make_server
+from stable_discovery.run.files import ExperimentLock
+from stable_discovery.sampling.sample import Chosen, Sample
 from stable_discovery.store.database import ExperimentSpec, Store
 
 SLOTS = {  # name → number of alternatives
@@ -153,13 +161,114 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
     def get(self, path: str) -> tuple[bytes, float]:
-        self.conn.request("GET", path)
+        status, _etag, body, ms = self.request(path)
+        if status != 200:
+            raise RuntimeError(f"{path}: {status} {body[:200]!r}")
+        return body, ms
+
+    def request(self, path: str, etag: str | None = None) -> tuple[int, str | None, bytes, float]:
+        """(status, ETag, body, server ms) of a GET, with ``If-None-Match`` when given."""
+        self.conn.request("GET", path, headers={"If-None-Match": etag} if etag else {})
         resp = self.conn.getresponse()
         body = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{path}: {resp.status} {body[:200]!r}")
         match = _TIMING.search(resp.getheader("Server-Timing") or "")
-        return body, float(match.group(1)) if match else float("nan")
+        return resp.status, resp.getheader("ETag"), body, float(match.group(1)) if match else float("nan")
+
+
+class Writer(threading.Thread):
+    """Records ``rate`` images a second into the experiment, in batches, as a run does
+    (under the experiment's lock); the time each batch's commit took."""
+
+    def __init__(self, ws: Path, start_index: int, rate: float = 20.0, batch: int = 4) -> None:
+        super().__init__(daemon=True)
+        self.ws, self.index, self.period, self.batch = ws, start_index, batch / rate, batch
+        self.stop = threading.Event()
+        self.commits: list[float] = []
+        self.written = 0
+        self.started = self.seconds = 0.0
+
+    def run(self) -> None:
+        store = Store(self.ws)
+        exp = store.require(NAME)
+        with ExperimentLock(self.ws / NAME, NAME):
+            self.started = due = time.perf_counter()
+            while not self.stop.is_set():
+                items = [
+                    (_sample(self.index + k), f"{(self.index + k) % FILES:05d}.png", 0.05, self.batch)
+                    for k in range(self.batch)
+                ]
+                t0 = time.perf_counter()
+                store.record_done(exp.id, items)
+                self.commits.append((time.perf_counter() - t0) * 1000)
+                self.index += self.batch
+                self.written += self.batch
+                due += self.period
+                time.sleep(max(0.0, due - time.perf_counter()))
+            self.seconds = time.perf_counter() - self.started
+        store.close()
+
+
+def _sample(idx: int) -> Sample:
+    rng = random.Random(idx)
+    picks = {name: rng.randrange(n) for name, n in SLOTS.items()}
+    step = rng.randrange(len(SETTING[1]))
+    trace = {name: Chosen(c, f"{name} {c}") for name, c in picks.items()}
+    trace[SETTING[0]] = Chosen(step, str(SETTING[1][step]))
+    settings = {"steps": SETTING[1][step], "guidance": 7.5, "width": 512, "height": 512}
+    return Sample(idx, ", ".join(f"{n} {c}" for n, c in picks.items()), "blurry", settings, idx, trace)
+
+
+def poll_cycle(client: Client, etag: str | None, stamp: float) -> tuple[str | None, float, float, int]:
+    """One poll of the page: the experiment list (304 when unchanged), then what was added
+    since ``stamp`` when it changed. (new ETag, new stamp, server ms, images added)."""
+    status, new_etag, _body, ms = client.request("/api/experiments", etag)
+    if status == 304:
+        return etag, stamp, ms, 0
+    body, more_ms = client.get(f"/api/samples?experiment={NAME}&since={stamp!r}&limit=1000")
+    data = json.loads(body)
+    return new_etag, data["stamp"], ms + more_ms, data["added"]
+
+
+def live_costs(ws: Path, client: Client, samples: int) -> dict[str, float]:
+    """What following a run costs: idle polls, polls while 20 images/s are recorded, and the
+    recording's commit times without and with the page polling (every second here; the
+    page polls every 2.5 s)."""
+    store = Store(ws)
+    store.db.execute("UPDATE experiments SET count = ? WHERE name = ?", (samples * 2, NAME))
+    store.close()
+    etag = client.request("/api/experiments")[1]
+    stamp = json.loads(client.get(f"/api/samples?experiment={NAME}&limit=1")[0])["stamp"]
+    idle = []
+    for _ in range(20):
+        etag, stamp, ms, _n = poll_cycle(client, etag, stamp)
+        idle.append(ms)
+    alone = Writer(ws, samples)
+    alone.start()
+    time.sleep(6)
+    alone.stop.set()
+    alone.join()
+    etag, stamp = None, json.loads(client.get(f"/api/samples?experiment={NAME}&limit=1")[0])["stamp"]
+    watched = Writer(ws, alone.index)
+    watched.start()
+    polls, added = [], []
+    t_end = time.perf_counter() + 12
+    while time.perf_counter() < t_end:
+        etag, stamp, ms, n = poll_cycle(client, etag, stamp)
+        polls.append(ms)
+        added.append(n)
+        time.sleep(1.0)
+    watched.stop.set()
+    watched.join()
+    return {
+        "idle_poll": statistics.median(idle),
+        "run_poll": statistics.median(polls),
+        "run_poll_max": max(polls),
+        "added": statistics.median(added),
+        "commit_alone": statistics.median(alone.commits),
+        "commit_watched": statistics.median(watched.commits),
+        "rate_alone": alone.written / alone.seconds,
+        "rate_watched": watched.written / watched.seconds,
+    }
 
 
 def measure(repeat: int, once: Callable[[], float]) -> tuple[float, float, float, float]:
@@ -246,6 +355,22 @@ def main() -> int:
             query_only,
             "first page + total",
         )
+        run("words of the prompt", "&q=place%207%20palette", query_only, "first page + total")
+        run("words and a value", "&q=palette%202&v=style:4", query_only, "first page + total")
+        run("the last page (End)", "&before=end&total=1", query_only, "last page + total")
+        run("a window deep in the list", "&after=74999&total=1", query_only, "page + total")
+
+        facet_rows = []
+        for query in (
+            "",
+            "&v=subject:3",
+            "&fav=1",
+            "&rejected=0",
+            "&v=subject:3&v=style:2&fav=0",
+            "&q=palette%202",
+        ):
+            url = f"/api/facets?experiment={NAME}{query}"
+            facet_rows.append((query or "(none)", measure(args.repeat, lambda url=url: client.get(url)[1])))
 
         # the rest of a session, for the record: facets (uncached), a record, a rating
         facets_ms = []
@@ -261,6 +386,7 @@ def main() -> int:
             resp.read()
             match = _TIMING.search(resp.getheader("Server-Timing") or "")
             rate_ms.append(float(match.group(1)) if match else float("nan"))
+        live = live_costs(ws, client, args.samples)
         server.shutdown()
         server.server_close()
 
@@ -291,6 +417,29 @@ def main() -> int:
             lines.append(f"| {label} | {query} | {smed:.1f} | {sbest:.1f} | {wmed:.1f} | {note} |")
         lines += [
             "",
+            "Value counts (`/api/facets`): without filters they are cached per experiment and "
+            "recording; under filters each value's count follows the other filters and is computed "
+            "at each request, beside the first page (the page does not wait for it).",
+            "",
+            "| filters | server ms (median) | server ms (best) |",
+            "|---|---:|---:|",
+        ]
+        for query, (smed, sbest, _wmed, _wbest) in facet_rows:
+            lines.append(f"| `{query}` | {smed:.1f} | {sbest:.1f} |")
+        lines += [
+            "",
+            "Following a run (the page polls every 2.5 s: `/api/experiments` with `If-None-Match`, then "
+            "`/api/samples?since=STAMP` when the list changed; here one poll a second, over the "
+            f"{args.samples:,}-sample experiment that a writer extends at 20 images/s in batches of 4, "
+            "under the experiment's lock, as `sdp run` does):",
+            "",
+            f"- a poll while nothing changes (304 Not Modified): {live['idle_poll']:.2f} ms server;",
+            f"- a poll while the run writes: {live['run_poll']:.1f} ms server (median; worst "
+            f"{live['run_poll_max']:.1f} ms), bringing {live['added']:.0f} new images each;",
+            f"- the writer's commits: {live['commit_alone']:.1f} ms (median) alone, "
+            f"{live['commit_watched']:.1f} ms while the page polls; images recorded per second: "
+            f"{live['rate_alone']:.1f} alone, {live['rate_watched']:.1f} watched.",
+            "",
             "Also: facets of the experiment (uncached, once per experiment opened): "
             f"{statistics.median(facets_ms):.0f} ms; one full record: {statistics.median(record_ms):.1f} "
             f"ms; one rating (POST, through `Store.rate`): {statistics.median(rate_ms):.1f} ms (server, "
@@ -301,9 +450,13 @@ def main() -> int:
             "gallery's queries opt into, and `samples (experiment_id, status, idx)`); a page's indices are "
             "found first, in index order, from the smallest value list (keyset paging on the sample index, "
             "no OFFSET), then its 200 rows are read; the total is counted once, on the first page, by "
-            "intersecting the two smallest value lists and probing the rest. The store is not ANALYZEd, as "
-            "users' stores are not. The machine is shared with other jobs: the load average above says how "
-            "busy it was.",
+            "intersecting the two smallest value lists and probing the rest. Pages go backwards too "
+            "(`before=`, in descending index order on the same index), so `End` and a reload deep in the "
+            "list open a window there instead of reading every page before it. Words of the prompt are "
+            "`LIKE` conditions checked on the candidates the other filters leave. Following a run reads "
+            "the samples recorded since a moment from `samples (experiment_id, created_at)` (migration "
+            "`0004_archive_and_recent`). The store is not ANALYZEd, as users' stores are not. The machine "
+            "is shared with other jobs: the load average above says how busy it was.",
             "",
         ]
         report = "\n".join(lines)

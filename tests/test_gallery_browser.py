@@ -21,6 +21,7 @@ import pytest
 from stable_discovery.cli.main import main
 from stable_discovery.gallery.server import GalleryServer, make_server
 from stable_discovery.store.database import Store
+from tests.helpers import REPO
 
 CHROMIUM = os.environ.get("SDP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -228,14 +229,14 @@ def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tm
         record6 = store.record(store.require("pets"), 6)
         record8 = store.record(store.require("pets"), 8)
     assert record6 is not None and record8 is not None
-    assert page.locator("#v-title").inner_text() == "#6"
+    assert page.locator("#v-title").inner_text() == "#6 · 64×64"  # the index and the image size
     assert record6["prompt"] in page.locator("#v-record").inner_text()
     assert str(record6["seed"]) in page.locator("#v-record").inner_text()
     assert page.locator("#v-img").get_attribute("src").startswith("/img/pets/00006.png")
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
     settle(page)
-    assert page.locator("#v-title").inner_text() == "#8"
+    assert page.locator("#v-title").inner_text().startswith("#8 ")
     assert record8["prompt"] in page.locator("#v-record").inner_text()
     page.keyboard.press("f")
     mark(8, fav=True)
@@ -249,7 +250,7 @@ def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tm
     assert not viewer.is_visible()
     assert selected(page) == 8
     card(page, 9).locator("img").click()  # a click on an image opens it too
-    assert viewer.is_visible() and page.locator("#v-title").inner_text() == "#9"
+    assert viewer.is_visible() and page.locator("#v-title").inner_text().startswith("#9 ")
     page.locator("#v-close").click()
     assert not viewer.is_visible()
     settle(page)
@@ -345,3 +346,496 @@ def test_screening_session(page: Any, server: GalleryServer, workspace: Path, tm
     # what the store holds is exactly what was done
     assert store_marks(workspace) == expected
     assert page.errors == []
+
+
+# ---------------------------------------------------------------------------------------
+# daily screening: phones and tablets, keys everywhere, live runs, place kept, download
+
+PHONE = {"width": 390, "height": 844}
+TABLET = {"width": 820, "height": 1180}
+DESKTOP = {"width": 1200, "height": 800}
+#: Screenshots of the phone and tablet layouts, kept for a person to look at (git-ignored).
+ARTIFACTS = REPO / "test-artifacts" / "gallery"
+
+DEEP = """\
+animal = a cat | a dog | a fox
+style = oil painting | watercolour
+prompt = <animal>[, <style>] on a hill
+@steps = 20 | 30
+@size = 64x64 | 48x48
+@count = 260
+@seed = 7
+"""
+
+
+def serve(workspace: Path) -> tuple[GalleryServer, threading.Thread]:
+    srv = make_server(workspace, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return srv, thread
+
+
+@pytest.fixture
+def fresh(workspace: Path, tmp_path: Path) -> Iterator[tuple[GalleryServer, Path]]:
+    """A server over a copy of the module's workspace: marks made here stay here."""
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws)
+    db = sqlite3.connect(ws / "discovery.db")
+    try:
+        db.execute("DELETE FROM ratings")  # the marks other tests made
+        db.commit()
+    finally:
+        db.close()
+    srv, thread = serve(ws)
+    yield srv, ws
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GalleryServer, Path]]:
+    """260 images (more than a page) with an optional part, and a small experiment."""
+    root = tmp_path_factory.mktemp("gallery-deep")
+    (root / "deep.sdp").write_text(DEEP)
+    (root / "small.sdp").write_text("prompt = a tree | a bush\n@size = 64x64\n@count = 4\n")
+    ws = root / "ws"
+    assert main(["run", str(root / "small.sdp"), "--backend", "dummy", "--workspace", str(ws)]) == 0
+    assert main(["run", str(root / "deep.sdp"), "--backend", "dummy", "--workspace", str(ws)]) == 0
+    srv, thread = serve(ws)
+    yield srv, ws
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def open_page(browser: Any, viewport: dict[str, int], touch: bool = False) -> Any:
+    context = browser.new_context(
+        viewport=viewport, has_touch=touch, is_mobile=touch and viewport["width"] < 600
+    )
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+    pg.errors = errors
+    return pg
+
+
+def overflow(page: Any) -> int:
+    """How far the page reaches beyond the screen's width (0: no sideways scrolling)."""
+    return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
+
+
+def reachable(page: Any, selector: str, min_size: int = 44) -> None:
+    """``selector`` is on screen (scrolled to), at least ``min_size`` px each way, and
+    nothing covers its centre."""
+    target = page.locator(selector).first
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    width, height = page.viewport_size["width"], page.viewport_size["height"]
+    assert box is not None, selector
+    assert box["x"] >= -0.5 and box["x"] + box["width"] <= width + 0.5, (selector, box)
+    assert box["y"] >= -0.5 and box["y"] + box["height"] <= height + 0.5, (selector, box)
+    assert box["width"] >= min_size and box["height"] >= min_size, (selector, box)
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    on_top = page.evaluate(
+        "([x, y, sel]) => { const el = document.elementFromPoint(x, y);"
+        " return !!el && [...document.querySelectorAll(sel)].some((t) => t === el || t.contains(el)); }",
+        [x, y, selector],
+    )
+    assert on_top, f"{selector} is covered"
+
+
+def swipe(page: Any, selector: str, dx: float) -> None:
+    """A quick horizontal swipe of ``dx`` px on ``selector`` (touch events)."""
+    page.evaluate(
+        "([sel, dx]) => { const el = document.querySelector(sel); const r = el.getBoundingClientRect();"
+        " const x = r.left + r.width / 2, y = r.top + r.height / 2;"
+        " const t = (cx) => new Touch({identifier: 1, target: el, clientX: cx, clientY: y});"
+        " const fire = (type, touches, changed) => el.dispatchEvent("
+        "   new TouchEvent(type, {touches, changedTouches: changed, bubbles: true}));"
+        " fire('touchstart', [t(x)], [t(x)]); fire('touchend', [], [t(x + dx)]); }",
+        [selector, dx],
+    )
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def title_index(page: Any) -> int:
+    return int(page.locator("#v-title").inner_text().split()[0].lstrip("#"))
+
+
+@pytest.mark.parametrize("viewport", [PHONE, TABLET], ids=["phone", "tablet"])
+def test_phone_and_tablet_layouts(browser: Any, fresh: tuple[GalleryServer, Path], viewport: Any) -> None:
+    srv, ws = fresh
+    kind = "phone" if viewport is PHONE else "tablet"
+    page = open_page(browser, viewport, touch=True)
+    page.goto(srv.url + "#exp=pets")
+    page.wait_for_selector(".card")
+    settle(page)
+    assert overflow(page) == 0
+    for control in (
+        "#menu-btn",
+        "#tab-grid",
+        "#tab-stats",
+        "#zoom-out",
+        "#zoom-in",
+        "#compare-btn",
+        "#help-btn",
+    ):
+        reachable(page, control)
+    assert page.locator("#summary").is_visible() and "24 images" in page.locator("#summary").inner_text()
+    shot(page, f"{kind}-grid")
+    # the side panel is a drawer: out of sight until the menu button opens it
+    side = page.locator("#side").bounding_box()
+    assert side is not None and side["x"] + side["width"] <= 0
+    page.locator("#menu-btn").tap()
+    page.wait_for_timeout(300)
+    for control in (
+        "#side-close",
+        '#experiments li[data-name="trees"]',
+        "#search",
+        "#f-fav",
+        "#f-stars",
+        "#download",
+    ):
+        reachable(page, control)
+    reachable(page, '#facets label:has(input[data-key="animal:1"])')
+    assert overflow(page) == 0
+    shot(page, f"{kind}-drawer")
+    page.locator('#experiments li[data-name="trees"]').tap()  # picking an experiment closes it
+    settle(page)
+    assert page.locator(".card").count() == 4 and "exp=trees" in page.url
+    page.wait_for_timeout(300)
+    side = page.locator("#side").bounding_box()
+    assert side is not None and side["x"] + side["width"] <= 0
+    page.locator("#menu-btn").tap()
+    page.locator('#experiments li[data-name="pets"]').tap()
+    settle(page)
+    # the viewer fits, its controls are reachable with a thumb, a swipe moves
+    page.locator('.card[data-index="2"]').tap()
+    settle(page)
+    assert page.locator("#viewer").is_visible() and title_index(page) == 2
+    assert overflow(page) == 0
+    for control in ("#v-close", "#v-prev", "#v-next", "#v-actions button.fav", "#v-actions button.rej"):
+        reachable(page, control)
+    for n in range(1, 6):
+        reachable(page, f'#v-actions button.star[data-n="{n}"]')
+    page.locator('#v-actions button.star[data-n="4"]').tap()
+    page.locator("#v-actions button.fav").tap()
+    shot(page, f"{kind}-viewer")
+    swipe(page, "#v-stage", -120)
+    settle(page)
+    assert title_index(page) == 3
+    swipe(page, "#v-stage", 120)
+    settle(page)
+    assert title_index(page) == 2
+    settle(page)
+    assert store_marks(ws) == {2: (True, 4, False)}
+    # compare, marked from the viewer
+    page.locator("#v-actions .cmp-mark").tap()
+    page.locator("#v-next").tap()
+    settle(page)
+    page.locator("#v-actions .cmp-mark").tap()
+    settle(page)
+    assert page.locator("#compare").is_visible() and page.locator(".compare-pane").count() == 2
+    assert overflow(page) == 0
+    reachable(page, "#c-close")
+    reachable(page, '.compare-pane[data-side="1"] .actions button.fav')
+    reachable(page, "#c-close")  # still there after scrolling down
+    shot(page, f"{kind}-compare")
+    page.locator("#c-close").tap()
+    # statistics and help fit too
+    page.locator("#tab-stats").tap()
+    settle(page)
+    assert page.locator(".stats-table").is_visible() and overflow(page) == 0
+    shot(page, f"{kind}-stats")
+    page.locator("#help-btn").tap()
+    reachable(page, "#h-close")
+    assert overflow(page) == 0
+    page.locator("#h-close").tap()
+    assert page.errors == []
+    page.context.close()
+
+
+def test_keys_in_compare_mode_and_view_switches(browser: Any, fresh: tuple[GalleryServer, Path]) -> None:
+    srv, ws = fresh
+    page = open_page(browser, DESKTOP)
+    page.goto(srv.url + "#exp=pets")
+    page.wait_for_selector(".card")
+    settle(page)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("c")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("c")  # the second mark opens the comparison
+    settle(page)
+    panes = page.locator(".compare-pane")
+    assert page.locator("#compare").is_visible() and panes.count() == 2
+    focused = page.locator(".compare-pane.focused")
+    assert focused.get_attribute("data-index") == "2"  # A has the focus, visibly
+    assert focused.evaluate("el => getComputedStyle(el).boxShadow") != "none"
+    page.keyboard.press("f")
+    page.keyboard.press("ArrowRight")
+    assert page.locator(".compare-pane.focused").get_attribute("data-index") == "3"
+    page.keyboard.press("3")
+    page.keyboard.press("x")
+    page.keyboard.press("Tab")
+    assert page.locator(".compare-pane.focused").get_attribute("data-index") == "2"
+    page.keyboard.press("5")
+    page.keyboard.press("l")
+    page.keyboard.press("x")  # and back again
+    page.keyboard.press("h")
+    page.keyboard.press("5")  # the same number clears
+    settle(page)
+    assert store_marks(ws) == {2: (True, None, False), 3: (False, 3, False)}
+    lit = page.locator('.compare-pane[data-side="1"] .actions button.star.lit')
+    assert lit.count() == 3
+    page.keyboard.press("Escape")
+    assert not page.locator("#compare").is_visible()
+    assert "is-fav" in classes(page, 2) and card(page, 3).get_attribute("data-stars") == "3"
+    # a view switch closes the viewer instead of hiding behind it; keys go on working
+    page.keyboard.press("Enter")
+    assert page.locator("#viewer").is_visible()
+    page.keyboard.press("s")
+    assert not page.locator("#viewer").is_visible() and page.locator("#stats-view").is_visible()
+    page.keyboard.press("g")
+    assert page.locator("#grid-view").is_visible()
+    before = selected(page)
+    page.keyboard.press("ArrowRight")
+    assert selected(page) == before + 1
+    # the help says what works where
+    page.keyboard.press("?")
+    sections = page.locator("#help h3").all_inner_texts()
+    assert sections == ["GRID", "VIEWER", "COMPARE", "EVERYWHERE"] or sections == [
+        "Grid",
+        "Viewer",
+        "Compare",
+        "Everywhere",
+    ]
+    page.keyboard.press("Escape")
+    assert page.errors == []
+    page.context.close()
+
+
+def test_end_home_and_the_place_kept_at_any_depth(browser: Any, deep: tuple[GalleryServer, Path]) -> None:
+    srv, ws = deep
+    page = open_page(browser, DESKTOP)
+    pages: list[str] = []
+    page.on("request", lambda r: pages.append(r.url) if "/api/samples" in r.url else None)
+    page.goto(srv.url + "#exp=deep")
+    page.wait_for_selector(".card")
+    settle(page)
+    assert len(pages) == 1  # the first page, once
+    assert page.locator(".card").count() == 200
+    page.keyboard.press("End")
+    settle(page)
+    assert selected(page) == 259  # the real last image, not the last one loaded
+    page.keyboard.press("Home")
+    settle(page)
+    assert selected(page) == 0
+    page.keyboard.press("End")
+    settle(page)
+    page.keyboard.press("Enter")
+    settle(page)
+    assert title_index(page) == 259
+    page.keyboard.press("Home")
+    settle(page)
+    assert title_index(page) == 0
+    page.keyboard.press("End")
+    settle(page)
+    assert title_index(page) == 259
+    page.keyboard.press("Escape")
+    # a reload comes back to the selection, however deep
+    page.goto(srv.url + "#exp=deep&sel=250")
+    page.reload()
+    page.wait_for_selector(".card.sel")
+    settle(page)
+    assert selected(page) == 250 and card(page, 250).is_visible()
+    page.keyboard.press("ArrowLeft")
+    assert selected(page) == 249
+    page.reload()
+    page.wait_for_selector(".card.sel")
+    settle(page)
+    assert selected(page) == 249
+    # going up past the window's start reads the pages before it, in place
+    assert card(page, 0).count() == 0  # the window starts further down
+    for _ in range(40):
+        page.keyboard.press("PageUp")
+        settle(page)
+        if selected(page) < columns(page):
+            break
+    assert selected(page) < columns(page) and card(page, 0).is_visible()  # the first row
+    shown_now = shown(page)
+    assert shown_now == sorted(shown_now) and len(set(shown_now)) == len(shown_now)
+    # and with filters
+    with Store(ws) as store:
+        dogs = [
+            r["index"] for r in store.records(store.require("deep")) if r["trace"]["animal"]["index"] == 1
+        ]
+    target = dogs[-3]
+    page.goto(srv.url + f"#exp=deep&v=animal:1&sel={target}")
+    page.reload()
+    page.wait_for_selector(".card.sel")
+    settle(page)
+    assert selected(page) == target and set(shown(page)) <= set(dogs)
+    page.keyboard.press("End")
+    settle(page)
+    assert selected(page) == dogs[-1]
+    assert page.errors == []
+    page.context.close()
+
+
+def test_live_updates_while_a_run_adds_images(
+    browser: Any, fresh: tuple[GalleryServer, Path], tmp_path: Path
+) -> None:
+    from stable_discovery.backends.dummy import DummyBackend
+    from stable_discovery.language.program import load
+    from stable_discovery.plugins import get_sampler
+    from stable_discovery.run.runner import RunOptions, RunParts, run_experiment
+
+    srv, ws = fresh
+    template = tmp_path / "live.sdp"
+    template.write_text("animal = a cat | a dog\nprompt = <animal> at night\n@size = 64x64\n@count = 24\n")
+
+    class Slow(DummyBackend):
+        def generate(self, batch: Any) -> list[Any]:
+            time.sleep(0.35)
+            return super().generate(batch)
+
+    def run() -> None:
+        with Store(ws) as store:
+            run_experiment(
+                store,
+                load(template),
+                str(template),
+                RunOptions("live", backend="dummy", batch=2),
+                RunParts(lambda **o: Slow(), get_sampler("random")),
+            )
+
+    page = open_page(browser, DESKTOP)
+    page.goto(srv.url + "#exp=pets")
+    page.wait_for_selector(".card")
+    settle(page)
+    page.evaluate("window.stillHere = true")  # gone if the page reloads
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        page.locator('#experiments li[data-name="live"]').wait_for(timeout=15_000)  # a new experiment appears
+        page.locator('#experiments li[data-name="live"]').click()
+        page.locator("#progress").wait_for(state="visible", timeout=15_000)
+        assert "running" in page.locator("#progress").inner_text()
+        first = page.locator(".card").count()
+        deadline = time.monotonic() + 20
+        while page.locator(".card").count() <= first and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        assert page.locator(".card").count() > first  # more images arrived, in place
+    finally:
+        runner.join(60)
+    deadline = time.monotonic() + 20
+    while (
+        page.locator(".card").count() < 24 or page.locator("#progress").is_visible()
+    ) and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    settle(page)
+    assert shown(page) == list(range(24))
+    assert page.evaluate("window.stillHere") is True
+    summary = page.locator("#summary").inner_text()
+    assert "24 images" in summary and "shown" not in summary
+    assert "24 images" in page.locator('#experiments li[data-name="live"]').inner_text()
+    assert page.errors == []
+    page.context.close()
+
+
+def test_search_absent_parts_counts_download_and_archive(
+    browser: Any, deep: tuple[GalleryServer, Path], tmp_path: Path
+) -> None:
+    import json
+    import zipfile
+
+    srv, ws = deep
+    with Store(ws) as store:
+        recs = {r["index"]: r for r in store.records(store.require("deep"))}
+    page = open_page(browser, DESKTOP)
+    page.goto(srv.url + "#exp=deep")
+    page.wait_for_selector(".card")
+    settle(page)
+    # the filter panel names settings as the statistics do
+    assert page.locator('#facets details[data-name="size"] summary').inner_text().startswith("@size")
+    assert page.locator('#facets details[data-name="steps"] summary').inner_text().startswith("@steps")
+    # cards say more than their number
+    assert (
+        page.locator('.card[data-index="0"] .idx')
+        .inner_text()
+        .endswith(f"{recs[0]['settings']['width']}×{recs[0]['settings']['height']}")
+    )
+    assert recs[0]["trace"]["animal"]["text"] in page.locator('.card[data-index="0"] .cap').inner_text()
+    # counts follow the other filters
+    page.locator('#facets input[data-key="animal:1"]').check()
+    settle(page)
+    dogs = [i for i, r in recs.items() if r["trace"]["animal"]["index"] == 1]
+    wc = sum(1 for i in dogs if recs[i]["trace"].get("style", {}).get("index") == 1)
+    assert page.locator('#facets input[data-key="style:1"]').locator("xpath=..").locator(
+        ".n"
+    ).inner_text() == str(wc)
+    page.locator('#facets input[data-key="animal:1"]').uncheck()
+    settle(page)
+    # the images without the optional part
+    page.locator('#facets input[data-key="style:-1"]').check()
+    settle(page)
+    bare = [i for i, r in recs.items() if "style" not in r["trace"]]
+    assert shown(page) == bare[:200] and f"{len(bare)} shown" in page.locator("#summary").inner_text()
+    page.locator("#clear-filters").click()
+    settle(page)
+    page.keyboard.press("s")
+    settle(page)
+    page.locator('.stats-table tbody tr[data-key="style:-1"]').click()  # an (absent) row filters too
+    settle(page)
+    assert page.locator("#grid-view").is_visible() and shown(page) == bare[:200]
+    page.locator("#clear-filters").click()
+    settle(page)
+    # words of the prompt
+    page.locator("#search").fill("watercolour FOX")
+    page.wait_for_timeout(400)
+    settle(page)
+    foxes = [i for i, r in recs.items() if "watercolour" in r["prompt"] and "fox" in r["prompt"]]
+    assert shown(page) == foxes and "q=watercolour+FOX" in page.url
+    page.reload()
+    page.wait_for_selector(".card")
+    settle(page)
+    assert shown(page) == foxes and page.locator("#search").input_value() == "watercolour FOX"
+    # download what is shown
+    with page.expect_download() as info:
+        page.locator("#download").click()
+    target = tmp_path / "shown.zip"
+    info.value.save_as(target)
+    with zipfile.ZipFile(target) as archive:
+        names = archive.namelist()
+        meta = [json.loads(line) for line in archive.read("metadata.jsonl").decode().splitlines()]
+    assert names == [recs[i]["file"] for i in foxes] + ["metadata.jsonl"]
+    assert [m["index"] for m in meta] == foxes
+    page.locator("#clear-filters").click()
+    settle(page)
+    # archive: out of the list once another experiment is open, back with "show archived"
+    page.locator("#archive-btn").click()
+    settle(page)
+    with Store(ws) as store:
+        assert store.require("deep").archived
+    page.locator('#experiments li[data-name="small"]').click()
+    settle(page)
+    assert page.locator('#experiments li[data-name="deep"]').count() == 0
+    page.locator("#show-archived").check()
+    assert "archived" in page.locator('#experiments li[data-name="deep"]').inner_text()
+    page.locator('#experiments li[data-name="deep"]').click()
+    settle(page)
+    page.locator("#archive-btn").click()  # unarchive
+    settle(page)
+    with Store(ws) as store:
+        assert not store.require("deep").archived
+    page.locator("#show-archived").uncheck()
+    assert page.errors == []
+    page.context.close()

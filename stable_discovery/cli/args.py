@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from stable_discovery.errors import UsageError
 
 __all__ = [
+    "SAMPLER_HELP",
     "add_template_args",
     "add_workspace_arg",
     "load_template",
@@ -24,6 +25,15 @@ __all__ = [
     "integer",
     "stars",
 ]
+
+
+#: ``--sampler``'s help: the built-in samplers (``tests/test_cli.py`` checks the list
+#: against the plugins), and where the others are listed.
+SAMPLER_HELP = (
+    "random | combinatorial | shuffle | legacy | exploit (weights learned from an earlier "
+    "experiment: @exploit = NAME), or an installed plugin's: `sdp plugins` lists them "
+    "(default: @sampler, else random)"
+)
 
 
 def add_template_args(p: argparse.ArgumentParser, allow_text: bool = True) -> None:

@@ -54,6 +54,7 @@ def _run_json(e: Any, missing: int) -> dict[str, Any]:
         "overrides": e.overrides,
         "created_at": e.created_at,
         "updated_at": e.updated_at,
+        "archived": e.archived,
     }
 
 
@@ -70,7 +71,7 @@ def _runs_table(exps: list[Any], missing: dict[str, Any], out: TextIO) -> None:
         gone = len(missing[e.name])
         rows.append(
             (
-                e.name,
+                e.name + (" (archived)" if e.archived else ""),
                 e.template_path or "-",
                 f"{e.done - gone}/{e.count}",
                 *((str(gone) if gone else "-",) if show_missing else ()),
@@ -94,6 +95,7 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
                 raise UsageError(f"{exp.name!r} has samples 0..{exp.count - 1}, not {args.index}")
             raise UsageError(f"sample {args.index} of {exp.name!r} is not generated yet")
         rec["path"] = str(store.experiment_dir(exp.name) / rec["file"])
+        rec["backend"] = exp.backend
         if args.json:
             out.write(json.dumps(rec, ensure_ascii=False, indent=2) + "\n")
         else:
@@ -102,6 +104,8 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"negative: {rec['negative']}\n")
             out.write("settings: " + ", ".join(f"{k}={v}" for k, v in rec["settings"].items()) + "\n")
             out.write(f"seed: {rec['seed']}\n")
+            if exp.backend == "dummy":
+                out.write("backend: dummy (test pictures: the model setting was not used)\n")
             out.write("trace:\n")
             for k, v in rec["trace"].items():
                 out.write(f"  {k}: #{v['index']} {v['text']}\n")
@@ -237,9 +241,9 @@ def _regen_options(args: argparse.Namespace, exp: Any) -> dict[str, Any]:
 
 def add_commands(sub: Any) -> None:
     """Add the store's commands to the ``sdp`` parser."""
-    p = sub.add_parser("runs", help="list experiments")
+    p = sub.add_parser("runs", help="list experiments (archived ones marked)")
     add_workspace_arg(p)
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, one per experiment")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", help="print one sample's full record")

@@ -35,7 +35,9 @@ def add_commands(sub: Any) -> None:
         help="screen images in a local web gallery: favourites, stars, filters, stats",
         description="Serve a web gallery over the workspace's experiments on this machine. "
         "Keys: arrows or h/j/k/l move, f favourite, 1-5 stars, x reject, Enter opens, "
-        "Escape closes, c compares two, ? shows every key.",
+        "Escape closes, c compares two, / searches, ? shows every key. It follows running "
+        "experiments as they grow, works on phones and tablets (--host to reach it from one), "
+        "downloads what the filters show as a zip, and archives experiments.",
     )
     _add_workspace_arg(p)
     p.add_argument(

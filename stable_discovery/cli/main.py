@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from stable_discovery import __version__
-from stable_discovery.cli import experiments, gallery, loop, plugin_list, run, template
+from stable_discovery.cli import experiments, export, gallery, loop, manage, plugin_list, run, template
 from stable_discovery.errors import SdpError
 
 __all__ = ["main", "build_parser", "entry_point"]
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (template, run, experiments, plugin_list, loop, gallery):
+    for group in (template, run, experiments, manage, export, plugin_list, loop, gallery):
         group.add_commands(sub)
     return parser
 

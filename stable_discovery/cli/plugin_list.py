@@ -32,5 +32,7 @@ def cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
 def add_commands(sub: Any) -> None:
     """Add ``sdp plugins`` to the ``sdp`` parser."""
     p = sub.add_parser("plugins", help="list installed plugins and the hooks they implement")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json", action="store_true", help="the plugins as a JSON list: name, version, built-in, hooks"
+    )
     p.set_defaults(func=cmd_plugins)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from stable_discovery.cli.args import (
+    SAMPLER_HELP,
     add_template_args,
     add_workspace_arg,
     backend_factory,
@@ -248,7 +249,7 @@ def add_commands(sub: Any) -> None:
         "--batch", type=_batch, metavar="B", help="images per backend call (default: @batch, else 4)"
     )
     p.add_argument("--seed", type=integer, help="sampler seed (default: @seed)")
-    p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
+    p.add_argument("--sampler", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument(
         "--set",
         action="append",

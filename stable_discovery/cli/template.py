@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from stable_discovery.cli.args import add_template_args, emit, load_template, nonneg, plural, template_sampler
+from stable_discovery.cli.args import (
+    SAMPLER_HELP,
+    add_template_args,
+    emit,
+    load_template,
+    nonneg,
+    plural,
+    template_sampler,
+)
 from stable_discovery.errors import UsageError
 
 __all__ = ["add_commands"]
@@ -142,7 +150,7 @@ def add_commands(sub: Any) -> None:
     add_template_args(p)
     p.add_argument("-n", type=nonneg, metavar="N", help="number of samples (default: @count)")
     p.add_argument("--seed", type=int, help="sampler seed (default: @seed, else 0)")
-    p.add_argument("--sampler", help="random | combinatorial | shuffle | legacy (default: @sampler)")
+    p.add_argument("--sampler", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument("--index", type=int, metavar="I", help="print sample I alone")
     p.add_argument("--jsonl", action="store_true", help="one JSON record per line")
     p.set_defaults(func=cmd_sample)

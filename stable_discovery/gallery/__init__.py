@@ -6,6 +6,8 @@ HTML, CSS and JavaScript shipped in ``static/``. Modules:
 - :mod:`.paths`: which image files may be served (inside an experiment folder, nothing else);
 - :mod:`.thumbs`: thumbnails made once on demand and cached under ``.thumbs/``;
 - :mod:`.api`: validation of what the page sends;
+- :mod:`.live`: the experiment list with an ETag and the runs going on, for a page that follows them;
+- :mod:`.download`: the filtered images as a zip streamed to the browser;
 - :mod:`.server`: the HTTP server and its routes.
 
 The SQL behind its JSON API lives in :mod:`stable_discovery.store.gallery_queries`.

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from stable_discovery.gallery.paths import EXPERIMENT_RE
-from stable_discovery.store.filters import Filters
+from stable_discovery.store.filters import ABSENT, Filters
+from stable_discovery.store.gallery_queries import END
 
 __all__ = [
     "ApiError",
@@ -23,6 +24,9 @@ __all__ = [
     "parse_rate",
     "parse_int",
     "page_args",
+    "window_args",
+    "parse_words",
+    "parse_archive",
     "MAX_BODY",
 ]
 
@@ -87,7 +91,8 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
     """Filters from a query string parsed by ``urllib.parse.parse_qs``.
 
     ``fav`` and ``rejected``: 1, 0 or any; ``stars``: none, 1..5 (at least) or any;
-    ``v``: ``NAME:CHOICE``, repeatable.
+    ``v``: ``NAME:CHOICE``, repeatable (``NAME:-1``: the name is absent); ``q``: words
+    that must all occur in the prompt.
     """
     stars = _one(params, "stars")
     if stars in (None, "", "any"):
@@ -99,7 +104,7 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
         name, sep, choice = item.rpartition(":")
         if not sep or not name or len(name) > 200:
             raise ApiError(400, f"a value filter is NAME:CHOICE, not {item!r}")
-        values.setdefault(name, []).append(parse_int(choice, f"the choice of {name}"))
+        values.setdefault(name, []).append(parse_int(choice, f"the choice of {name}", low=ABSENT))
     if len(values) > 64 or sum(len(v) for v in values.values()) > 512:
         raise ApiError(400, "too many value filters")
     return Filters(
@@ -107,7 +112,20 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> Filters:
         rejected=_tristate(params, "rejected"),
         stars=stars,
         values=tuple((name, tuple(sorted(set(cs)))) for name, cs in values.items()),
+        words=parse_words(_one(params, "q")),
     )
+
+
+def parse_words(text: str | None) -> tuple[str, ...]:
+    """The words of a prompt search (``q``): split on spaces, at most 16 of them."""
+    if not text:
+        return ()
+    if len(text) > 500:
+        raise ApiError(400, "the search text is too long (500 characters at most)")
+    words = tuple(dict.fromkeys(text.split()))
+    if len(words) > 16:
+        raise ApiError(400, "too many search words (16 at most)")
+    return words
 
 
 def page_args(params: Mapping[str, Sequence[str]]) -> tuple[int | None, int]:
@@ -117,6 +135,43 @@ def page_args(params: Mapping[str, Sequence[str]]) -> tuple[int | None, int]:
     limit_text = _one(params, "limit")
     limit = 200 if limit_text in (None, "") else parse_int(limit_text, "limit", low=1, high=MAX_LIMIT)
     return after, limit
+
+
+def window_args(params: Mapping[str, Sequence[str]]) -> tuple[int | None, bool, float | None]:
+    """``before`` (a page that ends below this index; ``end``: the last page), ``total``
+    (1: count the matches with this page too) and ``since`` (the samples recorded after
+    this moment, a ``stamp`` the server gave)."""
+    before_text = _one(params, "before")
+    before = None
+    if before_text == "end":
+        before = END
+    elif before_text not in (None, ""):
+        before = parse_int(before_text, "before")
+    total = _tristate(params, "total") is True
+    since_text = _one(params, "since")
+    since = None
+    if since_text not in (None, ""):
+        try:
+            since = float(since_text)
+        except ValueError:
+            raise ApiError(400, f"since must be a time the server gave, not {since_text!r}") from None
+        if since != since or since in (float("inf"), float("-inf")):
+            raise ApiError(400, f"since must be a time the server gave, not {since_text!r}")
+    return before, total, since
+
+
+def parse_archive(body: bytes) -> tuple[str, bool]:
+    """An archive change: ``{"experiment": str, "archived": bool}``."""
+    data = _json_object(body)
+    unknown = sorted(set(data) - {"experiment", "archived"})
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0]!r}; expected archived, experiment")
+    experiment, archived = data.get("experiment"), data.get("archived")
+    if not isinstance(experiment, str) or not EXPERIMENT_RE.fullmatch(experiment):
+        raise ApiError(400, "experiment must be an experiment's name")
+    if not isinstance(archived, bool):
+        raise ApiError(400, "archived must be true or false")
+    return experiment, archived
 
 
 def _is_int(value: Any) -> bool:

@@ -3,13 +3,19 @@
 Routes (GET unless said)::
 
     /                          the page (static/index.html); /static/<file> its assets
-    /api/experiments           every experiment with its counts
-    /api/samples?experiment=E  a page of samples; filters fav, rejected, stars, v=NAME:CHOICE;
-                               paging: after=<last index shown>, limit (default 200)
+    /api/experiments           every experiment with its counts, archived or not, and
+                               whether a run is writing to it; ETag (304 when unchanged)
+    /api/samples?experiment=E  a page of samples; filters fav, rejected, stars, v=NAME:CHOICE
+                               (CHOICE -1: absent), q=WORDS (of the prompt); paging:
+                               after=<last index shown> or before=<first index shown>|end,
+                               limit (default 200), total=1; since=STAMP: what a run added
     /api/facets?experiment=E   the values each slot and sampled setting took, with counts
+                               (under the other filters when filters are given)
     /api/record?experiment=E&index=I   one sample's full record
     /api/stats?experiment=E    per-value favourite statistics (stable_discovery.analysis.stats)
+    /api/download?experiment=E the images the filters select, as a zip (gallery.download)
     POST /api/rate             {"experiment", "index", "favourite"?, "stars"?, "rejected"?}
+    POST /api/archive          {"experiment", "archived"}
     /img/E/FILE, /thumb/E/FILE an image of experiment E, or its cached thumbnail
 
 Only POST changes anything (and nothing with ``read_only``). Each request opens its own
@@ -46,11 +52,14 @@ from stable_discovery.gallery.api import (
     ApiError,
     RateRequest,
     page_args,
+    parse_archive,
     parse_filters,
     parse_int,
     parse_rate,
+    window_args,
 )
 from stable_discovery.gallery.connections import Deadlines, connection_limit
+from stable_discovery.gallery.live import Reply, experiments_reply
 from stable_discovery.gallery.paths import safe_image_path, split_file_route
 from stable_discovery.gallery.thumbs import ThumbnailError, thumbnail
 from stable_discovery.store import gallery_queries as queries
@@ -343,7 +352,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
             handler = _GET_ROUTES.get(path[len("/api/") :])
             if handler is None:
                 raise ApiError(404, f"no such API: {path[:100]}")
-            self._json(200, handler(self, params))
+            self._answer(handler(self, params))
             return
         route = split_file_route(path)
         if route is None or route[0] not in ("img", "thumb"):
@@ -384,28 +393,48 @@ class GalleryHandler(BaseHTTPRequestHandler):
 
     def api_experiments(self, params: dict[str, list[str]]) -> Any:
         with self.server.open_store() as store:
-            return {
-                # a shared gallery names the workspace, without the path of this machine's folders
-                "workspace": self.server.workspace.name if self.server.shared else str(self.server.workspace),
-                "read_only": self.server.read_only,
-                "experiments": queries.experiment_summaries(store.db),
-            }
+            reply = experiments_reply(self.server.workspace, store, self.headers.get("If-None-Match"))
+        if reply.status == 200:
+            # a shared gallery names the workspace, without the path of this machine's folders
+            reply.data["workspace"] = (
+                self.server.workspace.name if self.server.shared else str(self.server.workspace)
+            )
+            reply.data["read_only"] = self.server.read_only
+        return reply
 
     def api_samples(self, params: dict[str, list[str]]) -> Any:
         filters = parse_filters(params)
         after, limit = page_args(params)
+        before, total, since = window_args(params)
         store, exp_id, name = self._store_and_experiment(params)
         with store:
-            result = queries.page(store.db, exp_id, filters, after, limit)
+            if since is not None:
+                result = queries.recent(store.db, exp_id, filters, since, limit)
+            else:
+                result = queries.page(store.db, exp_id, filters, after, limit, before=before, total=total)
         result["experiment"] = name
         return result
 
     def api_facets(self, params: dict[str, list[str]]) -> Any:
+        from stable_discovery.analysis.stats import setting_names
+
+        filters = parse_filters(params)
         store, exp_id, name = self._store_and_experiment(params)
         with store:
             key = (exp_id, *store.experiment_stamp(exp_id))
-            names = self.server.cached_facets(key, lambda: queries.facets(store.db, exp_id))
+            settings = setting_names(store.require(name).template_text)
+            names = self.server.cached_facets(key, lambda: queries.facets(store.db, exp_id, settings))
+            names = queries.follow_filters(store.db, exp_id, names, filters)
         return {"experiment": name, "names": names}
+
+    def api_download(self, params: dict[str, list[str]]) -> Any:
+        from stable_discovery.gallery.download import send_zip
+
+        filters = parse_filters(params)
+        store, _exp_id, name = self._store_and_experiment(params)
+        with store:
+            send_zip(self, store, name, filters)
+        return None
 
     def api_record(self, params: dict[str, list[str]]) -> Any:
         index = parse_int((params.get("index") or [""])[0], "index")
@@ -415,6 +444,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
             record = store.record(exp, index)
         if record is None or record["status"] != "done":
             raise ApiError(404, f"{name!r} has no generated sample {index}")
+        record["backend"] = exp.backend  # the page says when the model was not used (dummy)
         return record
 
     def api_stats(self, params: dict[str, list[str]]) -> Any:
@@ -430,7 +460,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
 
     # POST --------------------------------------------------------------------------
     def _post(self, path: str) -> None:
-        if path != "/api/rate":
+        if path not in _POST_ROUTES:
             self._drain()
             raise ApiError(
                 404 if not path.startswith("/api/") or path[5:] not in _GET_ROUTES else 405,
@@ -438,7 +468,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
             )
         if self.server.read_only:
             self._drain()
-            raise ApiError(403, "this gallery is read-only: marks cannot be changed here")
+            raise ApiError(403, "this gallery is read-only: nothing can be changed here")
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             self._drain()
@@ -451,7 +481,19 @@ class GalleryHandler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self.close_connection = True
             raise ApiError(413, "the body is too large")
-        self._json(200, self._rate(parse_rate(self._read_body(length))))
+        self._json(200, _POST_ROUTES[path](self, self._read_body(length)))
+
+    def post_rate(self, body: bytes) -> dict[str, Any]:
+        return self._rate(parse_rate(body))
+
+    def post_archive(self, body: bytes) -> dict[str, Any]:
+        """Archive an experiment (the page hides it from its list unless asked) or bring it back."""
+        name, archived = parse_archive(body)
+        with self.server.open_store(write=True) as store:
+            if store.get(name) is None:
+                raise ApiError(404, f"no experiment named {name!r}")
+            exp = store.set_archived(name, archived)
+        return {"experiment": exp.name, "archived": exp.archived}
 
     def _rate(self, request: RateRequest) -> dict[str, Any]:
         """Apply a checked rating change; the sample's rating as it now stands."""
@@ -473,6 +515,23 @@ class GalleryHandler(BaseHTTPRequestHandler):
         return {"experiment": exp.name, "index": request.index, "rating": rating}
 
     # responses ---------------------------------------------------------------------
+    def _answer(self, result: Any) -> None:
+        """Send what a GET route returned: data (200), a :class:`Reply`, or nothing when
+        the route answered by itself (a download)."""
+        if result is None:
+            return
+        if isinstance(result, Reply):
+            if result.data is None:
+                self.send_response(result.status)
+                for key, value in result.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Server-Timing", f"app;dur={(time.perf_counter() - self._t0) * 1000:.3f}")
+                self.end_headers()
+            else:
+                self._json(result.status, result.data, extra=result.headers)
+            return
+        self._json(200, result)
+
     def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -526,6 +585,12 @@ _GET_ROUTES: dict[str, Callable[[GalleryHandler, dict[str, list[str]]], Any]] = 
     "facets": GalleryHandler.api_facets,
     "record": GalleryHandler.api_record,
     "stats": GalleryHandler.api_stats,
+    "download": GalleryHandler.api_download,
+}
+
+_POST_ROUTES: dict[str, Callable[[GalleryHandler, bytes], dict[str, Any]]] = {
+    "/api/rate": GalleryHandler.post_rate,
+    "/api/archive": GalleryHandler.post_archive,
 }
 
 

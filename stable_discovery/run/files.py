@@ -31,6 +31,7 @@ from stable_discovery.store.images import (
     image_index,
     image_name,
     is_ours,
+    read_record,
     temp_name,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "ImageWriter",
     "image_name",
     "image_record",
+    "lock_holders",
     "sweep",
     "check_unrecorded",
     "check_new_folder",
@@ -87,6 +89,52 @@ class ExperimentLock:
         self.release()
 
 
+def lock_holders(folders: list[Path]) -> dict[Path, int]:
+    """The experiment folders of ``folders`` whose lock a run holds, with that run's
+    process id. The locks are never taken, so that a run starting meanwhile is not
+    refused.
+
+    On Linux the kernel's list of file locks (``/proc/locks``, read once) says exactly
+    who holds each lock file; elsewhere the process id the run wrote into it must still
+    be alive.
+    """
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            table: str | None = locks.read()
+    except OSError:
+        table = None
+    held = {}
+    by_device = {}
+    for line in (table or "").splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and "->" not in fields and len(fields) >= 6:
+            by_device[fields[5]] = fields[4]
+    for folder in folders:
+        path = folder / ".lock"
+        try:
+            st = os.stat(path)
+            text = path.read_text(errors="replace").strip() if table is None else ""
+        except OSError:
+            continue
+        if table is not None:
+            pid = by_device.get(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+            if pid is not None and pid.isdigit():
+                held[folder] = int(pid)
+        elif text.isdigit() and _alive(int(text)):
+            held[folder] = int(text)
+    return held
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
+
+
 def sweep(folder: Path, scan: FolderScan) -> int:
     """Remove the store's temporary files that a killed run left (nothing else)."""
     removed = 0
@@ -127,12 +175,11 @@ def check_new_folder(folder: Path, experiment: str, scan: FolderScan) -> None:
     files = list(scan.unrecorded) + list(scan.others)
     if not files:
         return
-    ours = [n for n in scan.unrecorded if is_ours(folder / n, experiment, image_index(n) or 0)]
-    if ours:
+    if any(read_record(folder / n) is not None for n in scan.unrecorded[:20]):
         workspace = folder.parent
         raise StoreError(
-            f"{folder} holds {len(scan.unrecorded):,} images of experiment {experiment!r}, which "
-            f"the store has no record of (was {workspace / 'discovery.db'} replaced?). Nothing "
+            f"{folder} holds {len(scan.unrecorded):,} images sdp made, which the store has no record of "
+            f"(was {workspace / 'discovery.db'} replaced?). Nothing "
             f"was changed: rebuild the experiment from its images with `sdp repair --workspace "
             f"{workspace}`, or run under another --name"
         )

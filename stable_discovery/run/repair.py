@@ -16,6 +16,7 @@ Files that are not the store's are never touched.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -153,7 +154,7 @@ def _repair_experiment(store: Store, folder: Path, name: str, regen: BackendLook
         write_spec_file(folder, spec, exp.created_at)
     scan = store.scan(exp)
     sweep(folder, scan)
-    adopted, skipped = _adopt(store, exp, folder, scan.unrecorded)
+    adopted, skipped = _adopt(store, exp, folder, scan.unrecorded, _names_made_under(folder, name))
     missing = list(scan.missing)
     regenerated = 0
     if missing and regen is not None:
@@ -163,15 +164,18 @@ def _repair_experiment(store: Store, folder: Path, name: str, regen: BackendLook
 
 def _rebuild(store: Store, folder: Path, name: str) -> tuple[Experiment | None, str | None]:
     """Add an experiment the store lost back from its folder: from its spec file, else
-    from its images' records; (None, None) when the folder holds neither."""
+    from its images' records; (None, None) when the folder holds neither. The folder's
+    name is the experiment's (``sdp mv`` renames the folder; the records keep the name
+    the images were made under)."""
     kept = read_spec_file(folder)
-    if kept is not None and kept[0].name == name:
+    if kept is not None:
         spec, created_at = kept
-        return store.import_experiment(spec, created_at or None), "spec"
-    records = [read_record(folder / n) for n in _image_names(folder)]
-    ours = [r for r in records if r is not None and r.get("experiment") == name]
-    if not ours:
+        return store.import_experiment(dataclasses.replace(spec, name=name), created_at or None), "spec"
+    records = [r for r in (read_record(folder / n) for n in _image_names(folder)) if r is not None]
+    if not records:
         return None, None
+    made_as = Counter(str(r.get("experiment")) for r in records).most_common(1)[0][0]
+    ours = [r for r in records if r.get("experiment") in (name, made_as)]
     backends = Counter(str(r.get("backend", "unknown")) for r in ours)
     spec = ExperimentSpec(
         name=name,
@@ -187,12 +191,29 @@ def _rebuild(store: Store, folder: Path, name: str) -> tuple[Experiment | None, 
     return store.import_experiment(spec), "images"
 
 
+def _names_made_under(folder: Path, name: str) -> set[str]:
+    """The experiment names the folder's images may carry: its own, and the one its
+    spec file or its first image was made under (before an ``sdp mv``)."""
+    names = {name}
+    kept = read_spec_file(folder)
+    if kept is not None:
+        names.add(kept[0].name)
+    first = next(iter(_image_names(folder)), None)
+    record = read_record(folder / first) if first is not None else None
+    if record is not None and isinstance(record.get("experiment"), str):
+        names.add(record["experiment"])
+    return names
+
+
 def _image_names(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if IMAGE_RE.match(e.name))
 
 
-def _adopt(store: Store, exp: Experiment, folder: Path, names: Iterable[str]) -> tuple[int, list[str]]:
-    """Rows for the images whose records say they are that sample of ``exp``."""
+def _adopt(
+    store: Store, exp: Experiment, folder: Path, names: Iterable[str], made_under: set[str]
+) -> tuple[int, list[str]]:
+    """Rows for the images whose records say they are that sample of ``exp`` (made
+    under one of the names ``made_under``)."""
     adopted, skipped = 0, []
     chunk: list[tuple[Any, str, float | None, int | None]] = []
     for fname in names:
@@ -201,7 +222,7 @@ def _adopt(store: Store, exp: Experiment, folder: Path, names: Iterable[str]) ->
         if (
             index is None
             or record is None
-            or record.get("experiment") != exp.name
+            or record.get("experiment") not in made_under
             or record.get("index") != index
             or fname != image_name(index, exp.count)
         ):

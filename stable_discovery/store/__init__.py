@@ -5,7 +5,9 @@ statement of the project lives in this package (``tests/test_store.py`` checks i
 * :mod:`.migrations`: the schema, as named migrations;
 * :mod:`.lookups`: small questions about one experiment (its id, whether a sample is done);
 * :mod:`.gallery_queries`: the gallery's pages, counts and facets;
-* :mod:`.stats_queries`: the per-value counts behind ``sdp stats``.
+* :mod:`.stats_queries`: the per-value counts behind ``sdp stats``;
+* :mod:`.export`: the records and files ``sdp export`` and the gallery's download write;
+* :mod:`.trash`: the workspace's trash (``sdp rm``).
 
 The query modules take an open connection (``Store.db``) and return plain data.
 """

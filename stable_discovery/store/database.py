@@ -21,7 +21,12 @@ from stable_discovery.errors import UsageError
 from stable_discovery.sampling.sample import Chosen, Sample
 from stable_discovery.store import lookups
 from stable_discovery.store.faults import StoreError, StoreFault, fault
-from stable_discovery.store.images import FolderScan, images_of_lost_experiments, scan_folder
+from stable_discovery.store.images import (
+    FolderScan,
+    images_of_lost_experiments,
+    rename_in_spec_file,
+    scan_folder,
+)
 from stable_discovery.store.migrations import check_schema, migrate, pending, rollback
 
 __all__ = [
@@ -95,6 +100,7 @@ class Experiment:
     created_at: float
     updated_at: float
     done: int = 0
+    archived: bool = False
 
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -338,6 +344,7 @@ class Store:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             done=done,
+            archived=bool(row["archived"]),
         )
 
     def get(self, name: str) -> Experiment | None:
@@ -512,6 +519,48 @@ class Store:
         while self.get(f"{base}-{n}") is not None or (self.workspace / f"{base}-{n}").exists():
             n += 1
         return f"{base}-{n}"
+
+    def set_archived(self, name: str, archived: bool) -> Experiment:
+        """Archive an experiment (the gallery hides it unless asked) or bring it back."""
+        exp = self.require(name)
+        self.db.execute("UPDATE experiments SET archived = ? WHERE id = ?", (int(archived), exp.id))
+        return self._reread(name)
+
+    def rename(self, old: str, new: str) -> Experiment:
+        """Give experiment ``old`` the name ``new``: its row and its image folder, at once.
+
+        Refused when ``new`` is taken (by an experiment or by anything in the workspace).
+        The caller holds the experiment's lock (no run may be writing to it). The row is
+        changed in a transaction that commits only once the folder has been renamed, so
+        that either both change or neither does.
+        """
+        exp = self.require(old)
+        check_name(new)
+        if self.get(new) is not None:
+            raise UsageError(f"experiment {new!r} already exists; pick another name")
+        target = self.workspace / new
+        if os.path.lexists(target):
+            raise UsageError(f"{target} already exists (not an experiment of this store); pick another name")
+        folder = self.workspace / old
+        self.db.execute("BEGIN IMMEDIATE")
+        moved = False
+        try:
+            self.db.execute("UPDATE experiments SET name = ? WHERE id = ?", (new, exp.id))
+            if os.path.lexists(folder):
+                try:
+                    os.rename(folder, target)
+                except OSError as exc:
+                    raise StoreError(f"cannot rename {folder} to {target}: {exc.strerror or exc}") from None
+                moved = True
+            self.db.execute("COMMIT")
+        except BaseException:
+            if moved:
+                os.rename(target, folder)
+            rollback(self.db)
+            raise
+        if moved:
+            rename_in_spec_file(target, new)
+        return self._reread(new)
 
     # samples ---------------------------------------------------------------------------
     def is_done(self, experiment_id: int, idx: int) -> bool:

@@ -1,6 +1,7 @@
 """The SQL behind the gallery's JSON API: experiment summaries, pages of samples under
-filters (keyset paging on the sample index), and the values each slot and sampled
-setting took (facets).
+filters (keyset paging on the sample index, forwards and backwards), the samples a
+running experiment added since a moment, and the values each slot and sampled setting
+took (facets), counted over everything or under the other filters.
 
 Every function takes an open ``sqlite3.Connection`` (one per request) and returns plain
 JSON-ready data.
@@ -8,15 +9,28 @@ JSON-ready data.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import sqlite3
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from stable_discovery.store.filters import Filters
-from stable_discovery.store.lookups import done_counts
+from stable_discovery.store.filters import ABSENT, Filters
+from stable_discovery.store.lookups import done_count, done_counts, experiment_stamp
 
-__all__ = ["experiment_summaries", "page", "facets"]
+__all__ = [
+    "END",
+    "experiment_summaries",
+    "live_stamp",
+    "page",
+    "recent",
+    "facets",
+    "follow_filters",
+    "matching_indices",
+]
+
+#: ``before=END`` asks for the last page of a listing.
+END = 1 << 62
 
 #: The condition of the partial covering index ``choices_by_value_idx`` (migration 0003):
 #: true of every row, it must appear in a query for SQLite to use that index.
@@ -38,7 +52,7 @@ def experiment_summaries(db: sqlite3.Connection) -> list[dict[str, Any]]:
     }
     out = []
     for row in db.execute(
-        "SELECT id, name, template_path, sampler, seed, count, backend, created_at, updated_at "
+        "SELECT id, name, template_path, sampler, seed, count, backend, created_at, updated_at, archived "
         "FROM experiments ORDER BY created_at, id"
     ):
         fav, rej, rated = marks.get(row[0], (0, 0, 0))
@@ -52,6 +66,7 @@ def experiment_summaries(db: sqlite3.Connection) -> list[dict[str, Any]]:
                 "backend": row[6],
                 "created_at": row[7],
                 "updated_at": row[8],
+                "archived": bool(row[9]),
                 "done": done.get(row[0], 0),
                 "favourites": fav or 0,
                 "rejected": rej or 0,
@@ -59,6 +74,22 @@ def experiment_summaries(db: sqlite3.Connection) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def live_stamp(db: sqlite3.Connection) -> str:
+    """A short text that changes whenever anything the experiment list shows changes:
+    an experiment made, renamed, archived, removed or given samples, or a mark set.
+
+    Cheap (the experiments table and the ratings' times), so that a page polling for
+    changes costs next to nothing while nothing happens.
+    """
+    digest = hashlib.blake2b(digest_size=12)
+    for row in db.execute("SELECT id, name, updated_at, archived FROM experiments ORDER BY id"):
+        digest.update(repr(tuple(row)).encode())
+    digest.update(
+        repr(tuple(db.execute("SELECT COUNT(*), MAX(updated_at) FROM ratings").fetchone())).encode()
+    )
+    return digest.hexdigest()
 
 
 @dataclass
@@ -83,6 +114,8 @@ def _where(
     f: Filters,
     after: int | None = None,
     *,
+    before: int | None = None,
+    since: float | None = None,
     counting: bool = False,
 ) -> tuple[str, list[Any], bool]:
     """Conditions on ``samples s`` alone, each answered from an index, so that neither
@@ -91,28 +124,44 @@ def _where(
     Marks are ``IN``/``NOT IN`` lists from ``ratings`` (made by hand, so short). When no
     positive mark list drives the query, the value filter with the fewest samples does:
     its index list, read from the covering index ``(experiment_id, name, choice, idx)``
-    from ``after`` on, walked in order so that a page stops early; when ``counting``
-    (every match is visited anyway) it is intersected with the next smallest one. Other
-    value filters are probed per candidate with ``EXISTS`` on that index, instead of
-    materializing lists of tens of thousands of indices each.
+    between ``after`` and ``before``, walked in order so that a page stops early; when
+    ``counting`` (every match is visited anyway) it is intersected with the next smallest
+    one. Other value filters are probed per candidate with ``EXISTS`` on that index,
+    instead of materializing lists of tens of thousands of indices each; a filter that
+    accepts an absent value probes the primary key for the name's absence. Words of the
+    prompt are ``LIKE`` conditions, checked last.
     """
     where = _Where(experiment_id)
     where.add("s.experiment_id = ?", experiment_id)
     where.add("s.status = 'done'")
     driven = _mark_conditions(where, f)
-    values = list(f.values)
-    if values and not driven:
-        values = _smallest_first(db, experiment_id, values)
-        drivers = values[:2] if counting else values[:1]
-        _driving_list(where, drivers, after)
-        values = values[len(drivers) :]
+    present = [(name, choices) for name, choices in f.values if ABSENT not in choices]
+    with_absent = [(name, choices) for name, choices in f.values if ABSENT in choices]
+    if present and not driven:
+        present = _smallest_first(db, experiment_id, present)
+        drivers = present[:2] if counting else present[:1]
+        _driving_list(where, drivers, after, before)
+        present = present[len(drivers) :]
         driven = True
-    for name, choices in values:
-        _value_probe(where, name, choices)
+    for name, choices in present:
+        where.add(*_value_probe(experiment_id, name, choices))
+    for name, choices in with_absent:
+        _absent_probe(where, name, choices)
+    for word in f.words:
+        where.add("s.prompt LIKE ? ESCAPE '\\'", "%" + _like_escape(word) + "%")
+    if since is not None:
+        where.add("s.created_at > ?", since)
+    # with a driving list, '+' keeps the planner from walking the whole index instead
+    key = "+s.idx" if driven else "s.idx"
     if after is not None:
-        # with a driving list, '+' keeps the planner from walking the whole index instead
-        where.add("+s.idx > ?" if driven else "s.idx > ?", after)
+        where.add(f"{key} > ?", after)
+    if before is not None:
+        where.add(f"{key} < ?", before)
     return where.sql(), where.params, driven
+
+
+def _like_escape(word: str) -> str:
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _mark_conditions(where: _Where, f: Filters) -> bool:
@@ -162,33 +211,47 @@ def _smallest_first(db: sqlite3.Connection, experiment_id: int, values: _Values)
     return sorted(values, key=lambda item: sizes[item[0]])
 
 
-def _driving_list(where: _Where, drivers: _Values, after: int | None) -> None:
+def _driving_list(where: _Where, drivers: _Values, after: int | None, before: int | None) -> None:
     """``s.idx IN`` the indices of the driving value filters (intersected), from the
-    covering index, from ``after`` on."""
+    covering index, between ``after`` and ``before``."""
     parts, params = [], []
     for name, choices in drivers:
         marks = ", ".join("?" * len(choices))
         parts.append(
             f"SELECT idx FROM choices WHERE experiment_id = ? AND name = ? AND {_BY_VALUE} "
-            f"AND choice IN ({marks})" + (" AND idx > ?" if after is not None else "")
+            f"AND choice IN ({marks})"
+            + (" AND idx > ?" if after is not None else "")
+            + (" AND idx < ?" if before is not None else "")
         )
         params.extend([where.experiment_id, name, *choices])
-        if after is not None:
-            params.append(after)
+        params.extend(bound for bound in (after, before) if bound is not None)
     where.add(f"s.idx IN ({' INTERSECT '.join(parts)})", *params)
 
 
-def _value_probe(where: _Where, name: str, choices: tuple[int, ...]) -> None:
-    """An ``EXISTS`` probe of the covering index for a sample's value of ``name``."""
+def _value_probe(experiment_id: int, name: str, choices: Collection[int]) -> tuple[Any, ...]:
+    """An ``EXISTS`` probe of the covering index for a sample's value of ``name``: the
+    condition and its parameters."""
     marks = ", ".join("?" * len(choices))
-    where.add(
+    return (
         "EXISTS (SELECT 1 FROM choices c INDEXED BY choices_by_value_idx "
         f"WHERE c.experiment_id = ? AND c.name = ? AND c.{_BY_VALUE} "
         f"AND c.choice IN ({marks}) AND c.idx = s.idx)",
-        where.experiment_id,
+        experiment_id,
         name,
         *choices,
     )
+
+
+def _absent_probe(where: _Where, name: str, choices: tuple[int, ...]) -> None:
+    """The samples without ``name`` (from the primary key), or with one of the other
+    ``choices``."""
+    absent = "NOT EXISTS (SELECT 1 FROM choices c WHERE c.experiment_id = ? AND c.idx = s.idx AND c.name = ?)"
+    present = [c for c in choices if c != ABSENT]
+    if not present:
+        where.add(absent, where.experiment_id, name)
+        return
+    probe, *params = _value_probe(where.experiment_id, name, present)
+    where.add(f"({probe} OR {absent})", *params, where.experiment_id, name)
 
 
 def page(
@@ -197,49 +260,108 @@ def page(
     filters: Filters,
     after: int | None,
     limit: int,
+    *,
+    before: int | None = None,
+    total: bool = False,
 ) -> dict[str, Any]:
-    """Up to ``limit`` samples with index above ``after``, in index order.
+    """Up to ``limit`` samples in index order: those with index above ``after`` (the
+    first ones when None); or, when ``before`` is given, the last ones below it
+    (``END``: the last page of all).
 
-    ``total`` (how many match in all) comes with the first page only (``after`` None);
-    ``next`` is the cursor for the following page, or None at the end. The page's indices
-    come first, from the indexes alone; then their rows and marks.
+    A forward page has ``next``, the cursor for the following page or None at the end;
+    a backward page has ``prev``, the cursor for the page before it or None at the start.
+    ``total`` (how many match in all) comes with the first page, and with any page when
+    asked. ``stamp`` is the experiment's time of last recording when the page was read:
+    :func:`recent` from it gives what was added since. The page's indices come first,
+    from the indexes alone; then their rows and marks.
     """
-    where, params, _ = _where(db, experiment_id, filters, -1 if after is None else after)
+    stamp = experiment_stamp(db, experiment_id)
+    backward = before is not None
+    where, params, _ = _where(
+        db, experiment_id, filters, None if backward else (-1 if after is None else after), before=before
+    )
     indices = [
         row[0]
         for row in db.execute(
-            f"SELECT s.idx FROM samples s WHERE {where} ORDER BY s.idx LIMIT ?", (*params, limit + 1)
+            f"SELECT s.idx FROM samples s WHERE {where} ORDER BY s.idx{' DESC' if backward else ''} LIMIT ?",
+            (*params, limit + 1),
+        )
+    ]
+    more = len(indices) > limit
+    indices = sorted(indices[:limit])
+    items = _items(db, experiment_id, indices)
+    result: dict[str, Any] = {"items": items, "stamp": stamp[1] if stamp else None}
+    if backward:
+        result["prev"] = items[0]["index"] if more and items else None
+    else:
+        result["next"] = items[-1]["index"] if more and items else None
+    if total or (after is None and not backward):
+        first_and_all = after is None and not backward and not more
+        result["total"] = len(items) if first_and_all else _count(db, experiment_id, filters)
+    return result
+
+
+def recent(
+    db: sqlite3.Connection, experiment_id: int, filters: Filters, since: float, limit: int
+) -> dict[str, Any]:
+    """The samples matching ``filters`` recorded after the moment ``since`` (a ``stamp``
+    of :func:`page` or of an earlier call), in index order, up to ``limit``; ``more``
+    when there are others; ``added``: how many match in all; ``stamp``: the moment to
+    ask from next time. Found from the ``samples_by_time`` index: a handful of rows
+    while a run goes, none when it does not."""
+    stamp = experiment_stamp(db, experiment_id)
+    where, params, _ = _where(db, experiment_id, filters, since=since)
+    indices = [
+        row[0]
+        for row in db.execute(
+            f"SELECT s.idx FROM samples s INDEXED BY samples_by_time WHERE {where} ORDER BY s.idx LIMIT ?",
+            (*params, limit + 1),
         )
     ]
     more = len(indices) > limit
     items = _items(db, experiment_id, indices[:limit])
-    result: dict[str, Any] = {"items": items, "next": items[-1]["index"] if more and items else None}
-    if after is None:
-        result["total"] = _count(db, experiment_id, filters) if more else len(items)
-    return result
+    added = len(items)
+    if more:
+        added = int(
+            db.execute(
+                f"SELECT COUNT(*) FROM samples s INDEXED BY samples_by_time WHERE {where}", params
+            ).fetchone()[0]
+        )
+    return {"items": items, "more": more, "added": added, "stamp": stamp[1] if stamp else None}
 
 
 def _items(db: sqlite3.Connection, experiment_id: int, indices: list[int]) -> list[dict[str, Any]]:
-    """The listed fields and marks of the samples ``indices``, in index order."""
+    """The listed fields, image size, choices and marks of the samples ``indices``, in
+    index order."""
     if not indices:
         return []
     marks = ", ".join("?" * len(indices))
     rows = db.execute(
-        "SELECT s.idx, s.file, s.prompt, COALESCE(r.favourite, 0), r.stars, COALESCE(r.rejected, 0) "
+        "SELECT s.idx, s.file, s.prompt, json_extract(s.settings, '$.width'), "
+        "json_extract(s.settings, '$.height'), COALESCE(r.favourite, 0), r.stars, COALESCE(r.rejected, 0) "
         "FROM samples s LEFT JOIN ratings r ON r.experiment_id = s.experiment_id AND r.idx = s.idx "
         f"WHERE s.experiment_id = ? AND s.idx IN ({marks}) ORDER BY s.idx",
         (experiment_id, *indices),
     ).fetchall()
+    traces: dict[int, dict[str, int]] = {}
+    for idx, name, choice in db.execute(
+        f"SELECT idx, name, choice FROM choices WHERE experiment_id = ? AND idx IN ({marks})",
+        (experiment_id, *indices),
+    ):
+        traces.setdefault(idx, {})[name] = choice
     return [
         {
             "index": idx,
             "file": file,
             "prompt": prompt,
+            "width": width,
+            "height": height,
+            "trace": traces.get(idx, {}),
             "favourite": bool(fav),
             "stars": stars,
             "rejected": bool(rej),
         }
-        for idx, file, prompt, fav, stars, rej in rows
+        for idx, file, prompt, width, height, fav, stars, rej in rows
     ]
 
 
@@ -249,10 +371,20 @@ def _count(db: sqlite3.Connection, experiment_id: int, filters: Filters) -> int:
     return int(db.execute(f"SELECT COUNT(*) FROM samples s WHERE {where}", params).fetchone()[0])
 
 
-def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
+def matching_indices(db: sqlite3.Connection, experiment_id: int, filters: Filters) -> Iterator[int]:
+    """The indices of every sample matching ``filters``, in order (``sdp export``, the
+    gallery's download)."""
+    where, params, _ = _where(db, experiment_id, filters)
+    for (idx,) in db.execute(f"SELECT s.idx FROM samples s WHERE {where} ORDER BY s.idx", params):
+        yield int(idx)
+
+
+def facets(db: sqlite3.Connection, experiment_id: int, settings: Collection[str]) -> list[dict[str, Any]]:
     """Each slot and sampled setting of the experiment with the values it took:
     ``[{"name", "kind": "slot" | "setting", "values": [{"choice", "text", "count"}]}]``,
-    names in the order a sample's trace lists them, values by choice index."""
+    names in the order a sample's trace lists them, values by choice index. ``settings``
+    are the names of the template's settings (``@name``); a slot that some samples lack
+    gets a last value ``{"choice": -1, "text": "", "count", "absent": true}``."""
     counts = db.execute(
         f"SELECT name, choice, COUNT(*) FROM choices WHERE experiment_id = ? AND {_BY_VALUE} "
         "GROUP BY name, choice",
@@ -261,13 +393,11 @@ def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
     if not counts:
         return []
     first = db.execute(
-        "SELECT idx, settings FROM samples WHERE experiment_id = ? AND status = 'done' ORDER BY idx LIMIT 1",
+        "SELECT idx FROM samples WHERE experiment_id = ? AND status = 'done' ORDER BY idx LIMIT 1",
         (experiment_id,),
     ).fetchone()
     order: dict[str, int] = {}
-    setting_names: set[str] = set()
     if first is not None:
-        setting_names = set(json.loads(first[1]))
         for (name,) in db.execute(
             "SELECT name FROM choices WHERE experiment_id = ? AND idx = ? ORDER BY rowid",
             (experiment_id, first[0]),
@@ -280,7 +410,100 @@ def facets(db: sqlite3.Connection, experiment_id: int) -> list[dict[str, Any]]:
             (experiment_id, name, choice),
         ).fetchone()[0]
         groups.setdefault(name, []).append({"choice": choice, "text": text, "count": count})
-    names = sorted(groups, key=lambda n: (order.get(n, len(order)), n))
-    return [
-        {"name": n, "kind": "setting" if n in setting_names else "slot", "values": groups[n]} for n in names
-    ]
+    done = done_count(db, experiment_id)
+    out = []
+    for name in sorted(groups, key=lambda n: (order.get(n, len(order)), n)):
+        kind = "setting" if name in settings else "slot"
+        values = groups[name]
+        missing = done - sum(v["count"] for v in values)
+        if missing > 0 and kind == "slot":
+            values.append({"choice": ABSENT, "text": "", "count": missing, "absent": True})
+        out.append({"name": name, "kind": kind, "values": values})
+    return out
+
+
+def follow_filters(
+    db: sqlite3.Connection, experiment_id: int, base: list[dict[str, Any]], filters: Filters
+) -> list[dict[str, Any]]:
+    """The facets ``base`` (from :func:`facets`) with each name's counts taken under the
+    other filters: how many images each value would show if it were picked next. A
+    name's own value filter does not narrow its counts (its values are alternatives)."""
+    if filters.empty:
+        return base
+    own = {name for name, _ in filters.values}
+    shared = [f["name"] for f in base if f["name"] not in own]
+    counts: dict[str, dict[int, int]] = {}
+    unfiltered = {
+        (f["name"], v["choice"]): v["count"] for f in base for v in f["values"] if v["choice"] != ABSENT
+    }
+    if shared:
+        counts.update(_counts_under(db, experiment_id, filters, shared, unfiltered))
+    for name in own & {f["name"] for f in base}:
+        rest = filters.without(name)
+        if not rest.empty:
+            counts.update(_counts_under(db, experiment_id, rest, [name], unfiltered))
+    out = []
+    for facet in base:
+        mine = counts.get(facet["name"])
+        values = facet["values"]
+        if mine is not None:
+            values = [{**v, "count": mine.get(v["choice"], 0)} for v in values]
+        out.append({**facet, "values": values})
+    return out
+
+
+def _counts_under(
+    db: sqlite3.Connection,
+    experiment_id: int,
+    filters: Filters,
+    names: list[str],
+    unfiltered: dict[tuple[str, int], int],
+) -> dict[str, dict[int, int]]:
+    """Per name of ``names``: samples matching ``filters`` per choice, and without the
+    name (under :data:`ABSENT`).
+
+    The matching samples drive the count (each looks its choices up by primary key),
+    except under filters that only hide marked images (not favourites, not rejected,
+    unrated): those take the few marked images away from the ``unfiltered`` counts.
+    """
+    marks = ", ".join("?" * len(names))
+    hidden = _hidden_marks(filters)
+    if hidden is not None:
+        taken = db.execute(
+            "SELECT c.name, c.choice, COUNT(*) FROM ratings r CROSS JOIN choices c "
+            "ON c.experiment_id = r.experiment_id AND c.idx = r.idx "
+            f"WHERE r.experiment_id = ? AND ({hidden}) AND c.name IN ({marks}) GROUP BY c.name, c.choice",
+            (experiment_id, *names),
+        ).fetchall()
+        minus = {(n, c): k for n, c, k in taken}
+        rows = [(n, c, k - minus.get((n, c), 0)) for (n, c), k in unfiltered.items() if n in names]
+    else:
+        where, params, _ = _where(db, experiment_id, filters, counting=True)
+        rows = db.execute(
+            "SELECT c.name, c.choice, COUNT(*) FROM samples s CROSS JOIN choices c "
+            "ON c.experiment_id = s.experiment_id AND c.idx = s.idx "
+            f"WHERE {where} AND c.name IN ({marks}) GROUP BY c.name, c.choice",
+            (*params, *names),
+        ).fetchall()
+    counts: dict[str, dict[int, int]] = {name: {} for name in names}
+    for name, choice, n in rows:
+        counts[name][choice] = n
+    total = _count(db, experiment_id, filters)
+    for name in names:
+        counts[name][ABSENT] = total - sum(counts[name].values())
+    return counts
+
+
+def _hidden_marks(f: Filters) -> str | None:
+    """When ``f`` only hides marked images (favourites, rejected ones, rated ones), the
+    condition on ``ratings r`` of the images it hides; otherwise None."""
+    if f.values or f.words or f.favourite or f.rejected or f.stars not in (None, "none"):
+        return None
+    hidden = []
+    if f.favourite is False:
+        hidden.append("r.favourite = 1")
+    if f.rejected is False:
+        hidden.append("r.rejected = 1")
+    if f.stars == "none":
+        hidden.append("r.stars IS NOT NULL")
+    return " OR ".join(hidden) or None

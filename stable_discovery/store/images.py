@@ -38,6 +38,7 @@ __all__ = [
     "is_ours",
     "scan_folder",
     "images_of_lost_experiments",
+    "rename_in_spec_file",
 ]
 
 #: Key of the project's own PNG text chunk (experiment, index, trace, settings, …).
@@ -147,9 +148,31 @@ def scan_folder(folder: Path, done_files: Iterable[str]) -> FolderScan:
     return FolderScan(tuple(sorted(temps)), tuple(missing), tuple(sorted(unrecorded)), tuple(sorted(others)))
 
 
+def rename_in_spec_file(folder: Path, name: str) -> None:
+    """Give the spec file in ``folder`` (if any) the experiment's new ``name`` (``sdp mv``),
+    written under the store's temporary name and renamed into place."""
+    path = folder / SPEC_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(data, dict) or data.get("name") == name:
+        return
+    data["name"] = name
+    tmp = folder / temp_name(SPEC_FILE)
+    try:
+        tmp.write_text(
+            json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # the spec file keeps the old name; sdp repair copes with that
+
+
 def images_of_lost_experiments(workspace: Path, known: Iterable[str] = ()) -> dict[str, int]:
-    """Folders of ``workspace`` that hold images the store made (their records name the
-    folder) but are not among the ``known`` experiments: folder name → image count.
+    """Folders of ``workspace`` that hold images the store made (they carry its record;
+    a renamed experiment's records still name the old name) but are not among the
+    ``known`` experiments: folder name → image count.
 
     One image per folder is opened; the rest are only counted.
     """
@@ -167,8 +190,6 @@ def images_of_lost_experiments(workspace: Path, known: Iterable[str] = ()) -> di
             names = sorted(e.name for e in os.scandir(folder.path) if IMAGE_RE.match(e.name))
         except OSError:
             continue
-        if names:
-            record = read_record(os.path.join(folder.path, names[0]))
-            if record is not None and record.get("experiment") == folder.name:
-                found[folder.name] = len(names)
+        if names and read_record(os.path.join(folder.path, names[0])) is not None:
+            found[folder.name] = len(names)
     return found

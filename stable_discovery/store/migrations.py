@@ -119,6 +119,16 @@ def m0003_gallery_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX samples_by_status ON samples (experiment_id, status, idx)")
 
 
+@migration
+def m0004_archive_and_recent(db: sqlite3.Connection) -> None:
+    """Experiments can be archived (hidden from the gallery's list unless asked), and the
+    samples a running experiment recorded since a moment are found from an index, so that
+    an open gallery follows a run without reading every row.
+    """
+    db.execute("ALTER TABLE experiments ADD COLUMN archived INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX samples_by_time ON samples (experiment_id, created_at)")
+
+
 def rollback(db: sqlite3.Connection) -> None:
     """Roll back the transaction in progress, if SQLite has not already done so (it
     does by itself on a full disk, and a second ``ROLLBACK`` would hide why)."""
