@@ -97,6 +97,7 @@ class GalleryServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a burst of new connections waits in the kernel, not in SYN retries
 
     def __init__(
         self,
