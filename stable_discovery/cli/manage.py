@@ -204,7 +204,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="experiments to remove")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--list", action="store_true", help="show what the trash holds")
-    p.add_argument("--purge", action="store_true", help="delete the trash for good (files sdp did not write are kept, and listed)")
+    p.add_argument(
+        "--purge",
+        action="store_true",
+        help="delete the trash for good (files sdp did not write are kept, and listed)",
+    )
     p.add_argument("--restore", metavar="NAME", help="bring an experiment back from the trash")
     p.add_argument("--as", dest="as_name", metavar="NEW_NAME", help="with --restore: under this name")
     add_workspace_arg(p)
