@@ -440,3 +440,21 @@ def test_lora_tags_written_in_choices_are_traced_like_any_value(store: Store) ->
     make_experiment(store, "l", t, 900, rate_by({("prompt{1}", "<lora:oil:1>"): 0.4}, 0.1))
     top = experiment_stats(store, "l").values[0]
     assert (top.name, top.text, top.significant) == ("prompt{1}", "<lora:oil:1>", True)
+
+
+def test_a_repaired_store_knows_the_kinds_of_the_variables(tmp_path: Path, wild: Path) -> None:
+    """The spec file beside the images carries the variables, so that `sdp repair`
+    rebuilds them with the experiment."""
+    template = tmp_path / "t.sdp"
+    template.write_text(TEMPLATE.replace("@seed = 4", "@seed = 4\n@count = 6\n@size = 64x64"))
+    ws = tmp_path / "ws"
+    assert main(["run", str(template), "--backend", "dummy", "--workspace", str(ws)]) == 0
+    with Store(ws) as store:
+        before = {v.name: v.kind for v in experiment_stats(store, "t").values}
+    (ws / "discovery.db").unlink()
+    for extra in ("discovery.db-wal", "discovery.db-shm"):
+        (ws / extra).unlink(missing_ok=True)
+    assert main(["repair", "--workspace", str(ws)]) == 0
+    with Store(ws) as store:
+        after = {v.name: v.kind for v in experiment_stats(store, "t").values}
+    assert after == before and after["prompt[1]"] == "optional" and after["__weather__"] == "wildcard"

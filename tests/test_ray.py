@@ -238,9 +238,11 @@ def test_dummy_backend_on_ray_leaves_the_same_store(ray_local, tmpl, tmp_path) -
     assert a["rows"] == b["rows"]
     assert a["choices"] == b["choices"]
     assert a["images"] == b["images"]  # metadata (Model: dummy (…) included) and pixels
-    assert sorted(p.name for p in (tmp_path / "ray" / "exp").iterdir() if p.name != ".lock") == sorted(
-        a["images"]
-    )
+    assert sorted(
+        p.name
+        for p in (tmp_path / "ray" / "exp").iterdir()
+        if p.name not in (".lock", ".sdp-experiment.json")
+    ) == sorted(a["images"])
     assert ex.workers_lost == 0
 
 
@@ -290,7 +292,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(ray_loca
     assert ex.workers_lost >= 1 and ex.batches_retried >= 1
     # every sample written exactly once, each file once, nothing left over
     assert sorted(hooks.saved) == list(range(16)) and set(hooks.saved.values()) == {1}
-    files = sorted(p.name for p in (tmp_path / "ray" / "exp").iterdir() if p.name != ".lock")
+    files = sorted(
+        p.name
+        for p in (tmp_path / "ray" / "exp").iterdir()
+        if p.name not in (".lock", ".sdp-experiment.json")
+    )
     rows = content(tmp_path / "ray")
     assert files == sorted(rows["images"]) and len(files) == 16
     assert [r["idx"] for r in rows["rows"]] == list(range(16))

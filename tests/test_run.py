@@ -159,15 +159,17 @@ def test_second_process_is_refused_while_locked(tmpl, tmp_path, capsys) -> None:
     assert sdp_run(tmp_path, str(tmpl), "--backend", "dummy") == 0
 
 
-def test_leftovers_of_a_crash_are_swept(tmpl, tmp_path) -> None:
+def test_leftovers_of_a_crash_are_swept_and_nothing_else(tmpl, tmp_path) -> None:
     assert sdp_run(tmp_path, str(tmpl), "--backend", "dummy", "--count", "4", "--name", "p") == 0
     folder = tmp_path / "ws" / "p"
+    (folder / ".00002.png.sdp-tmp").write_bytes(b"half")  # the store's own temporary name
+    # not the store's: a file that looks like an old temporary one, and an image it never wrote
     (folder / "00002.png.tmp").write_bytes(b"half")
     (folder / "00099.png").write_bytes(b"orphan")
     assert sdp_run(tmp_path, str(tmpl), "--backend", "dummy", "--count", "4", "--name", "p") == 0
-    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
-        f"{i:05d}.png" for i in range(4)
-    ]
+    assert sorted(
+        p.name for p in folder.iterdir() if p.name not in (".lock", ".sdp-experiment.json")
+    ) == sorted([*(f"{i:05d}.png" for i in range(4)), "00002.png.tmp", "00099.png"])
 
 
 def test_ctrl_c_stops_after_the_current_batch(tmpl, tmp_path) -> None:
@@ -252,7 +254,7 @@ def test_count_is_required_for_random_sampling(tmp_path, capsys) -> None:
 
 def test_store_refuses_a_broken_database(tmp_path) -> None:
     (tmp_path / "discovery.db").write_bytes(b"not a database" * 100)
-    with pytest.raises(StoreError, match="not a usable SQLite database"):
+    with pytest.raises(StoreError, match="not an SQLite database"):
         Store(tmp_path)
 
 

@@ -113,7 +113,8 @@ def test_outside_the_main_thread_ctrl_c_is_left_alone() -> None:
 
 class Journal:
     """A store, sinks and hooks that log what they are told, in order; the store checks
-    that every file is in place before its row is marked done."""
+    that every file is written under the store's temporary name, and not yet under its
+    own, when its row is marked done (so no image name ever lacks a row)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -121,8 +122,8 @@ class Journal:
 
     # the store
     def record_done(self, experiment_id: int, items: list[tuple[Any, str, float, int]]) -> None:
-        assert all((self.folder / fname).is_file() for _s, fname, _sec, _b in items)
-        assert not list(self.folder.glob("*.tmp"))
+        assert all((self.folder / f".{fname}.sdp-tmp").is_file() for _s, fname, _sec, _b in items)
+        assert not any((self.folder / fname).exists() for _s, fname, _sec, _b in items)
         self.log.append(("rows", [(s.index, fname, sec, b) for s, fname, sec, b in items]))
 
     # a sink
@@ -163,6 +164,8 @@ def test_a_batch_is_recorded_files_then_rows_then_sinks_then_hooks(tmpl, tmp_pat
         ("close", None),
     ]
     assert recorder.generated == 2
+    assert sorted(p.name for p in tmp_path.glob("*.png*")) == ["00000.png", "00001.png"]
+    assert not list(tmp_path.glob(".*"))  # no temporary file is left
     params, record = read_metadata(tmp_path / image_name(1, 10))
     assert params is not None and "Model: dummy-model" in params
     assert record == {**record, "experiment": "pets", "index": 1, "backend": "dummy"}

@@ -22,6 +22,7 @@ __all__ = [
     "emit",
     "plural",
     "nonneg",
+    "integer",
     "stars",
 ]
 
@@ -96,10 +97,12 @@ def add_workspace_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def open_store(args: argparse.Namespace) -> Any:
+def open_store(args: argparse.Namespace, mode: str = "read") -> Any:
+    """The workspace's store: ``read`` (the default) and ``write`` need it to exist and
+    create nothing; ``create`` (``sdp run``) makes it when missing."""
     from stable_discovery.store.database import Store, workspace_path
 
-    return Store(workspace_path(args.workspace))
+    return Store(workspace_path(args.workspace), mode=mode)
 
 
 def backend_factory(name: str) -> Any:
@@ -126,6 +129,10 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
+#: The largest number a count, an index or a seed may be (the store's 64-bit integers).
+MAX_NUMBER = 2**63 - 1
+
+
 def nonneg(text: str) -> int:
     try:
         value = int(text)
@@ -133,6 +140,19 @@ def nonneg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_NUMBER} (2^63 - 1), got {value}")
+    return value
+
+
+def integer(text: str) -> int:
+    """A whole number that the run store can hold (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not -MAX_NUMBER - 1 <= value <= MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"expected a number from -2^63 to 2^63 - 1, got {value}")
     return value
 
 

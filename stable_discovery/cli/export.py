@@ -165,10 +165,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery.store.gallery_queries import matching_indices
 
     kind = output_kind(args.output)
-    workspace = workspace_path(args.workspace)
-    if not (workspace / "discovery.db").is_file():
-        raise UsageError(f"no run store in {workspace} (give --workspace DIR or set $SDP_WORKSPACE)")
-    with Store(workspace) as store:
+    with Store(workspace_path(args.workspace), mode="read") as store:
         exp = store.require(args.name)
         filters = _filters(store, exp, args)
         _check_output(args.output, kind, args.force)

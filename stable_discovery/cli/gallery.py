@@ -13,6 +13,7 @@ from typing import Any, TextIO
 __all__ = ["add_commands", "cmd_gallery"]
 
 DEFAULT_PORT = 8642
+ENV_TOKEN = "SDP_GALLERY_TOKEN"  # gallery.access.ENV_TOKEN, without importing the server here
 
 
 def _port(text: str) -> int:
@@ -48,8 +49,28 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to bind (default: 127.0.0.1, this machine only; "
-        "0.0.0.0 shares the gallery, and its rating, with your network)",
+        help="address to bind (default: 127.0.0.1, this machine only). Any other address, "
+        "e.g. 0.0.0.0 for every network, shares the gallery with a secret link: a token is "
+        "made and printed in a ready-to-open URL",
+    )
+    p.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help=f"the shared gallery's token (default: ${ENV_TOKEN}, else a new one each start; "
+        "at least 16 letters, digits, '-' or '_')",
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="show the images, records and stats, but let nobody change a mark",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept requests addressed to NAME (a DNS name or proxy in front of the "
+        "gallery; repeatable). The machine's own names and addresses are always accepted",
     )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     p.set_defaults(func=cmd_gallery)
@@ -57,20 +78,22 @@ def add_commands(sub: Any) -> None:
 
 def cmd_gallery(args: argparse.Namespace, out: TextIO) -> int:
     """Serve until Ctrl+C."""
+    from stable_discovery.gallery.access import is_loopback
     from stable_discovery.gallery.server import make_server
     from stable_discovery.store.database import workspace_path
 
     workspace = workspace_path(args.workspace)
-    server = make_server(workspace, args.host, args.port)
-    url = server.url
-    if args.host in ("0.0.0.0", "::"):
-        url = f"http://127.0.0.1:{server.port}/" if args.host == "0.0.0.0" else f"http://[::1]:{server.port}/"
-        out.write(
-            f"warning: listening on all interfaces ({args.host}); anyone who can reach "
-            "this machine can see and rate the images\n"
-        )
-    out.write(f"gallery of {workspace} at {url}  (Ctrl+C to stop)\n")
-    out.flush()
+    shared = not is_loopback(args.host)
+    token = _token(args) if shared else None
+    server = make_server(
+        workspace,
+        args.host,
+        args.port,
+        token=token,
+        read_only=args.read_only,
+        allow_hosts=tuple(args.allow_host),
+    )
+    url = _announce(args, server, workspace, out)
     if not args.no_browser:
         import webbrowser
 
@@ -82,3 +105,47 @@ def cmd_gallery(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The shared gallery's token: --token, else $SDP_GALLERY_TOKEN, else a new one."""
+    import os
+    import re
+
+    from stable_discovery.errors import UsageError
+    from stable_discovery.gallery.access import new_token
+
+    given = args.token or os.environ.get(ENV_TOKEN)
+    if not given:
+        return new_token()
+    source = "--token" if args.token else f"${ENV_TOKEN}"
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,200}", given):
+        raise UsageError(f"{source}: a token is 16 to 200 letters, digits, '-' or '_'")
+    return str(given)
+
+
+def _announce(args: argparse.Namespace, server: Any, workspace: Any, out: TextIO) -> str:
+    """Print where the gallery is (with the token for a shared one); the URL to open."""
+    from stable_discovery.gallery.access import network_address
+
+    if server.forced_read_only:
+        out.write(f"note: {server.forced_read_only}: the gallery is read-only (marks cannot be saved)\n")
+    if server.access.token is None:
+        url = str(server.url)
+        out.write(f"gallery of {workspace} at {url}  (Ctrl+C to stop)\n")
+        out.flush()
+        return url
+    host = args.host
+    if host in ("0.0.0.0", "::", ""):
+        host = network_address() or "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    link = f"http://{shown}:{server.port}/?token={server.access.token}"
+    what = "see the images (read-only)" if server.read_only else "see and rate the images"
+    out.write(
+        f"gallery of {workspace}, shared on {args.host}: anyone with this link can {what}:\n"
+        f"  {link}\n"
+        f"(a new token each start; --token or ${ENV_TOKEN} keeps one; --read-only lets viewers "
+        "look without rating; Ctrl+C to stop)\n"
+    )
+    out.flush()
+    return f"http://127.0.0.1:{server.port}/?token={server.access.token}" if args.host == "0.0.0.0" else link

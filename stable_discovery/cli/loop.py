@@ -32,12 +32,10 @@ def _winner_args(p: argparse.ArgumentParser) -> None:
 
 
 def _open_store(args: argparse.Namespace) -> Any:
+    """The store, read-only: statistics and refining work on a read-only or full disk."""
     from stable_discovery.store.database import Store, workspace_path
 
-    workspace = workspace_path(args.workspace)
-    if not (workspace / "discovery.db").is_file():
-        raise UsageError(f"no run store in {workspace} (give --workspace DIR or set $SDP_WORKSPACE)")
-    return Store(workspace)
+    return Store(workspace_path(args.workspace), mode="read")
 
 
 def _float_arg(lo: float) -> Any:

@@ -59,7 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         sys.stderr.write("error: out of memory\n")
         return 1
-    except Exception as exc:  # a bug, not bad input: say so briefly
+    except Exception as exc:  # a fault of the machine, or a bug: say so briefly
+        fault = _fault(args, exc)
+        if fault is not None:
+            out.flush()
+            sys.stderr.write(f"error: {fault}\n")
+            return 1
         if os.environ.get("SDP_DEBUG"):
             raise
         sys.stderr.write(
@@ -68,6 +73,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "and please report it\n"
         )
         return 70
+
+
+def _fault(args: argparse.Namespace, exc: Exception) -> str | None:
+    """The one line for a fault of the machine (a full disk, a read-only folder, a
+    damaged database: not a bug), or None."""
+    from stable_discovery.store.database import DB_FILE, workspace_path
+    from stable_discovery.store.faults import describe
+
+    where = None
+    if hasattr(args, "workspace"):
+        where = workspace_path(args.workspace) / DB_FILE
+    return describe(exc, where)
 
 
 def entry_point() -> None:  # pragma: no cover - console script wrapper

@@ -96,11 +96,33 @@ class ProgressObserver(RunObserver):
 
 
 class RunReport(ProgressObserver):
-    """``sdp run``'s report: a line saying where the images go, then the progress bar."""
+    """``sdp run``'s report: a line saying where the images go, then the progress bar.
+    It remembers the experiment and how many images are done, for a message that says
+    how to resume when the run fails."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self.experiment: Experiment | None = None
+        self.done: int | None = None
+
+    def missing(self, experiment: Experiment, names: list[str]) -> None:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3:,} more" if len(names) > 3 else "")
+        sys.stderr.write(
+            f"experiment {experiment.name}: {len(names):,} "
+            + ("image is" if len(names) == 1 else "images are")
+            + f" missing from its folder ({shown}); making "
+            + ("it" if len(names) == 1 else "them")
+            + " again\n"
+        )
 
     def started(self, experiment: Experiment, folder: Path) -> None:
+        self.experiment = experiment
         sys.stderr.write(
             f"experiment {experiment.name}: {experiment.done} of {experiment.count} done, "
             f"images in {folder}\n"
         )
         super().started(experiment, folder)
+
+    def progress(self, done: int, total: int) -> None:
+        self.done = done
+        super().progress(done, total)

@@ -13,6 +13,7 @@ from stable_discovery.cli.args import (
     add_template_args,
     add_workspace_arg,
     backend_factory,
+    integer,
     load_template,
     nonneg,
     open_store,
@@ -26,9 +27,9 @@ __all__ = ["add_commands"]
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery import plugins
-    from stable_discovery.cli.progress import RunReport
     from stable_discovery.run.executors import make_executor
-    from stable_discovery.run.runner import RunOptions, RunParts, run_experiment
+    from stable_discovery.run.runner import RunOptions, RunParts
+    from stable_discovery.run.runplan import resolve_plan
     from stable_discovery.store.database import ENV_WORKSPACE, workspace_path
 
     # samplers that read the store (exploit) look where this run writes
@@ -73,9 +74,70 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         executor=executor,
     )
     template_path = str(args.file) if args.file is not None else None
-    with open_store(args) as store:
-        result = run_experiment(store, program, template_path, options, parts, RunReport())
-    return _finish(args, result)
+    # bad input (a seed or count the store cannot hold) is refused before the store is made
+    resolve_plan(program, template_path, options, sampler, specs)
+    _check_folder(args, options.name)
+    return _finish(args, _run(args, program, template_path, options, parts))
+
+
+def _run(args: argparse.Namespace, program: Any, template_path: str | None, options: Any, parts: Any) -> Any:
+    """Run the experiment in the workspace's store (made when missing); a fault of the
+    machine comes out as one line with the command that resumes."""
+    from stable_discovery.cli.progress import RunReport
+    from stable_discovery.run.runner import run_experiment
+
+    report = RunReport()
+    with open_store(args, "create") as store:
+        try:
+            return run_experiment(store, program, template_path, options, parts, report)
+        except Exception as exc:  # a fault of the machine gets the resume command; the rest is re-raised
+            found = _run_fault(args, exc, store, report)
+            if found is None:
+                raise
+            raise found from None
+
+
+def _check_folder(args: argparse.Namespace, name: str) -> None:
+    """In a workspace without a store yet, refuse a folder of someone else's files
+    before the store is made (the runner checks again, under the experiment's lock)."""
+    from stable_discovery.run.files import check_new_folder
+    from stable_discovery.store.database import DB_FILE, workspace_path
+    from stable_discovery.store.images import scan_folder
+
+    workspace = workspace_path(args.workspace)
+    folder = workspace / name
+    if not (workspace / DB_FILE).exists() and folder.is_dir():
+        check_new_folder(folder, name, scan_folder(folder, ()))
+
+
+def _run_fault(args: argparse.Namespace, exc: Exception, store: Any, report: Any) -> Exception | None:
+    """A fault of the machine during a run (a full disk, a read-only folder, a damaged
+    database) as one line, with the command that resumes once it is fixed; None for
+    any other exception."""
+    from stable_discovery.store.faults import StoreFault, fault
+
+    found = exc if isinstance(exc, StoreFault) else fault(exc, store.db_path)
+    if found is None:
+        return None
+    report.generated()  # ends the progress bar's line
+    name = report.experiment.name if report.experiment is not None else _experiment_name(args)
+    again = " ".join(_resume_command(args, name))
+    if report.experiment is None:
+        return StoreFault(f"{found}\nonce fixed, run it again:\n  {again}")
+    done = report.done if report.done is not None else report.experiment.done
+    return StoreFault(
+        f"{found}\n{done} of {report.experiment.count} done; once fixed, resume with:\n  {again}"
+    )
+
+
+def _batch(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"a batch is 1 to 4096 images, not {value}")
+    return value
 
 
 def _backend_options(
@@ -142,9 +204,12 @@ def _sink_factories(names: list[str]) -> dict[str, Any]:
 
 
 def _experiment_name(args: argparse.Namespace) -> str:
+    from stable_discovery.store.database import check_name
+
     name = args.name or (args.file.stem if args.file is not None else None)
     if name is None:
         raise UsageError("give --name NAME for a template given with -e")
+    check_name(str(name))
     return str(name)
 
 
@@ -180,8 +245,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--backend", help="diffusers (default) | dummy | a plugin's")
     add_model_args(p)
     p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
-    p.add_argument("--batch", type=int, metavar="B", help="images per backend call (default: @batch, else 4)")
-    p.add_argument("--seed", type=int, help="sampler seed (default: @seed)")
+    p.add_argument(
+        "--batch", type=_batch, metavar="B", help="images per backend call (default: @batch, else 4)"
+    )
+    p.add_argument("--seed", type=integer, help="sampler seed (default: @seed)")
     p.add_argument("--sampler", metavar="NAME", help=SAMPLER_HELP)
     p.add_argument(
         "--set",

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stable_discovery.gallery.paths import EXPERIMENT_RE
 from stable_discovery.store.filters import ABSENT, Filters
 from stable_discovery.store.gallery_queries import END
 
@@ -31,6 +32,8 @@ __all__ = [
 
 MAX_BODY = 16 * 1024
 MAX_LIMIT = 1000
+#: The largest sample index (the store's 64-bit integers).
+MAX_INDEX = 2**63 - 1
 _INT_RE = re.compile(r"^-?[0-9]{1,18}$")
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
@@ -164,11 +167,15 @@ def parse_archive(body: bytes) -> tuple[str, bool]:
     if unknown:
         raise ApiError(400, f"unknown field {unknown[0]!r}; expected archived, experiment")
     experiment, archived = data.get("experiment"), data.get("archived")
-    if not isinstance(experiment, str) or not experiment:
-        raise ApiError(400, "experiment must be a name (a string)")
+    if not isinstance(experiment, str) or not EXPERIMENT_RE.fullmatch(experiment):
+        raise ApiError(400, "experiment must be an experiment's name")
     if not isinstance(archived, bool):
         raise ApiError(400, "archived must be true or false")
     return experiment, archived
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -176,34 +183,36 @@ def _json_object(body: bytes) -> dict[str, Any]:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "the body is not valid JSON") from None
+    except RecursionError:
+        raise ApiError(400, "the body nests too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     return data
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _target(data: dict[str, Any]) -> tuple[str, int]:
+    """The experiment and index a rating body names, checked."""
+    experiment = data.get("experiment")
+    if not isinstance(experiment, str) or not experiment:
+        raise ApiError(400, "experiment must be a name (a string)")
+    if not EXPERIMENT_RE.fullmatch(experiment):
+        shown = experiment.encode("utf-8", "replace").decode()[:100]
+        raise ApiError(400, f"{shown!r} is not an experiment name")
+    index = data.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_INDEX:
+        raise ApiError(400, f"index must be a whole number from 0 to {MAX_INDEX}")
+    return experiment, index
 
 
 def parse_rate(body: bytes) -> RateRequest:
     """A rating body: ``{"experiment": str, "index": int, "favourite": bool,
     "stars": 1..5 or null, "rejected": bool}``, at least one of the last three."""
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the body must be a JSON object")
+    data = _json_object(body)
     allowed = {"experiment", "index", "favourite", "stars", "rejected"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ApiError(400, f"unknown field {unknown[0]!r}; expected {', '.join(sorted(allowed))}")
-    experiment = data.get("experiment")
-    if not isinstance(experiment, str) or not experiment:
-        raise ApiError(400, "experiment must be a name (a string)")
-    index = data.get("index")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise ApiError(400, "index must be a whole number, 0 or more")
+    experiment, index = _target(data)
     changes: dict[str, Any] = {}
     for key in ("favourite", "rejected"):
         if key in data:

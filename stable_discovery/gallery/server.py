@@ -18,9 +18,15 @@ Routes (GET unless said)::
     POST /api/archive          {"experiment", "archived"}
     /img/E/FILE, /thumb/E/FILE an image of experiment E, or its cached thumbnail
 
-Only POST changes anything. Each request opens its own SQLite connection (a ``Store``)
-and closes it when done. Errors are answered as JSON ``{"error": message}`` with a 4xx
-status, or a 500 without details (one line goes to the terminal).
+Only POST changes anything (and nothing with ``read_only``). Each request opens its own
+SQLite connection (a ``Store``, read-only for GET) and closes it when done. Errors are
+answered as JSON ``{"error": message}`` with a 4xx status, a 503 with the message for a
+fault of the machine (a full disk, a damaged or vanished store), or a 500 without
+details (one line goes to the terminal).
+
+Who may ask (Host and Origin checks, the token of a shared gallery) is decided in
+:mod:`.access`; how long a connection may take, and how many there may be, in
+:mod:`.connections`.
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from stable_discovery.errors import SdpError, UsageError
+from stable_discovery.gallery.access import LOOPBACK_HOSTS, Access, is_loopback, new_token
 from stable_discovery.gallery.api import (
     MAX_BODY,
     ApiError,
@@ -51,15 +58,15 @@ from stable_discovery.gallery.api import (
     parse_rate,
     window_args,
 )
+from stable_discovery.gallery.connections import Deadlines, connection_limit
 from stable_discovery.gallery.live import Reply, experiments_reply
 from stable_discovery.gallery.paths import safe_image_path, split_file_route
 from stable_discovery.gallery.thumbs import ThumbnailError, thumbnail
 from stable_discovery.store import gallery_queries as queries
-from stable_discovery.store.database import Store, read_experiment_names
+from stable_discovery.store.database import Store, read_experiment_names, require_store
+from stable_discovery.store.faults import describe as describe_fault
 
 __all__ = ["GalleryServer", "make_server", "LOOPBACK_HOSTS"]
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -90,25 +97,70 @@ class GalleryServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a burst of new connections waits in the kernel, not in SYN retries
 
     def __init__(
-        self, address: tuple[str, int], workspace: Path, *, log: Callable[[str], None] | None = None
+        self,
+        address: tuple[str, int],
+        workspace: Path,
+        *,
+        log: Callable[[str], None] | None = None,
+        token: str | None = None,
+        read_only: bool = False,
+        allow_hosts: tuple[str, ...] = (),
+        deadlines: Deadlines | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.workspace = Path(workspace)
         self.root = os.path.realpath(self.workspace)
         self.static = _load_static()
         self.log = log or (lambda line: sys.stderr.write(line + "\n"))
+        self.read_only = read_only
+        #: why the gallery is read-only although it was not asked to be (None: it was not)
+        self.forced_read_only: str | None = None
         self._lock = threading.Lock()
         self._names: set[str] = set()
         self._facets: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        self.deadlines = deadlines or Deadlines()
+        self.max_connections = max_connections or connection_limit()
+        self._active = 0
         host = address[0]
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__(address, GalleryHandler)
         self.port = int(self.server_address[1])
-        self.allowed_hosts: set[str] | None = None
-        if host in LOOPBACK_HOSTS:
-            self.allowed_hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}", f"[::1]:{self.port}"}
+        self.access = Access.for_bind(host, self.port, token, allow_hosts)
+        self.shared = self.access.token is not None
+
+    # connections -------------------------------------------------------------------
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve a new connection in its own thread, making room for it at the limit
+        (the longest idle connection is closed), or turning it away when all are busy."""
+        with self._lock:
+            full = self._active >= self.max_connections
+        if full and not self.deadlines.evict_one():
+            self.shutdown_request(request)
+            return
+        with self._lock:
+            self._active += 1
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._lock:
+                self._active -= 1
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.deadlines.disarm(request)
+            with self._lock:
+                self._active -= 1
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.deadlines.close()
 
     @property
     def url(self) -> str:
@@ -117,8 +169,16 @@ class GalleryServer(ThreadingHTTPServer):
             host = f"[{host}]"
         return f"http://{host}:{self.port}/"
 
-    def open_store(self) -> Store:
-        return Store(self.workspace)
+    def open_store(self, write: bool = False) -> Store:
+        """The store for one request: read-only for GET, writable for a mark. A store
+        that vanished while the gallery runs is a 503, not a new empty store."""
+        try:
+            require_store(self.workspace)
+        except UsageError:
+            raise ApiError(
+                503, f"the run store is gone: {self.workspace / 'discovery.db'} is missing"
+            ) from None
+        return Store(self.workspace, mode="write" if write else "read")
 
     def is_experiment(self, name: str) -> bool:
         """Whether ``name`` is an experiment of the store (cached; refreshed on a miss)."""
@@ -161,13 +221,35 @@ class GalleryHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # small responses go out at once, not after a delayed ACK
     server_version = "sdp-gallery"
     sys_version = ""
+    timeout = 60  # seconds any one read or write of the socket may block
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
 
+    # deadlines (see .connections) --------------------------------------------------
+    def handle_one_request(self) -> None:
+        """Wait for a request head for at most ``deadlines.head`` seconds (an idle
+        keep-alive connection, or one that trickles its headers, is then closed)."""
+        deadlines = self.server.deadlines
+        deadlines.arm(self.connection, deadlines.head, head=True)
+        try:
+            super().handle_one_request()
+        finally:
+            deadlines.disarm(self.connection)
+
     def parse_request(self) -> bool:
         self._t0 = time.perf_counter()  # Server-Timing counts header parsing too
-        return super().parse_request()
+        ok = super().parse_request()
+        # the head is in: the request's own work is not limited, its body and answer are
+        self.server.deadlines.disarm(self.connection)
+        return ok
+
+    def _read_body(self, length: int) -> bytes:
+        self.server.deadlines.arm(self.connection, self.server.deadlines.body)
+        try:
+            return self.rfile.read(length)
+        finally:
+            self.server.deadlines.disarm(self.connection)
 
     # methods -----------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -189,42 +271,77 @@ class GalleryHandler(BaseHTTPRequestHandler):
         except ValueError:
             length = 0
         if 0 < length <= MAX_BODY:
-            self.rfile.read(length)
+            self._read_body(length)
         elif length:
             self.close_connection = True
 
     def _dispatch(self, method: str) -> None:
         try:
-            self._check_host()
             path, _, query = self.path.partition("?")
+            try:
+                params = parse_qs(query, keep_blank_values=True, max_num_fields=1000)
+            except ValueError:
+                raise ApiError(400, "too many query parameters") from None
+            if not self._admit(method, path, params):
+                return
             if method == "POST":
                 self._post(path)
             else:
-                try:
-                    params = parse_qs(query, keep_blank_values=True, max_num_fields=1000)
-                except ValueError:
-                    raise ApiError(400, "too many query parameters") from None
                 self._get(path, params)
         except ApiError as exc:
             self._json(exc.status, {"error": exc.message})
         except UsageError as exc:
             self._json(400, {"error": str(exc)})
+        except (OverflowError, RecursionError, UnicodeError) as exc:
+            self._json(400, {"error": f"a value of the request is out of range: {type(exc).__name__}"})
         except SdpError as exc:
             self._json(500, {"error": str(exc)})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        except Exception as exc:  # a bug: one line on the terminal, no details to the page
-            if os.environ.get("SDP_DEBUG"):
-                raise
-            self.server.log(
-                f"gallery: internal error on {method} {self.path[:200]}: {type(exc).__name__}: {exc}"
-            )
-            self._json(500, {"error": "internal error; the terminal running sdp gallery says more"})
+        except Exception as exc:  # noqa: BLE001 - a fault of the machine (503) or a bug (500), never a traceback
+            self._unexpected(method, exc)
 
-    def _check_host(self) -> None:
-        allowed = self.server.allowed_hosts
-        if allowed is not None and (self.headers.get("Host") or "").lower() not in allowed:
-            raise ApiError(403, "unexpected Host header")
+    def _unexpected(self, method: str, exc: Exception) -> None:
+        fault = describe_fault(exc, self.server.workspace / "discovery.db")
+        if fault is not None:
+            self.server.log(f"gallery: {fault}")
+            self._json(503, {"error": fault})
+            return
+        if os.environ.get("SDP_DEBUG"):
+            raise exc
+        self.server.log(f"gallery: internal error on {method} {self.path[:200]}: {type(exc).__name__}: {exc}")
+        self._json(500, {"error": "internal error; the terminal running sdp gallery says more"})
+
+    # who may ask (see .access) -----------------------------------------------------
+    def _admit(self, method: str, path: str, params: dict[str, list[str]]) -> bool:
+        """Check Host, Origin and the token; False when the request was answered here
+        (refused, or the page reloaded without the token in its address)."""
+        access = self.server.access
+        host = self.headers.get("Host")
+        if not access.host_allowed(host):
+            self._drain()
+            raise ApiError(403, "unexpected Host header (--allow-host NAME accepts another name)")
+        if not access.origin_allowed(self.headers.get("Origin"), host):
+            self._drain()
+            raise ApiError(403, "cross-origin requests are refused")
+        state = access.token_state(self.headers, params)
+        if state in ("missing", "wrong"):
+            self._drain()
+            raise ApiError(
+                401,
+                "this gallery is shared with a token: open the link `sdp gallery` printed"
+                if state == "missing"
+                else "wrong token: open the link `sdp gallery` printed",
+            )
+        if state == "query" and method == "GET" and not path.startswith("/api/"):
+            # the first visit: keep the token in a cookie, and reload without it in the address
+            rest = urlencode([(k, v) for k, vs in params.items() if k != "token" for v in vs])
+            self._redirect(path + (f"?{rest}" if rest else ""), {"Set-Cookie": access.set_cookie()})
+            return False
+        return True
+
+    def _redirect(self, location: str, extra: dict[str, str]) -> None:
+        self._send(303, b"", "text/plain; charset=utf-8", extra={"Location": location, **extra})
 
     # GET ---------------------------------------------------------------------------
     def _get(self, path: str, params: dict[str, list[str]]) -> None:
@@ -277,7 +394,14 @@ class GalleryHandler(BaseHTTPRequestHandler):
 
     def api_experiments(self, params: dict[str, list[str]]) -> Any:
         with self.server.open_store() as store:
-            return experiments_reply(self.server.workspace, store, self.headers.get("If-None-Match"))
+            reply = experiments_reply(self.server.workspace, store, self.headers.get("If-None-Match"))
+        if reply.status == 200:
+            # a shared gallery names the workspace, without the path of this machine's folders
+            reply.data["workspace"] = (
+                self.server.workspace.name if self.server.shared else str(self.server.workspace)
+            )
+            reply.data["read_only"] = self.server.read_only
+        return reply
 
     def api_samples(self, params: dict[str, list[str]]) -> Any:
         filters = parse_filters(params)
@@ -343,11 +467,9 @@ class GalleryHandler(BaseHTTPRequestHandler):
                 404 if not path.startswith("/api/") or path[5:] not in _GET_ROUTES else 405,
                 "nothing to post here",
             )
-        origin = self.headers.get("Origin")
-        host = self.headers.get("Host") or ""
-        if origin is not None and origin.lower() != f"http://{host}".lower():
+        if self.server.read_only:
             self._drain()
-            raise ApiError(403, "cross-origin requests are refused")
+            raise ApiError(403, "this gallery is read-only: nothing can be changed here")
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             self._drain()
@@ -360,7 +482,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self.close_connection = True
             raise ApiError(413, "the body is too large")
-        self._json(200, _POST_ROUTES[path](self, self.rfile.read(length)))
+        self._json(200, _POST_ROUTES[path](self, self._read_body(length)))
 
     def post_rate(self, body: bytes) -> dict[str, Any]:
         return self._rate(parse_rate(body))
@@ -368,7 +490,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
     def post_archive(self, body: bytes) -> dict[str, Any]:
         """Archive an experiment (the page hides it from its list unless asked) or bring it back."""
         name, archived = parse_archive(body)
-        with self.server.open_store() as store:
+        with self.server.open_store(write=True) as store:
             if store.get(name) is None:
                 raise ApiError(404, f"no experiment named {name!r}")
             exp = store.set_archived(name, archived)
@@ -376,7 +498,7 @@ class GalleryHandler(BaseHTTPRequestHandler):
 
     def _rate(self, request: RateRequest) -> dict[str, Any]:
         """Apply a checked rating change; the sample's rating as it now stands."""
-        with self.server.open_store() as store:
+        with self.server.open_store(write=True) as store:
             exp = store.get(request.experiment)
             if exp is None:
                 raise ApiError(404, f"no experiment named {request.experiment!r}")
@@ -422,9 +544,14 @@ class GalleryHandler(BaseHTTPRequestHandler):
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.send_header("Server-Timing", f"app;dur={(time.perf_counter() - self._t0) * 1000:.3f}")
-        self.end_headers()
-        if body and self.command != "HEAD":
-            self.wfile.write(body)
+        deadlines = self.server.deadlines
+        deadlines.arm(self.connection, deadlines.write + len(body) / 65536)  # a slow reader: 64 kB/s
+        try:
+            self.end_headers()
+            if body and self.command != "HEAD":
+                self.wfile.write(body)
+        finally:
+            deadlines.disarm(self.connection)
 
     def _json(self, status: int, data: Any, extra: dict[str, str] | None = None) -> None:
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -469,21 +596,50 @@ _POST_ROUTES: dict[str, Callable[[GalleryHandler, bytes], dict[str, Any]]] = {
 
 
 def make_server(
-    workspace: Path, host: str = "127.0.0.1", port: int = 0, log: Callable[[str], None] | None = None
+    workspace: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log: Callable[[str], None] | None = None,
+    *,
+    token: str | None = None,
+    read_only: bool = False,
+    allow_hosts: tuple[str, ...] = (),
+    deadlines: Deadlines | None = None,
+    max_connections: int | None = None,
 ) -> GalleryServer:
-    """A gallery server over ``workspace`` (which must hold a run store), not yet serving."""
+    """A gallery server over ``workspace`` (which must hold a run store), not yet serving.
+
+    A ``host`` other than this machine's loopback needs a ``token`` (a new one when
+    none is given: ``server.access.token``). A store that cannot
+    be written (a read-only disk or folder) is served read-only whatever ``read_only``
+    says; ``server.forced_read_only`` then says why.
+    """
     workspace = Path(workspace)
-    if not (workspace / "discovery.db").is_file():
-        raise UsageError(
-            f"no run store in {workspace} (discovery.db is missing): run `sdp run` first, "
-            "or point --workspace at the folder it wrote"
-        )
-    Store(workspace).close()  # applies pending migrations (indexes) once, up front
+    if token is None and not is_loopback(host):
+        token = new_token()
+    require_store(workspace)
+    Store(workspace, mode="read").close()  # refuses a newer or damaged store; applies pending indexes
+    forced = None
+    if not read_only and not (
+        os.access(workspace / "discovery.db", os.W_OK) and os.access(workspace, os.W_OK)
+    ):
+        forced = f"{workspace} cannot be written"
     try:
-        return GalleryServer((host, port), workspace, log=log)
+        server = GalleryServer(
+            (host, port),
+            workspace,
+            log=log,
+            token=token,
+            read_only=read_only or forced is not None,
+            allow_hosts=allow_hosts,
+            deadlines=deadlines,
+            max_connections=max_connections,
+        )
     except OSError as exc:
         if exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
             raise UsageError(
                 f"port {port} is in use: pick another with --port, or --port 0 for any free one"
             ) from None
         raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    server.forced_read_only = forced
+    return server

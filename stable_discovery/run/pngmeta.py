@@ -8,11 +8,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from stable_discovery.store.images import RECORD_KEY as JSON_KEY
+
 __all__ = ["a1111_parameters", "png_info", "read_metadata", "JSON_KEY", "SAMPLER_NAMES"]
 
-#: Key of the project's own PNG text chunk (experiment, index, trace, settings, …).
-JSON_KEY = "stable-discovery"
-
+# JSON_KEY, the key of the project's own PNG text chunk (experiment, index, trace,
+# settings, …), is the store's RECORD_KEY: by it the store knows its own images.
 #: Our scheduler names as A1111 writes them in ``Sampler:``.
 SAMPLER_NAMES = {
     "ddim": "DDIM",

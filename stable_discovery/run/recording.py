@@ -1,5 +1,6 @@
-"""Recording a generated batch, in the order that makes a run exactly-once: the PNG
-files first (atomically), then the store rows that mark them done, then the sinks and
+"""Recording a generated batch, in the order that makes a run exactly-once and leaves
+no file the store has no row for: the PNG files written under the store's temporary
+names, the rows that mark them done, the files renamed into place, then the sinks and
 the hooks, image by image."""
 
 from __future__ import annotations
@@ -117,18 +118,26 @@ class BatchRecorder:
         model_name: str,
         lora_hashes: Mapping[str, str] | None = None,
     ) -> int:
-        """Write the batch's files, mark their rows done, then tell sinks and hooks;
-        the number of images recorded. ``lora_hashes`` (name → A1111 short hash) go into
-        each PNG's parameters."""
+        """Stage the batch's files, mark their rows done, move the files into place,
+        then tell sinks and hooks; the number of images recorded. ``lora_hashes``
+        (name → A1111 short hash) go into each PNG's parameters."""
         check_images(batch, images, self.writer.backend)
         size = len(batch.samples)
         share = seconds / size if size else 0.0
         written: list[tuple[Sample, str, dict[str, Any], Any]] = []
-        for sample, image in zip(batch.samples, images, strict=True):
-            fname, record = self.writer.write(sample, image, model_name, lora_hashes)
-            written.append((sample, fname, record, image))
-        # rows are marked done only once their files are in place
-        self.store.record_done(self.experiment.id, [(s, fname, share, size) for s, fname, _r, _i in written])
+        try:
+            for sample, image in zip(batch.samples, images, strict=True):
+                fname, record = self.writer.stage(sample, image, model_name, lora_hashes)
+                written.append((sample, fname, record, image))
+            # rows are marked done once their files are written; the files take their
+            # names after that, so no image name ever lacks a row
+            self.store.record_done(
+                self.experiment.id, [(s, fname, share, size) for s, fname, _r, _i in written]
+            )
+        except BaseException:
+            self.writer.discard(fname for _s, fname, _r, _i in written)
+            raise
+        self.writer.publish(fname for _s, fname, _r, _i in written)
         self.generated += len(written)
         self._announce(written)
         return len(written)

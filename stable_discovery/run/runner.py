@@ -1,9 +1,11 @@
 """Running an experiment: samples → planner → executor → PNG files + run store.
 
-Exactly once, whatever happens: an image is written under a temporary name and renamed
-into place, then its row is marked done; a run that was killed leaves at most files
-without rows, which the next start sweeps away before resuming. One process at a time
-runs an experiment (a lock file in its folder).
+Exactly once, whatever happens: an image is written under the store's temporary name,
+its row is marked done, then it is renamed into place; a run that was killed leaves at
+most temporary files, which the next start sweeps away, and done rows whose files are
+missing, which it makes again (so does a resume after images were deleted). Nothing
+else in the folder is touched. One process at a time runs an experiment: the lock in
+its folder is taken before the experiment's spec is read or changed.
 
 The pieces: :mod:`.runplan` resolves the options against the template, :mod:`.files`
 owns the folder (lock, sweep, atomic PNG writes), :mod:`.recording` records a batch
@@ -26,7 +28,16 @@ from stable_discovery.backends.base import Backend, Batch
 from stable_discovery.errors import UsageError
 from stable_discovery.language.program import Program
 from stable_discovery.run.executors import Executor, LocalExecutor
-from stable_discovery.run.files import ExperimentLock, ImageWriter, image_name, sweep
+from stable_discovery.run.files import (
+    ExperimentLock,
+    ImageWriter,
+    check_new_folder,
+    check_unrecorded,
+    image_name,
+    read_spec_file,
+    sweep,
+    write_spec_file,
+)
 from stable_discovery.run.interrupt import StopOnSigint
 from stable_discovery.run.planner import plan_by_model
 from stable_discovery.run.recording import BatchRecorder, LoraHashes, RunHooks, Sink
@@ -41,6 +52,8 @@ from stable_discovery.run.runplan import (
     wildcards_hash,
 )
 from stable_discovery.store.database import Experiment, Store
+from stable_discovery.store.faults import os_fault
+from stable_discovery.store.images import image_index, scan_folder
 
 if TYPE_CHECKING:
     from stable_discovery.sampling.samplers import Sampler
@@ -92,7 +105,11 @@ class RunObserver:
     method does nothing here: a subclass overrides those it needs."""
 
     def started(self, experiment: Experiment, folder: Path) -> None:
-        """The experiment is open, locked and swept; nothing is loaded yet."""
+        """The experiment is open, locked and swept; nothing is loaded yet
+        (``experiment.done`` counts the done samples whose images are in place)."""
+
+    def missing(self, experiment: Experiment, names: list[str]) -> None:
+        """Images of done samples are missing from the folder: they are made again."""
 
     def generating(self, done: int, total: int) -> None:
         """The backend is ready; the first batch is about to be made."""
@@ -123,20 +140,23 @@ def run_experiment(
     parts: RunParts,
     observer: RunObserver | None = None,
 ) -> RunResult:
-    """Generate every sample of an experiment that is not done yet."""
+    """Generate every sample of an experiment that is not done yet (or whose image is
+    missing)."""
     plan = resolve_plan(program, template_path, options, parts.sampler, parts.setting_specs)
-    exp = store.open_experiment(plan.spec)
-    folder = store.experiment_dir(exp.name)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder, created = _make_folder(store, plan.spec.name)
     watch = observer if observer is not None else RunObserver()
     started = time.monotonic()
-    writer = ImageWriter(folder, exp.name, options.backend, plan.count)
-    recorder = BatchRecorder(store, exp, writer, parts.hooks, options.lora_dirs)
-    with ExperimentLock(folder, exp.name):
+    with ExperimentLock(folder, plan.spec.name):
         try:
-            done = store.done_indices(exp.id)
-            sweep(folder, store.done_files(exp.id))
-            watch.started(exp, folder)
+            exp, done = _open(store, plan, folder, watch)
+        except BaseException:
+            if created:
+                _remove_new_folder(folder)
+            raise
+        writer = ImageWriter(folder, exp.name, options.backend, plan.count)
+        recorder = BatchRecorder(store, exp, writer, parts.hooks, options.lora_dirs)
+        try:
+            watch.started(dataclasses.replace(exp, done=len(done)), folder)
             if len(done) >= plan.count:
                 return RunResult(exp.name, plan.count, len(done), 0, 0.0, False)
             interrupted = _generate(plan, parts, recorder, done, watch)
@@ -149,6 +169,51 @@ def run_experiment(
         )
     seconds = time.monotonic() - started
     return RunResult(exp.name, plan.count, total_done, recorder.generated, seconds, interrupted)
+
+
+def _make_folder(store: Store, name: str) -> tuple[Path, bool]:
+    """The experiment's folder, made when missing: (its path, whether it was made)."""
+    folder = store.experiment_dir(name)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} exists and is not a folder: run under another --name")
+    created = not folder.exists()
+    if not created and store.get(name) is None:
+        # someone else's folder: refused before the lock file is put in it
+        check_new_folder(folder, name, scan_folder(folder, ()))
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise os_fault(exc, f"cannot create the experiment's folder {folder}") from None
+    return folder, created
+
+
+def _remove_new_folder(folder: Path) -> None:
+    """Undo :func:`_make_folder` when the run could not start (only the lock is in it)."""
+    try:
+        (folder / ".lock").unlink()
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _open(store: Store, plan: RunPlan, folder: Path, watch: RunObserver) -> tuple[Experiment, set[int]]:
+    """With the run's lock held: open the experiment (refusing a folder of someone
+    else's files), sweep the store's leftovers, and find what is done; (the experiment,
+    the indices done with their images in place)."""
+    if store.get(plan.spec.name) is None:
+        check_new_folder(folder, plan.spec.name, scan_folder(folder, ()))
+    exp = store.open_experiment(plan.spec)
+    spec = store.spec_of(exp)
+    if read_spec_file(folder) != (spec, exp.created_at):
+        write_spec_file(folder, spec, exp.created_at)
+    scan = store.scan(exp)
+    sweep(folder, scan)
+    check_unrecorded(folder, exp.name, plan.count, scan)
+    done = store.done_indices(exp.id)
+    if scan.missing:
+        watch.missing(exp, list(scan.missing))
+        done -= {i for i in map(image_index, scan.missing) if i is not None}
+    return exp, done
 
 
 def _generate(
@@ -225,10 +290,12 @@ def regenerate(
     index: int,
     backend_factory: Callable[..., Backend],
     backend_options: dict[str, Any] | None = None,
+    *,
+    save: bool = False,
 ) -> tuple[Any, int | None]:
-    """Make a stored sample's image again: (new image, max pixel difference to the file)."""
-    from PIL import Image, ImageChops
-
+    """Make a stored sample's image again: (new image, max pixel difference to the file,
+    None when the file is missing). With ``save``, the new image is written to the
+    sample's file (under the experiment's lock) when it is missing or differs."""
     from stable_discovery.backends.base import GenerationKey
     from stable_discovery.store.database import sample_from_record
 
@@ -236,16 +303,36 @@ def regenerate(
     if rec is None or rec["status"] != "done":
         raise UsageError(f"sample {index} of {exp.name!r} is not done yet")
     sample = sample_from_record(rec)
+    key = GenerationKey.of(sample)
     backend = backend_factory(**(backend_options or {}))
     try:
-        image = backend.generate(Batch(GenerationKey.of(sample), (sample,)))[0]
+        image = backend.generate(Batch(key, (sample,)))[0]
+        model_name = backend.describe_model(key.model)
     finally:
         backend.close()
-    path = store.experiment_dir(exp.name) / rec["file"]
-    if not path.exists():
-        return image, None
-    with Image.open(path) as stored:
-        diff = ImageChops.difference(stored.convert("RGB"), image.convert("RGB"))
-        # an RGB image: one (lowest, highest) pair per band
-        extrema = cast("tuple[tuple[int, int], ...]", diff.getextrema())
-    return image, max(hi for _lo, hi in extrema)
+    folder = store.experiment_dir(exp.name)
+    diff = _difference(folder / rec["file"], image)
+    if save and diff != 0:
+        hashes = LoraHashes((backend_options or {}).get("lora_dirs", ()))
+        lora_hashes = hashes(key.model, [n for n, _w in key.loras])
+        with ExperimentLock(folder, exp.name):
+            writer = ImageWriter(folder, exp.name, exp.backend, exp.count)
+            writer.write(sample, image, model_name, lora_hashes, fname=rec["file"])
+    return image, diff
+
+
+def _difference(path: Path, image: Any) -> int | None:
+    """The largest difference of any pixel channel between the file and ``image`` (0 to
+    255), or None when the file is missing or unreadable."""
+    from PIL import Image, ImageChops, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as stored:
+            if stored.size != image.size:
+                return 255
+            diff = ImageChops.difference(stored.convert("RGB"), image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    # an RGB image: one (lowest, highest) pair per band
+    extrema = cast("tuple[tuple[int, int], ...]", diff.getextrema())
+    return max(hi for _lo, hi in extrema)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from stable_discovery.errors import UsageError
 from stable_discovery.language.program import Program
 from stable_discovery.sampling.sample import Sample
-from stable_discovery.store.database import ExperimentSpec
+from stable_discovery.store.database import MAX_INT, ExperimentSpec, check_name
 
 if TYPE_CHECKING:
     from stable_discovery.sampling.samplers import Sampler
@@ -116,7 +116,14 @@ def resolve_plan(
     from stable_discovery.language.settings import BUILTIN_SETTINGS
 
     specs = setting_specs or {s.name: s for s in BUILTIN_SETTINGS}
+    check_name(options.name)
     seed = options.seed if options.seed is not None else int(program.setting("seed", 0))
+    if not -MAX_INT - 1 <= seed <= MAX_INT:
+        source = "--seed" if options.seed is not None else "@seed"
+        raise UsageError(
+            f"{source} {seed} is too large for the run store: a run's seed is a 64-bit "
+            f"integer, from {-MAX_INT - 1} to {MAX_INT}"
+        )
     count = resolve_count(program, sampler, options.count)
     spec = ExperimentSpec(
         name=options.name,
@@ -156,6 +163,10 @@ def resolve_count(program: Program, sampler: Sampler, requested: int | None) -> 
     if size is not None and count > size:
         raise UsageError(
             f"--count {count} is more than the {size} combinations the {sampler.name} sampler has"
+        )
+    if count > MAX_INT:
+        raise UsageError(
+            f"a count of {count} images is more than the run store can number (at most {MAX_INT})"
         )
     return int(count)
 

@@ -17,20 +17,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stable_discovery.errors import SdpError, UsageError
+from stable_discovery.errors import UsageError
 from stable_discovery.sampling.sample import Chosen, Sample
 from stable_discovery.store import lookups
-from stable_discovery.store.migrations import migrate
+from stable_discovery.store.faults import StoreError, StoreFault, fault
+from stable_discovery.store.images import (
+    FolderScan,
+    images_of_lost_experiments,
+    rename_in_spec_file,
+    scan_folder,
+)
+from stable_discovery.store.migrations import check_schema, migrate, pending, rollback
 
 __all__ = [
     "ENV_WORKSPACE",
     "DEFAULT_WORKSPACE",
     "DB_FILE",
+    "MODES",
+    "MAX_INT",
     "read_experiment_names",
+    "require_store",
     "Store",
     "ExperimentSpec",
     "Experiment",
     "StoreError",
+    "StoreFault",
     "workspace_path",
 ]
 
@@ -38,10 +49,12 @@ ENV_WORKSPACE = "SDP_WORKSPACE"
 DEFAULT_WORKSPACE = "sdp-runs"
 #: The database file in a workspace.
 DB_FILE = "discovery.db"
-
-
-class StoreError(SdpError):
-    exit_code = 1
+#: The largest whole number the store holds (SQLite's 64-bit integers).
+MAX_INT = 2**63 - 1
+#: How a :class:`Store` opens its workspace: ``create`` makes the workspace and the
+#: database when missing (``sdp run``); ``write`` needs them to exist (``sdp fav``);
+#: ``read`` needs them to exist and never writes (``sdp runs``, ``stats``, the gallery).
+MODES = ("create", "write", "read")
 
 
 def workspace_path(option: Path | None) -> Path:
@@ -94,15 +107,52 @@ class Experiment:
 
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+#: Names no experiment may take, whatever their case: the store's own files, and
+#: names Windows keeps for devices (a workspace may be copied there).
+_RESERVED_STEMS = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(10)}
 
 
 def check_name(name: str) -> str:
+    """``name`` when it is a safe experiment name (a folder of the workspace), else a
+    :class:`UsageError` that says why."""
     if not name or len(name) > 100 or not set(name) <= _NAME_CHARS or name[0] in ".-":
         raise UsageError(
             f"bad experiment name {name!r}: use letters, digits, '.', '_' and '-' "
             "(not first), at most 100 characters"
         )
+    lower = name.lower()
+    if lower.startswith(DB_FILE):
+        raise UsageError(
+            f"bad experiment name {name!r}: the workspace's database is called {DB_FILE} "
+            "(with -wal, -shm and -journal files beside it); choose another name"
+        )
+    if lower.split(".")[0] in _RESERVED_STEMS or name.endswith("."):
+        raise UsageError(
+            f"bad experiment name {name!r}: not a safe folder name on every system "
+            "(Windows keeps CON, PRN, AUX, NUL, COM0-9 and LPT0-9, and drops a final '.'); "
+            "choose another name"
+        )
     return name
+
+
+def require_store(workspace: Path) -> None:
+    """A :class:`UsageError` unless ``workspace`` holds a database (nothing is created)."""
+    db = Path(workspace) / DB_FILE
+    if db.is_file():
+        return
+    if not Path(workspace).is_dir():
+        where = f"no run store in {workspace} (there is no such folder)"
+    else:
+        where = f"no run store in {workspace} ({DB_FILE} is missing)"
+    raise UsageError(
+        f"{where}: give the folder `sdp run` wrote with --workspace DIR (or $SDP_WORKSPACE)"
+        + (
+            f"; if it held experiments, `sdp repair --workspace {workspace}` rebuilds the store "
+            "from their images"
+            if Path(workspace).is_dir() and images_of_lost_experiments(Path(workspace))
+            else ""
+        )
+    )
 
 
 def read_experiment_names(workspace: Path) -> set[str]:
@@ -111,33 +161,163 @@ def read_experiment_names(workspace: Path) -> set[str]:
 
     Raises :class:`sqlite3.Error` when there is no readable store.
     """
-    db = sqlite3.connect(f"file:{Path(workspace) / DB_FILE}?mode=ro", uri=True, timeout=30)
+    db_path = Path(workspace) / DB_FILE
+    if not db_path.is_file():
+        raise sqlite3.OperationalError(f"unable to open database file: {db_path} is missing")
+    db = _connect_ro(db_path)
     try:
+        try:
+            return {row[0] for row in db.execute("SELECT name FROM experiments")}
+        except sqlite3.OperationalError as exc:
+            if not _needs_immutable(exc):
+                raise
+        db.close()
+        db = _connect_ro(db_path, immutable=True)
         return {row[0] for row in db.execute("SELECT name FROM experiments")}
     finally:
         db.close()
 
 
-class Store:
-    """The workspace's database and image folders."""
+def _connect_ro(db_path: Path, immutable: bool = False) -> sqlite3.Connection:
+    uri = db_path.absolute().as_uri() + ("?immutable=1" if immutable else "?mode=ro")
+    db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    return db
 
-    def __init__(self, workspace: Path) -> None:
+
+def _needs_immutable(exc: sqlite3.OperationalError) -> bool:
+    """Whether a read-only connection failed because SQLite could not make the WAL's
+    shared-memory file (a read-only or full disk): the file is then read as it is."""
+    text = str(exc)
+    return "unable to open" in text or "readonly" in text
+
+
+def _not_writable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be written (a read-only file system, permissions), or None."""
+    try:
+        if os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+            return "is on a read-only file system"
+    except (OSError, AttributeError):
+        pass
+    if not os.access(folder, os.W_OK):
+        return "cannot be written (permissions)"
+    return None
+
+
+def _is_empty(db_path: Path) -> bool:
+    try:
+        return db_path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+class Store:
+    """The workspace's database and image folders.
+
+    ``mode`` (one of :data:`MODES`) says whether the workspace may be created and
+    whether the database may be written. Every mode refuses a database that a newer
+    version of stable-discovery has changed; ``create`` also refuses to start a new,
+    empty store in a workspace whose folders hold images of experiments the database
+    does not know (it was lost or emptied: ``sdp repair`` rebuilds it).
+    """
+
+    def __init__(self, workspace: Path, *, mode: str = "create", guard: bool = True) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.workspace = Path(workspace)
+        self.db_path = self.workspace / DB_FILE
+        self._recorded: dict[int, frozenset[str]] = {}
+        self.mode = mode
+        self.read_only = mode == "read"
+        was_empty = _is_empty(self.db_path)
+        if mode == "create":
+            self._make_workspace()
+            if guard and was_empty:
+                self._refuse_if_lost("missing or empty")
+        else:
+            require_store(self.workspace)
+        try:
+            self.db = _connect_ro(self.db_path) if self.read_only else self._connect_rw()
+            if self.read_only:
+                self.db = self._check_read_only(self.db)
+            elif mode == "create" and guard and not was_empty and not self.experiment_names():
+                self._refuse_if_lost("empty (it knows no experiment)")
+        except sqlite3.Error as exc:
+            why = None if self.read_only else _not_writable(self.workspace)
+            if why is not None:
+                raise StoreFault(
+                    f"cannot write to the store: {self.workspace} {why}. Reading commands (runs, show, "
+                    "stats, refine, gallery) still work; to run or mark, use a writable --workspace",
+                    "read-only",
+                ) from None
+            raise self.fault(exc, "opening the store") from None
+
+    def fault(self, exc: BaseException, doing: str) -> StoreError:
+        """A database or file error while ``doing`` something, as one line for a user."""
+        found = fault(exc, self.db_path)
+        if found is not None:
+            return StoreFault(f"{doing}: {found}", found.kind)
+        return StoreError(f"{doing}: {self.db_path}: {exc}")
+
+    def _make_workspace(self) -> None:
         try:
             self.workspace.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create the workspace {self.workspace}: {exc.strerror}") from None
-        self.db_path = self.workspace / DB_FILE
-        self._recorded: dict[int, frozenset[str]] = {}
+            found = fault(exc, self.workspace)
+            raise StoreFault(
+                f"cannot create the workspace {self.workspace}: {found or exc.strerror}"
+            ) from None
+
+    def _refuse_if_lost(self, state: str) -> None:
+        """Refuse to start over in a workspace whose images the database has lost."""
+        lost = images_of_lost_experiments(self.workspace)
+        if not lost:
+            return
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+        found = "; ".join(f"{name}: {n:,} images" for name, n in sorted(lost.items())[:5])
+        more = f" and {len(lost) - 5} more folders" if len(lost) > 5 else ""
+        raise StoreFault(
+            f"{self.db_path} is {state}, but {self.workspace} holds images sdp made ({found}{more}). "
+            f"Nothing was changed. Rebuild the store from the images' own metadata with "
+            f"`sdp repair --workspace {self.workspace}`, or restore {DB_FILE} from a backup",
+            "lost",
+        )
+
+    def _connect_rw(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         try:
-            self.db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            migrate(self.db)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.db_path} is not a usable SQLite database: {exc}") from None
+            db.row_factory = sqlite3.Row
+            check_schema(db, self.db_path)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check_read_only(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """Check the schema through a read-only connection; on a read-only or full disk,
+        where SQLite cannot make the WAL's shared-memory file, read the file as it is
+        (``immutable``). Migrations this version adds are applied when the file can be
+        written (the gallery's indexes), and skipped otherwise."""
+        try:
+            check_schema(db, self.db_path, require=True)
+        except sqlite3.OperationalError as exc:
+            if not _needs_immutable(exc):
+                db.close()
+                raise
+            db.close()
+            db = _connect_ro(self.db_path, immutable=True)
+            check_schema(db, self.db_path, require=True)
+        if pending(db) and os.access(self.db_path, os.W_OK) and os.access(self.workspace, os.W_OK):
+            try:
+                self._connect_rw().close()
+            except (sqlite3.Error, StoreError):
+                pass  # a full disk, say: read what is there
+        return db
 
     def close(self) -> None:
         self.db.close()
@@ -188,6 +368,14 @@ class Store:
             raise UsageError(f"no experiment named {name!r} in {self.workspace}{hint}")
         return exp
 
+    def experiment_names(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT name FROM experiments")}
+
+    def scan(self, exp: Experiment) -> FolderScan:
+        """What the experiment's folder holds against its done rows: missing images, the
+        store's temporary files, images without rows, and the user's files."""
+        return scan_folder(self.experiment_dir(exp.name), self.done_files(exp.id))
+
     def experiments(self) -> list[Experiment]:
         counts = lookups.done_counts(self.db)
         rows = self.db.execute("SELECT * FROM experiments ORDER BY created_at, id").fetchall()
@@ -231,49 +419,58 @@ class Store:
     def open_experiment(self, spec: ExperimentSpec) -> Experiment:
         """Create the experiment, or return it when ``spec`` matches what is stored.
 
-        A different spec under a used name is refused with what changed and a free name.
+        A different spec under a used name is refused with what changed and a free name;
+        a name under which nothing was made yet takes the new spec. The comparison and
+        the change are one ``BEGIN IMMEDIATE`` transaction: no other process changes the
+        experiment between them (the caller holds the run's lock as well).
         """
         check_name(spec.name)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            exp = self._open_experiment(spec)
+            self.db.execute("COMMIT")
+        except BaseException:
+            rollback(self.db)
+            raise
+        return exp
+
+    def _open_experiment(self, spec: ExperimentSpec) -> Experiment:
         existing = self.get(spec.name)
         if existing is None:
-            return self._with_variables(self._create_experiment(spec), spec)
+            self._write_spec(None, spec)
+            return self._with_variables(self._reread(spec.name), spec)
         diffs = self.differences(existing, spec)
         if not diffs:
             return self._with_variables(existing, spec)
         if existing.done == 0 and not self._has_rows(existing.id):
             # nothing was made under the old spec (e.g. its model could not be loaded):
             # there is nothing to overwrite, so the name takes the new spec
+            self._write_spec(existing.id, spec)
             self.db.execute("DELETE FROM variables WHERE experiment_id = ?", (existing.id,))
-            return self._with_variables(self._respecify_experiment(existing, spec), spec)
+            return self._with_variables(self._reread(spec.name), spec)
         raise UsageError(
             f"experiment {spec.name!r} already exists and differs: {'; '.join(diffs)}. "
             f"Nothing was changed. Run it under a new name, e.g. --name {self.free_name(spec.name)}"
         )
 
     def _with_variables(self, exp: Experiment, spec: ExperimentSpec) -> Experiment:
-        """Record the spec's traced variables, unless the experiment has them already.
+        """Record the spec's traced variables, unless the experiment has them already (in
+        the transaction of :meth:`open_experiment`).
 
         An experiment whose samples were made before variables were recorded traced its
         slots and sampled settings only: it gets those alone, and keeps recording only
         those (see :meth:`record_done`), so that its samples stay comparable.
         """
+        self._recorded.pop(exp.id, None)
         if not spec.variables or lookups.variable_kinds(self.db, exp.id):
             return exp
         variables = spec.variables
         if self._has_rows(exp.id):
             variables = tuple((n, k) for n, k in variables if k in ("slot", "setting"))
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            if not lookups.variable_kinds(self.db, exp.id):  # another process may have been first
-                self.db.executemany(
-                    "INSERT INTO variables (experiment_id, name, kind, position) VALUES (?, ?, ?, ?)",
-                    [(exp.id, name, kind, k) for k, (name, kind) in enumerate(variables)],
-                )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self._recorded.pop(exp.id, None)
+        self.db.executemany(
+            "INSERT INTO variables (experiment_id, name, kind, position) VALUES (?, ?, ?, ?)",
+            [(exp.id, name, kind, k) for k, (name, kind) in enumerate(variables)],
+        )
         return exp
 
     def recorded_names(self, experiment_id: int) -> frozenset[str] | None:
@@ -284,28 +481,55 @@ class Store:
             names = self._recorded[experiment_id] = frozenset(lookups.variable_kinds(self.db, experiment_id))
         return names or None
 
-    def _create_experiment(self, spec: ExperimentSpec) -> Experiment:
+    def _write_spec(
+        self, experiment_id: int | None, spec: ExperimentSpec, created_at: float | None = None
+    ) -> None:
+        """Insert the experiment (``experiment_id`` None) or give it a new spec."""
         now = time.time()
-        try:
+        if experiment_id is None:
             self.db.execute(
                 "INSERT INTO experiments (name, template_path, template_text, template_hash, "
                 "wildcards_hash, sampler, seed, count, backend, overrides, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (spec.name, *_spec_columns(spec), now, now),
+                (spec.name, *_spec_columns(spec), created_at or now, now),
             )
-        except sqlite3.IntegrityError:  # created by another process a moment ago
-            return self.open_experiment(spec)
+        else:
+            self.db.execute(
+                "UPDATE experiments SET template_path = ?, template_text = ?, template_hash = ?, "
+                "wildcards_hash = ?, sampler = ?, seed = ?, count = ?, backend = ?, overrides = ?, "
+                "updated_at = ? WHERE id = ?",
+                (*_spec_columns(spec), now, experiment_id),
+            )
+
+    def import_experiment(self, spec: ExperimentSpec, created_at: float | None = None) -> Experiment:
+        """Add an experiment rebuilt from its folder (``sdp repair``); its name must be free."""
+        check_name(spec.name)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.get(spec.name) is not None:
+                raise UsageError(f"experiment {spec.name!r} is already in {self.db_path}")
+            self._write_spec(None, spec, created_at)
+            self._with_variables(self._reread(spec.name), spec)
+            self.db.execute("COMMIT")
+        except BaseException:
+            rollback(self.db)
+            raise
         return self._reread(spec.name)
 
-    def _respecify_experiment(self, existing: Experiment, spec: ExperimentSpec) -> Experiment:
-        """Give a stored experiment without samples a new spec."""
-        self.db.execute(
-            "UPDATE experiments SET template_path = ?, template_text = ?, template_hash = ?, "
-            "wildcards_hash = ?, sampler = ?, seed = ?, count = ?, backend = ?, overrides = ?, "
-            "updated_at = ? WHERE id = ?",
-            (*_spec_columns(spec), time.time(), existing.id),
+    def spec_of(self, exp: Experiment) -> ExperimentSpec:
+        """The spec an experiment was stored with (and its traced variables)."""
+        return ExperimentSpec(
+            name=exp.name,
+            template_path=exp.template_path,
+            template_text=exp.template_text,
+            wildcards_hash=exp.wildcards_hash,
+            sampler=exp.sampler,
+            seed=exp.seed,
+            count=exp.count,
+            backend=exp.backend,
+            overrides=dict(exp.overrides),
+            variables=tuple(lookups.variable_kinds(self.db, exp.id).items()),
         )
-        return self._reread(spec.name)
 
     def _reread(self, name: str) -> Experiment:
         exp = self.get(name)
@@ -367,8 +591,10 @@ class Store:
         except BaseException:
             if moved:
                 os.rename(target, folder)
-            self.db.execute("ROLLBACK")
+            rollback(self.db)
             raise
+        if moved:
+            rename_in_spec_file(target, new)
         return self._reread(new)
 
     # samples ---------------------------------------------------------------------------
@@ -394,8 +620,11 @@ class Store:
             )
         }
 
-    def record_done(self, experiment_id: int, items: Sequence[tuple[Sample, str, float, int]]) -> None:
-        """Mark samples done, each with its file, seconds and batch size; one transaction.
+    def record_done(
+        self, experiment_id: int, items: Sequence[tuple[Sample, str, float | None, int | None]]
+    ) -> None:
+        """Mark samples done, each with its file, seconds and batch size (None: not
+        known, for an image ``sdp repair`` adopted); one transaction.
 
         The trace entries recorded are those of the experiment's variables (a repeat such
         as ``__animal__#2`` with its variable): all of them, but for an experiment begun
@@ -441,11 +670,14 @@ class Store:
             self.db.execute("UPDATE experiments SET updated_at = ? WHERE id = ?", (now, experiment_id))
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            rollback(self.db)
             raise
 
     # ratings ---------------------------------------------------------------------------
     def _require_done(self, experiment: Experiment, indices: Sequence[int]) -> None:
+        for i in indices:
+            if not 0 <= i <= MAX_INT:
+                raise UsageError(f"{experiment.name!r} has samples 0 to {experiment.count - 1}, not {i}")
         if len(indices) <= 64:  # a few marks (the gallery, one at a time): look them up
             missing = [i for i in indices if not self.is_done(experiment.id, i)]
         else:
@@ -486,7 +718,7 @@ class Store:
                 )
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            rollback(self.db)
             raise
 
     def rating(self, experiment: Experiment, index: int) -> dict[str, Any]:
@@ -500,6 +732,8 @@ class Store:
 
     def record(self, experiment: Experiment, index: int) -> dict[str, Any] | None:
         """A stored sample's full record, or None when it is not done."""
+        if not 0 <= index <= MAX_INT:
+            return None
         row = self.db.execute(
             "SELECT * FROM samples WHERE experiment_id = ? AND idx = ?", (experiment.id, index)
         ).fetchone()

@@ -11,8 +11,11 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["MIGRATIONS", "migrate", "migration"]
+from stable_discovery.store.faults import StoreFault
+
+__all__ = ["MIGRATIONS", "migrate", "migration", "check_schema", "pending", "rollback"]
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -148,12 +151,73 @@ def m0005_trace_variables(db: sqlite3.Connection) -> None:
     )
 
 
+def rollback(db: sqlite3.Connection) -> None:
+    """Roll back the transaction in progress, if SQLite has not already done so (it
+    does by itself on a full disk, and a second ``ROLLBACK`` would hide why)."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("stable-discovery")
+    except Exception:  # noqa: BLE001 - not installed as a distribution (a checkout): no number
+        return "this version"
+
+
+def check_schema(db: sqlite3.Connection, path: Path | str, *, require: bool = False) -> set[str]:
+    """The migrations applied to ``db``; a :class:`StoreFault` when one of them is not
+    known to this version (a newer stable-discovery changed the store: writing or even
+    reading it could damage it or misread it), or when ``require`` and the file is not
+    a run store at all. Nothing is written."""
+    try:
+        applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        if not require:
+            return set()
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        what = "is empty" if tables == 0 else "is an SQLite database, but not a run store"
+        raise StoreFault(
+            f"{path} {what}: give the folder `sdp run` wrote with --workspace, or rebuild the "
+            f"store from the images with `sdp repair --workspace {Path(path).parent}`",
+            "not-a-store",
+        ) from None
+    known = {name for name, _fn in MIGRATIONS}
+    newer = sorted(applied - known)
+    if newer:
+        raise StoreFault(
+            f"{path} was changed by a newer version of stable-discovery (its schema has "
+            f"{', '.join(newer)}, which {_version()} does not know). Nothing was changed: "
+            "upgrade stable-discovery (pip install -U stable-discovery) to use this workspace",
+            "newer",
+        )
+    return applied
+
+
+def pending(db: sqlite3.Connection) -> list[str]:
+    """The names of the migrations ``db`` lacks (read only)."""
+    try:
+        applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    except sqlite3.OperationalError:
+        applied = set()
+    return [name for name, _fn in MIGRATIONS if name not in applied]
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the migrations ``db`` lacks, each in its own transaction; their names.
 
     Safe when several processes open the same store at once: each migration is checked
     again under the write lock before it runs.
     """
+    if not pending(db):
+        return []
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
     applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
     done = []
@@ -168,6 +232,6 @@ def migrate(db: sqlite3.Connection) -> list[str]:
                 done.append(name)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)
             raise
     return done

@@ -52,6 +52,7 @@
     minStars: "",
     queue: Promise.resolve(),
     restoreIndex: null,
+    readOnly: false,
     etag: null,
   };
   window.sdpPending = 0; // requests in flight: tests wait for 0
@@ -163,6 +164,9 @@
   function applyExperiments(data) {
     state.experiments = data.experiments;
     state.etag = data.etag || null;
+    // sdp gallery --read-only (or a workspace that cannot be written): marks are not offered
+    state.readOnly = Boolean(data.read_only);
+    document.body.classList.toggle("read-only", state.readOnly);
     renderExperiments();
     renderSummary();
   }
@@ -214,7 +218,8 @@
       filtered ? ` · ${state.total.toLocaleString()} shown` : "",
       ` · ♥ ${e.favourites.toLocaleString()}`,
       e.rejected ? ` · ✕ ${e.rejected.toLocaleString()}` : "",
-      h("span", { class: "extra" }, ` · ${e.backend}, ${e.sampler} sampler, seed ${e.seed}`)
+      h("span", { class: "extra" }, ` · ${e.backend}, ${e.sampler} sampler, seed ${e.seed}`),
+      state.readOnly ? h("span", { class: "read-only-tag" }, " · read-only") : ""
     );
   }
 
@@ -731,6 +736,10 @@
   function rate(index, change) {
     const copies = copiesOf(index);
     if (!copies.length) return Promise.resolve();
+    if (state.readOnly) {
+      toast("this gallery is read-only: marks cannot be changed here", "info");
+      return Promise.resolve();
+    }
     copies.forEach((c) => Object.assign(c, change));
     repaintIndex(index);
     const body = { experiment: state.exp, index, ...change };
