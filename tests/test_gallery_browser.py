@@ -888,6 +888,11 @@ def test_filters_and_stats_on_inline_choices_and_wildcard_lines(
         page.locator('#facets input[data-key="prompt{2}+a bell:-1"]').check()
         settle(page)
         assert shown(page) == no_bell and no_bell
+        page.reload()  # names with { } + and spaces survive the URL
+        page.wait_for_selector(".card")
+        settle(page)
+        assert page.locator('#facets input[data-key="prompt{2}+a bell:-1"]').is_checked()
+        assert shown(page) == no_bell
         page.locator("#clear-filters").click()
         settle(page)
         page.keyboard.press("s")
