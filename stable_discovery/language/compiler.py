@@ -36,9 +36,9 @@ from stable_discovery.language.variables import (
     value_text,
     wildcard_name,
 )
-from stable_discovery.language.wildcard_lines import ParsedLine, WildcardLines
+from stable_discovery.language.wildcard_lines import LineSet, WildcardLines
 from stable_discovery.language.wildcards import WildcardLibrary
-from stable_discovery.space.nodes import Lit, Multi, Node, Pick, Ref, Seq, SpaceTooComplex
+from stable_discovery.space.nodes import RAND_TABLE_LIMIT, Lit, Multi, Node, Pick, Ref, Seq, SpaceTooComplex, TextPick
 from stable_discovery.space.trace import Chosen
 
 __all__ = ["SEPARATOR", "MAX_OPEN_MULTI", "CompiledSpace", "compile_space"]
@@ -132,7 +132,7 @@ class _Compiler:
         self.refs: dict[str, Ref] = {}
         self.wild_nodes: dict[str, Node] = {}
         self.wild_in_progress: list[str] = []
-        self.wild_compiled: dict[str, tuple[list[Node], list[ParsedLine]]] = {}
+        self.wild_compiled: dict[str, tuple[list[Node], LineSet]] = {}
         self.used: list[str] = []
         self.depth = 0
         self.variables: dict[str, Variable] = {}
@@ -259,86 +259,112 @@ class _Compiler:
     # wildcards -------------------------------------------------------------------------
     def wildcard_node(self, ref: WildcardRef, src: Source) -> Node:
         """The node of ``__pattern__``: one of its lines, traced as ``__pattern__`` (and,
-        for a glob, the file as ``__pattern__.file``)."""
-        cached = self.wild_nodes.get(ref.pattern)
+        for a glob, the file as ``__pattern__.file``); the pattern as found (see
+        :meth:`~.wildcards.WildcardLibrary.lookup`) names it."""
+        lines = self.lines.get(ref, src)
+        cached = self.wild_nodes.get(lines.pattern)
         if cached is None:
-            lines = self.lines.get(ref, src)
-            singles, entries = self._wildcard_entries(ref, lines, src) if len(lines) > 1 else (None, None)
-            nodes, _ = self.wildcard(ref, src)
-            if len(nodes) == 1 and isinstance(nodes[0], Lit) and len(nodes[0].text) <= 1000:
-                cached = nodes[0]  # one short line of text: nothing to choose
-            elif len(nodes) == 1:
-                cached = Pick(nodes, [1.0])  # one line, nothing to choose, kept whole (below)
+            canon = WildcardRef(lines.pattern, ref.start)
+            if len(lines) > RAND_TABLE_LIMIT and not lines.parsed:
+                cached = self._text_pick(canon, lines, src)
             else:
-                # kept whole: a wildcard used again and again is one shared node,
-                # never copied into each use (__a__ = "__b__ __b__" ... would
-                # otherwise double in size at each level)
-                keys = [line.text for line in lines]
-                weights = _line_weights(lines, src, ref.start)
-                cached = Pick(nodes, weights, None, None, keys, entries=entries, singles=singles)
-            self.wild_nodes[ref.pattern] = cached
+                cached = self._wildcard_pick(canon, lines, src)
+            self.wild_nodes[lines.pattern] = cached
         return cached
 
-    def _wildcard_entries(
-        self, ref: WildcardRef, lines: Sequence[ParsedLine], src: Source
-    ) -> tuple[Any, Any]:
+    def _wildcard_pick(self, ref: WildcardRef, lines: LineSet, src: Source) -> Node:
+        singles, entries = self._wildcard_entries(ref, lines, src) if len(lines) > 1 else (None, None)
+        nodes, _ = self.wildcard(ref, src)
+        if len(nodes) == 1 and isinstance(nodes[0], Lit) and len(nodes[0].text) <= 1000:
+            return nodes[0]  # one short line of text: nothing to choose
+        if len(nodes) == 1:
+            return Pick(nodes, [1.0])  # one line, nothing to choose, kept whole (below)
+        # kept whole: a wildcard used again and again is one shared node, never copied
+        # into each use (__a__ = "__b__ __b__" ... would otherwise double at each level)
+        weights = _line_weights(lines, src, ref.start)
+        return Pick(nodes, weights, None, None, lines.texts, entries=entries, singles=singles)
+
+    def _text_pick(self, ref: WildcardRef, lines: LineSet, src: Source) -> Node:
+        """A long wildcard of plain lines: one node for all of them (no node per line)."""
+        name = wildcard_name(ref.pattern)
+        values = tuple(lines.values)
+        var = Variable(name, "wildcard", values, src, ref.start, ref, self.line_refs(ref.pattern, lines))
+        self.variable(var, ("__", ref.pattern))
+        if lines.weights is not None:
+            _line_weights(lines, src, ref.start)
+        file_entry = None
+        if _is_glob(ref.pattern):
+            files, file_of = _line_files(lines)
+            fname = file_name(name)
+            self.variable(
+                Variable(fname, "file", tuple(files), src, ref.start, ref, group=name), ("__.file", ref.pattern)
+            )
+            file_entry = (fname, files, file_of)
+        return TextPick(lines.texts, lines.weights, name, values, file_entry)
+
+    def _wildcard_entries(self, ref: WildcardRef, lines: LineSet, src: Source) -> tuple[Any, Any]:
         """Each line's trace entry, the line (``singles``); for a glob, the line and the
         file it came from (``entries``)."""
         name = wildcard_name(ref.pattern)
-        texts = tuple(line.value for line in lines)
+        texts = tuple(lines.values)
         var = Variable(name, "wildcard", texts, src, ref.start, ref, self.line_refs(ref.pattern, lines))
         self.variable(var, ("__", ref.pattern))
-        singles = tuple((name, Chosen(k, line.value)) for k, line in enumerate(lines))
-        if not any(ch in ref.pattern for ch in "*?["):
+        singles = tuple((name, Chosen(k, value)) for k, value in enumerate(texts))
+        if not _is_glob(ref.pattern):
             return singles, None
-        files = list(dict.fromkeys(line.file for line in lines))
+        files, file_of = _line_files(lines)
         fname = file_name(name)
         var = Variable(fname, "file", tuple(files), src, ref.start, ref, group=name)
         self.variable(var, ("__.file", ref.pattern))
-        file_entries = {f: (fname, Chosen(k, f)) for k, f in enumerate(files)}
-        return None, tuple((e, file_entries[line.file]) for e, line in zip(singles, lines, strict=True))
+        file_entries = [(fname, Chosen(k, f)) for k, f in enumerate(files)]
+        return None, tuple((e, file_entries[file_of[k]]) for k, e in enumerate(singles))
 
-    def line_refs(self, pattern: str, lines: Sequence[ParsedLine]) -> Lines:
-        """The lines of a pattern as variables keep them (once per pattern)."""
+    def line_refs(self, pattern: str, lines: LineSet) -> Lines:
+        """The lines of a pattern as variables keep them (once per pattern): columns,
+        sharing the strings of the wildcard's lines."""
         refs = self.line_ref_cache.get(pattern)
         if refs is None:
-            refs = Lines(
-                tuple(line.source.name for line in lines),
-                tuple(line.source.first_line for line in lines),
-                tuple(line.value for line in lines),
-                tuple(line.weight for line in lines),
-            )
+            n = len(lines)
+            if lines.file_of is None:
+                paths: Sequence[str] = (lines.files[0][2].name,) * n
+            else:
+                names = [f[2].name for f in lines.files]
+                paths = tuple(names[f] for f in lines.file_of)
+            weights = (1.0,) * n if lines.weights is None else lines.weights
+            refs = Lines(paths, lines.numbers, tuple(lines.values), weights)  # type: ignore[arg-type]  # columns: arrays where a tuple would cost an object per line
             self.line_ref_cache[pattern] = refs
         return refs
 
-    def wildcard(self, ref: WildcardRef, src: Source) -> tuple[list[Node], list[ParsedLine]]:
+    def wildcard(self, ref: WildcardRef, src: Source) -> tuple[list[Node], LineSet]:
         """The compiled lines of a wildcard, and the lines."""
-        done = self.wild_compiled.get(ref.pattern)
+        lines = self.lines.get(ref, src)
+        pattern = lines.pattern
+        done = self.wild_compiled.get(pattern)
         if done is not None:  # compiled once: {2$$__a__} inside __b__ inside ... stays linear
             return done
-        lines = self.lines.get(ref, src)
-        if ref.pattern in self.wild_in_progress:
-            cycle = self.wild_in_progress[self.wild_in_progress.index(ref.pattern) :] + [ref.pattern]
+        if pattern in self.wild_in_progress:
+            cycle = self.wild_in_progress[self.wild_in_progress.index(pattern) :] + [pattern]
             raise TemplateError(
                 "wildcards refer to each other in a cycle: " + " → ".join(f"__{p}__" for p in cycle),
                 src,
                 ref.start,
             )
-        self.wild_in_progress.append(ref.pattern)
+        self.wild_in_progress.append(pattern)
         try:
             # a line of plain text is a literal (what parts() makes of it, faster)
             plain_ok = self.depth < MAX_DEPTH
-            scope = Scope(wildcard_name(ref.pattern))  # numbers choices across the lines
+            scope = Scope(wildcard_name(pattern))  # numbers choices across the lines
+            parsed = lines.parsed
             nodes = [
-                Lit(line.parts[0].value)
-                if plain_ok and len(line.parts) == 1 and type(line.parts[0]) is Text
-                else self.parts(line.parts, line.source, scope)
-                for line in lines
+                Lit(text)
+                if plain_ok and k not in parsed
+                else self.parts(lines.parts(k), lines.source(k), scope)
+                for k, text in enumerate(lines.texts)
             ]
         finally:
             self.wild_in_progress.pop()
-        done = (nodes, list(lines))
-        self.wild_compiled[ref.pattern] = done
+        done = (nodes, lines)
+        self.wild_compiled[pattern] = done
         return done
 
     # choices ---------------------------------------------------------------------------
@@ -350,10 +376,10 @@ class _Compiler:
         lines: Lines | tuple[()] = ()
         if wild is not None:  # {2$$__colours__}: choose among the wildcard's lines
             parsed = self.lines.get(wild, src)
-            lines = self.line_refs(wild.pattern, parsed)
-            keys = [line.text for line in parsed]
-            texts = [line.value for line in parsed]
-            weights = [line.weight for line in parsed]
+            lines = self.line_refs(parsed.pattern, parsed)
+            keys = list(parsed.texts)
+            texts = list(parsed.values)
+            weights = parsed.weight_list()
         else:
             keys = [a.text for a in alts]
             texts = [value_text(a, src.text) for a in alts]
@@ -456,8 +482,25 @@ def _multi(
     return _open_multi(nodes, weights, sel, keys, src, start, items, counts)
 
 
-def _line_weights(lines: Sequence[ParsedLine], src: Source, at: int) -> list[float]:
-    weights = [line.weight for line in lines]
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+def _line_files(lines: LineSet) -> tuple[list[str], list[int]]:
+    """The files a glob's lines come from, in the order their first lines do, and each
+    line's file among them."""
+    first: dict[int, int] = {}
+    file_of = lines.file_of
+    out = []
+    for k in range(len(lines)):
+        f = 0 if file_of is None else file_of[k]
+        out.append(first.setdefault(f, len(first)))
+    files = [lines.files[f][0] for f in first]
+    return files, out
+
+
+def _line_weights(lines: LineSet, src: Source, at: int) -> list[float]:
+    weights = lines.weight_list()
     if sum(weights) <= 0:
         raise TemplateError(
             "every line of the wildcard has weight 0, so none can be chosen",

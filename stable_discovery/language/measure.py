@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stable_discovery.errors import Source, TemplateError
-from stable_discovery.space.nodes import Lit, Multi, Node, Pick, Ref, Seq
+from stable_discovery.space.nodes import Lit, Multi, Node, Pick, Ref, Seq, TextPick, Wrap
 
 __all__ = ["MAX_DEPTH", "MAX_PROMPT_CHARS", "measure", "check_limits"]
 
@@ -53,14 +53,9 @@ def measure(root: Node) -> tuple[int, int]:
         node, ready = stack.pop()
         if id(node) in measures:
             continue
-        if isinstance(node, Seq):
-            kids: Sequence[Node] = node.children
-        elif isinstance(node, (Pick, Multi)):
-            kids = node.alts
-        elif isinstance(node, Ref):
-            kids = (node.pick,) if node.pick is not None else ()
-        else:
-            measures[id(node)] = (len(node.text) if isinstance(node, Lit) else 0, 1)
+        kids = _kids(node)
+        if kids is None:
+            measures[id(node)] = (_leaf_length(node), 1)
             continue
         if not ready:
             stack.append((node, True))
@@ -74,7 +69,7 @@ def measure(root: Node) -> tuple[int, int]:
         kid_measures = [measures[id(k)] for k in kids]
         sizes = [m[0] for m in kid_measures]
         depth = 1 + max([m[1] for m in kid_measures], default=0)
-        if isinstance(node, Seq):
+        if isinstance(node, (Seq, Wrap)):
             longest = sum(sizes)
         elif isinstance(node, Multi):
             top = sorted(sizes, reverse=True)[: node.hi]
@@ -83,3 +78,24 @@ def measure(root: Node) -> tuple[int, int]:
             longest = max(sizes, default=0)
         measures[id(node)] = (longest, depth)
     return measures[id(root)]
+
+
+def _kids(node: Node) -> Sequence[Node] | None:
+    """A node's children (None for a leaf)."""
+    if isinstance(node, Seq):
+        return node.children
+    if isinstance(node, Wrap):
+        return (node.wrapper, node.inner)
+    if isinstance(node, (Pick, Multi)):
+        return node.alts
+    if isinstance(node, Ref):
+        return (node.pick,) if node.pick is not None else ()
+    return None
+
+
+def _leaf_length(node: Node) -> int:
+    if isinstance(node, Lit):
+        return len(node.text)
+    if isinstance(node, TextPick):
+        return node.longest
+    return 0

@@ -87,12 +87,15 @@ class _ReferenceCounter:
 
     def _wildcard(self, ref: WildcardRef, src: Source) -> None:
         stack = self.stack
-        for parts, line_src, *_ in self.lines.get(ref, src):
+        lines = self.lines.get(ref, src)
+        # (a plain line refers to nothing: only the parsed lines' references and choices
+        # are walked)
+        for k, parts in lines.parsed.items():
+            line_src = lines.source(k)
             key = line_src.name + ":" + str(line_src.first_line)
             # a slot used in a wildcard line may be used from many places
             if key in self.visited_lines:
                 stack.extend((p, line_src, 2) for p in parts if isinstance(p, SlotRef))
                 continue
             self.visited_lines.add(key)
-            # (text refers to nothing: only references and choices are walked)
             stack.extend((p, line_src, 2) for p in parts if type(p) is not Text)

@@ -36,10 +36,15 @@ class SlotRef:
 
 @dataclass(frozen=True)
 class WildcardRef:
-    """``__pattern__``: one line of a wildcard file (a glob takes the union)."""
+    """``__pattern__``: one line of a wildcard file (a glob takes the union).
+
+    ``folder`` is the folder (relative to the wildcard folders) of the wildcard file the
+    reference is written in, "" in a template: a pattern not found from the top is
+    looked up there next (:meth:`~.wildcards.WildcardLibrary.lookup`)."""
 
     pattern: str
     start: int
+    folder: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from math import factorial
@@ -27,7 +28,19 @@ from typing import Any, cast
 
 from stable_discovery.space.trace import Chosen
 
-__all__ = ["Lit", "Seq", "Pick", "Multi", "Ref", "OpenSpace", "SpaceTooComplex", "draw_function"]
+__all__ = [
+    "Lit",
+    "Seq",
+    "Pick",
+    "TextPick",
+    "Multi",
+    "Ref",
+    "Wrap",
+    "wrap_text",
+    "OpenSpace",
+    "SpaceTooComplex",
+    "draw_function",
+]
 
 #: Subtrees with at most this many expansions are expanded once and cached.
 TABLE_LIMIT = 4096
@@ -525,6 +538,170 @@ class Pick(Node):
         self.alts[k].decode(index - starts[pos], out, trace)
 
 
+class TextPick(Node):
+    """One of many distinct literal texts (a long wildcard file of plain lines): what a
+    :class:`Pick` among :class:`Lit` nodes does, without a node per text.
+
+    ``texts`` and ``values`` are the wildcard's columns, shared, not copied; the trace
+    entry of text ``k`` is ``(name, Chosen(k, values[k]))``, and for a glob also the file
+    it came from: ``(file_name, Chosen(f, file_values[f]))`` with ``f = file_of[k]``.
+    Random draws are those of the Pick it stands for (one draw, the same cumulative
+    weights), so a template samples the same whichever of the two its wildcard became.
+    """
+
+    __slots__ = ("texts", "values", "cum", "total", "name", "file_name", "file_values", "file_of", "longest")
+
+    def __init__(
+        self,
+        texts: Sequence[str],
+        weights: Sequence[float] | None,
+        name: str,
+        values: Sequence[str],
+        file_entry: tuple[str, Sequence[str], Sequence[int]] | None = None,
+    ) -> None:
+        from array import array
+
+        self.texts = texts
+        self.values = values
+        self.name = name
+        n = len(texts)
+        if weights is None:
+            self.cum: Any = None
+            self.total = float(n)
+        else:
+            cum = array("d")
+            total = 0.0
+            for w in weights:
+                total += w
+                cum.append(total)
+            self.cum, self.total = cum, total
+        self.file_name, self.file_values, self.file_of = file_entry if file_entry is not None else (None, (), ())
+        self.count = n
+        self.closed = True
+        self.max_draws = 1
+        self._table = None
+        self.longest = max(map(len, texts), default=0)
+
+    def entry(self, k: int) -> TraceItems:
+        first = (self.name, Chosen(k, self.values[k]))
+        if self.file_name is None:
+            return (first,)
+        f = self.file_of[k]
+        return (first, (self.file_name, Chosen(f, self.file_values[f])))
+
+    def _pos(self, u: float) -> int:
+        n1 = len(self.texts) - 1
+        k = int(u * self.total) if self.cum is None else bisect_right(self.cum, u * self.total)
+        return k if k <= n1 else n1
+
+    def _make_rand(self) -> RandFn:
+        texts, pos, entry = self.texts, self._pos, self.entry
+
+        def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
+            k = pos(nxt())
+            trace.extend(entry(k))
+            out.append(texts[k])
+
+        return f
+
+    def _rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
+        if len(self.texts) > limit:
+            return None
+        weights = [1.0] * len(self.texts) if self.cum is None else [b - a for a, b in zip([0.0, *self.cum], self.cum)]
+        return [(t, self.entry(k), weights[k] / self.total) for k, t in enumerate(self.texts)]
+
+    def items(self) -> Iterator[tuple[str, TraceItems]]:
+        for k, text in enumerate(self.texts):
+            yield text, self.entry(k)
+
+    def decode(self, index: int, out: list[str], trace: list[tuple]) -> None:
+        trace.extend(self.entry(index))
+        out.append(self.texts[index])
+
+
+#: Where ``%{wrapper$$inner}`` puts the inner text: dynamicprompts' wrap markers (an
+#: ellipsis character, or three dots or more); the first one in the wrapper's text.
+WRAP_MARKER = re.compile("[\u1801\u2026\u22ee\u22ef\u22f0\u22f1\ufe19]+|\\.{3,}")
+
+
+def wrap_text(wrapper: str, inner: str) -> str:
+    """The wrapper's text with ``inner`` at its first wrap marker (after it, if none)."""
+    m = WRAP_MARKER.search(wrapper)
+    if m is None:
+        return wrapper + inner
+    return wrapper[: m.start()] + inner + wrapper[m.end() :]
+
+
+class _WrapMark:
+    """Marks where a wrap's wrapper begins (0), its inner part begins (1) and it ends
+    (2) in a continuation (:class:`OpenSpace`)."""
+
+    __slots__ = ("which",)
+
+    def __init__(self, which: int) -> None:
+        self.which = which
+
+
+class Wrap(Node):
+    """``%{wrapper$$inner}``: the wrapper's text with the inner text at its wrap marker
+    (:func:`wrap_text`). Counted like a sequence of the two; the wrapper varies slowest."""
+
+    __slots__ = ("wrapper", "inner", "marks")
+
+    def __init__(self, wrapper: Node, inner: Node) -> None:
+        self.wrapper = wrapper
+        self.inner = inner
+        self.marks = (_WrapMark(0), _WrapMark(1), _WrapMark(2))
+        self.closed = wrapper.closed and inner.closed
+        self.max_draws = wrapper.max_draws + inner.max_draws
+        self._table = None
+        if self.closed:
+            _too_many(wrapper.count.bit_length() + inner.count.bit_length())
+            self.count = wrapper.count * inner.count
+        else:
+            self.count = -1
+
+    def open_items(self) -> tuple[Any, ...]:
+        """What a continuation goes through for it: marks around its two parts."""
+        begin, mid, end = self.marks
+        return (begin, self.wrapper, mid, self.inner, end)
+
+    def _rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
+        outer = self.wrapper.rand_paths(limit)
+        inner = self.inner.rand_paths(limit)
+        if outer is None or inner is None or len(outer) * len(inner) > limit:
+            return None
+        return [(wrap_text(t1, t2), tr1 + tr2, p1 * p2) for t1, tr1, p1 in outer for t2, tr2, p2 in inner]
+
+    def _make_rand(self) -> RandFn:
+        fw, fi = self.wrapper.rand_fn(), self.inner.rand_fn()
+
+        def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
+            mark = len(out)
+            fw(out, trace, nxt, bound)
+            wrapper = "".join(out[mark:])
+            del out[mark:]
+            fi(out, trace, nxt, bound)
+            inner = "".join(out[mark:])
+            del out[mark:]
+            out.append(wrap_text(wrapper, inner))
+
+        return f
+
+    def items(self) -> Iterator[tuple[str, TraceItems]]:
+        for t1, tr1 in self.wrapper.items():
+            for t2, tr2 in self.inner.items():
+                yield wrap_text(t1, t2), tr1 + tr2
+
+    def decode(self, index: int, out: list[str], trace: list[tuple]) -> None:
+        outer, inner = divmod(index, self.inner.count)
+        parts: list[str] = []
+        self.wrapper.decode(outer, parts, trace)
+        rest: list[str] = []
+        self.inner.decode(inner, rest, trace)
+        out.append(wrap_text("".join(parts), "".join(rest)))
+
+
 def _elementary(counts: Sequence[int], kmax: int) -> list[int]:
     """e_0..e_kmax of the counts (e_j: sum over j-subsets of the product of counts)."""
     e = [1] + [0] * kmax
@@ -834,6 +1011,20 @@ class _End:
         self.name = name
 
 
+def _wrap_mark(which: int, out: list[str], wraps: list[int]) -> None:
+    """At a wrap's marks while decoding: note where its wrapper and its inner part begin;
+    at its end, put the inner text into the wrapper's."""
+    if which < 2:
+        wraps.append(len(out))
+        return
+    mid = wraps.pop()
+    begin = wraps.pop()
+    wrapper = "".join(out[begin:mid])
+    inner = "".join(out[mid:])
+    del out[begin:]
+    out.append(wrap_text(wrapper, inner))
+
+
 class OpenSpace:
     """Counting and decoding of a tree with shared slots, by memoized continuations."""
 
@@ -881,7 +1072,7 @@ class OpenSpace:
         for cell in reversed(chain):
             item = cell[0]
             rest, mult = result
-            if isinstance(item, _End):
+            if isinstance(item, (_End, _WrapMark)):
                 result = (rest, mult)
             elif item.closed:
                 result = (rest, mult * item.count)
@@ -895,6 +1086,9 @@ class OpenSpace:
         item, rest = cell
         if isinstance(item, Seq):
             c, m = self._strip(self._push(item.children, rest))
+            return [(c, bound, m)]
+        if isinstance(item, Wrap):
+            c, m = self._strip(self._push(item.open_items(), rest))
             return [(c, bound, m)]
         if isinstance(item, Pick):
             out = []
@@ -958,6 +1152,7 @@ class OpenSpace:
         trace: list[tuple] = []
         bound: dict[str, str] = {}
         marks: dict[str, int] = {}
+        wraps: list[int] = []  # where the open wraps' parts begin
         cell = self._start
         names: frozenset = frozenset()
         while cell is not None:
@@ -968,12 +1163,15 @@ class OpenSpace:
                 out.append(value)
                 bound[item.name] = value
                 cell = rest
+            elif isinstance(item, _WrapMark):
+                _wrap_mark(item.which, out, wraps)
+                cell = rest
             elif item.closed:
                 digit, index = divmod(index, self._count(rest, names))
                 item.decode(digit, out, trace)
                 cell = rest
-            elif isinstance(item, Seq):
-                cell = self._push(item.children, rest)
+            elif isinstance(item, (Seq, Wrap)):
+                cell = self._push(item.children if isinstance(item, Seq) else item.open_items(), rest)
             elif isinstance(item, Ref) and item.name in names:
                 out.append(bound[item.name])
                 cell = rest
