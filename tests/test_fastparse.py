@@ -109,6 +109,14 @@ IN_SUBSET = [
     "__a-b.c*__",
     "__w___",
     "__٣__",
+    "__a b__",
+    "__European Art/x__",
+    "__a,b:c__",
+    " __ x __ ",
+    "$$",
+    "50%",
+    "$5",
+    "%",
     "|",
 ]
 WEIGHTS = ["", "", "", "2::", " 3 ::", "0::", ".5::", "1.::", "\t7\t::", "10.25::", "٣::"]
@@ -131,6 +139,20 @@ OUTSIDE = [
     "}",
     "{",
     "$",
+    "${a}",
+    "${a=",
+    "${a:",
+    "${",
+    "%{",
+    "{~",
+    "{ @",
+    "{!",
+    "{!2$$",
+    "__~w__",
+    "__!w__",
+    "__a/{b|c}__",
+    "__w(x=y)__",
+    "\\~",
 ]
 
 
@@ -289,8 +311,12 @@ def test_token_patterns_are_the_grammars():
     assert terminals["WILDCARD"] == fastparse.WILDCARD_RE
     assert terminals["MULTI"] == fastparse.MULTI_RE
     assert terminals["WEIGHT"] == fastparse.WEIGHT_RE
-    # the text terminal stops at exactly the characters the fast parser looks at
-    assert terminals["TEXT"] == r"[^{}\[\]|<\\#_\n]+"
+    assert terminals["WILDCARD_CHOICE"] == fastparse.WILDCARD_CHOICE_RE
+    assert terminals["WILDCARD_PARAMS"] == fastparse.WILDCARD_PARAMS_RE
+    assert terminals["SAMPLED_LBRACE"] == fastparse.SAMPLED_LBRACE_RE
+    # the text terminal stops at exactly the characters the fast parser looks at ('$'
+    # and '%' before '{' make it give up: ${…} and %{…}; '$$' is text, merged)
+    assert terminals["TEXT"] == r"(?:[^{}\[\]|<\\#_\n$%]|%(?!\{)|\$(?![{$]))+"
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,14 +16,31 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from stable_discovery.errors import Source, TemplateError
-from stable_discovery.language.definitions import ENTRY_POINTS, Definitions, SettingInfo, SlotInfo
+from stable_discovery.language.definitions import (
+    ENTRY_POINTS,
+    Definitions,
+    SettingInfo,
+    SlotInfo,
+    misplaced_variable,
+    resolve_variable,
+)
 from stable_discovery.language.measure import MAX_DEPTH, check_limits
 from stable_discovery.language.references import count_references, unknown_slot
-from stable_discovery.language.syntax import Alternative, Choice, Select, SlotRef, Text, WildcardRef
+from stable_discovery.language.syntax import (
+    Alternative,
+    Choice,
+    Select,
+    SlotRef,
+    Text,
+    VarRef,
+    VarSet,
+    WildcardRef,
+    Wrap,
+)
 from stable_discovery.language.syntax import Node as SyntaxNode
 from stable_discovery.language.variables import (
     Lines,
@@ -36,9 +53,20 @@ from stable_discovery.language.variables import (
     value_text,
     wildcard_name,
 )
-from stable_discovery.language.wildcard_lines import LineSet, WildcardLines
+from stable_discovery.language.wildcard_lines import LineSet, ReadNote, WildcardLines
 from stable_discovery.language.wildcards import WildcardLibrary
-from stable_discovery.space.nodes import RAND_TABLE_LIMIT, Lit, Multi, Node, Pick, Ref, Seq, SpaceTooComplex, TextPick
+from stable_discovery.space.nodes import (
+    RAND_TABLE_LIMIT,
+    Lit,
+    Multi,
+    Node,
+    Pick,
+    Ref,
+    Seq,
+    SpaceTooComplex,
+    TextPick,
+)
+from stable_discovery.space.nodes import Wrap as SpaceWrap
 from stable_discovery.space.trace import Chosen
 
 __all__ = ["SEPARATOR", "MAX_OPEN_MULTI", "CompiledSpace", "compile_space"]
@@ -66,12 +94,17 @@ class CompiledSpace:
     variables: tuple[Variable, ...] = ()  # every traced variable, in template order
 
 
-def compile_space(source: Source, definitions: Definitions, library: WildcardLibrary) -> CompiledSpace:
-    """Compile checked definitions (wildcards from ``library``) into one tree."""
+def compile_space(
+    source: Source, definitions: Definitions, library: WildcardLibrary, notes: list[ReadNote] | None = None
+) -> CompiledSpace:
+    """Compile checked definitions (wildcards from ``library``) into one tree; ``notes``
+    collects the wildcard lines read as data that a template would read differently."""
     slots = definitions.slots
-    lines = WildcardLines(library)
-    refcount = count_references(slots, [e for e in ENTRY_POINTS if e in slots], lines)
+    lines = WildcardLines(library, notes)
+    refcount = count_references(slots, [e for e in ENTRY_POINTS if e in slots], lines, definitions.macros)
     comp = _Compiler(slots, lines, refcount, _untraced(definitions))
+    comp.macros, comp.macro_source = definitions.macros, source
+    comp.slot_choices = definitions.slot_choices
     parts: list[Node] = []
     for entry in ENTRY_POINTS:
         if entry in slots:
@@ -136,6 +169,9 @@ class _Compiler:
         self.used: list[str] = []
         self.depth = 0
         self.variables: dict[str, Variable] = {}
+        self.macros: Mapping[str, VarSet] = {}  # dynamicprompts' ${name=value}
+        self.macro_source: Source = Source("", "")  # where they are set
+        self.slot_choices: Mapping[str, Choice] = {}  # ${name=!{a|b}}: the choice written
         self.places: dict[str, tuple[Any, ...]] = {}
         self.line_ref_cache: dict[str, Lines] = {}
 
@@ -185,7 +221,8 @@ class _Compiler:
             traced = name not in self.untraced
             if traced:
                 texts = tuple(value_text(a, info.source.text) for a in info.alternatives)
-                self.variable(Variable(name, "slot", texts, info.source, info.start), ("<", name))
+                var = Variable(name, "slot", texts, info.source, info.start, self.slot_choices.get(name))
+                self.variable(var, ("<", name))
             scope = Scope(name)
             node = self.pick(info.alternatives, info.source, name if traced else None, info.start, scope)
         finally:
@@ -252,9 +289,35 @@ class _Compiler:
                 nodes.append(self.optional(p, src, scope.name(p)))
             elif isinstance(p, Choice):
                 nodes.append(self.choice(p, src, scope.name(p)))
-            else:  # pragma: no cover
-                raise AssertionError(type(p))
+            else:
+                nodes.append(self.peer_part(p, src, scope))
         return _seq(nodes)
+
+    def peer_part(self, p: SyntaxNode, src: Source, scope: Scope) -> Node:
+        """dynamicprompts' wrap and variables (:mod:`.peer`)."""
+        if isinstance(p, Wrap):
+            return SpaceWrap(self.parts(p.wrapper, src, scope), self.parts(p.inner, src, scope))
+        if isinstance(p, VarRef):
+            what = resolve_variable(p, self.slots, self.macros, src)
+            if isinstance(what, SlotRef):
+                return self.slot(what.name, what, src)
+            if isinstance(what, VarSet):  # a copy of the value, named after the variable
+                return self.macro(what)
+            return self.parts(what.parts, src, scope)  # the default
+        if isinstance(p, VarSet):
+            raise misplaced_variable(p, src)
+        raise AssertionError(type(p))  # pragma: no cover
+
+    def macro(self, var: VarSet) -> Node:
+        """A use of ``${name}`` set as ``${name=value}``: the value, chosen anew at each
+        use. A value that is one choice is traced under the variable's name (``name``,
+        ``name#2`` for the second use in a sample), the choices of another under it
+        (``name{1}``)."""
+        source = self.macro_source
+        parts = var.value.parts
+        if len(parts) == 1 and isinstance(parts[0], Choice) and parts[0].label is None:
+            parts = (replace(parts[0], label=var.name),)
+        return self.parts(parts, source, Scope(var.name))
 
     # wildcards -------------------------------------------------------------------------
     def wildcard_node(self, ref: WildcardRef, src: Source) -> Node:

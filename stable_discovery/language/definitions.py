@@ -9,13 +9,24 @@ settings and their malformed values.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.settings import BUILTIN_SETTINGS, SettingSpec, SettingValueError
-from stable_discovery.language.syntax import Alternative, Definition, ParsedTemplate, Text
+from stable_discovery.language.syntax import (
+    Alternative,
+    Choice,
+    Definition,
+    Node,
+    ParsedTemplate,
+    SlotRef,
+    Text,
+    VarRef,
+    VarSet,
+    sub_parts,
+)
 
 __all__ = [
     "ENTRY_POINTS",
@@ -26,6 +37,8 @@ __all__ = [
     "setting_info",
     "settings_specs",
     "suggest",
+    "resolve_variable",
+    "misplaced_variable",
 ]
 
 #: The slots a sample starts from, in the order they appear in it.
@@ -57,12 +70,19 @@ class SettingInfo:
 
 @dataclass(frozen=True)
 class Definitions:
-    """What a template defines, checked; a bare template defines its prompt alone."""
+    """What a template defines, checked; a bare template defines its prompt alone.
+
+    ``macros`` are dynamicprompts' variables set without ``!`` (``${name=value}``): each
+    use is a copy of the value, chosen anew. Those set with ``!`` are slots, and
+    ``slot_choices`` holds, for such a slot, the choice it was written as
+    (``${animal=!{cat|dog}}``: where its weights are)."""
 
     slots: dict[str, SlotInfo]
     settings: dict[str, SettingInfo]
     specs: dict[str, SettingSpec]  # every setting a template may use
     is_bare: bool
+    macros: dict[str, VarSet] = field(default_factory=dict)
+    slot_choices: dict[str, Choice] = field(default_factory=dict)
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str | None:
@@ -91,7 +111,162 @@ def definitions_of(source: Source, parsed: ParsedTemplate, specs: dict[str, Sett
         _check_names_differ(source, slots, settings)
     if "size" in settings and ("width" in settings or "height" in settings):
         raise TemplateError("use either @size or @width/@height, not both", source, settings["size"].start)
-    return Definitions(slots, settings, specs, parsed.bare is not None)
+    macros, choices = _variables(source, slots, settings)
+    return Definitions(slots, settings, specs, parsed.bare is not None, macros, choices)
+
+
+# ---------------------------------------------------------------------------------------
+# dynamicprompts' variables
+
+
+def _variables(
+    source: Source, slots: dict[str, SlotInfo], settings: dict[str, SettingInfo]
+) -> tuple[dict[str, VarSet], dict[str, Choice]]:
+    """Take the variables set at the top level of the prompt and the negative prompt
+    out of them: ``${a=!…}`` becomes the slot ``a``, ``${a=…}`` a macro. A variable set
+    anywhere else is refused (its place is in the error)."""
+    found: dict[str, VarSet] = {}
+    for entry in ENTRY_POINTS:
+        info = slots.get(entry)
+        if info is None:
+            continue
+        alts = []
+        for alt in info.alternatives:
+            kept = [p for p in alt.parts if not isinstance(p, VarSet)]
+            for p in alt.parts:
+                if isinstance(p, VarSet):
+                    _add_variable(source, p, found, slots, settings)
+            alts.append(alt if len(kept) == len(alt.parts) else Alternative(tuple(kept), alt.weight, alt.text, alt.start))
+        slots[entry] = SlotInfo(entry, tuple(alts), info.start, info.source)
+    for info in list(slots.values()):
+        for alt in info.alternatives:
+            _refuse_nested_sets(alt.parts, source)
+    macros: dict[str, VarSet] = {}
+    choices: dict[str, Choice] = {}
+    for name, var in found.items():
+        _refuse_nested_sets(var.value.parts, source)
+        if var.immediate:
+            alts, choice = _slot_alternatives(var)
+            slots[name] = SlotInfo(name, alts, var.start, source)
+            if choice is not None:
+                choices[name] = choice
+        else:
+            macros[name] = var
+    _check_macro_cycles(source, macros)
+    return macros, choices
+
+
+def _add_variable(
+    source: Source, var: VarSet, found: dict[str, VarSet], slots: dict[str, SlotInfo], settings: dict[str, SettingInfo]
+) -> None:
+    first = found.get(var.name)
+    if first is not None or var.name in slots or var.name in settings:
+        what = (
+            f"set twice (first at {':'.join(map(str, source.line_col(first.start)))})"
+            if first is not None
+            else "already " + ("the name of a setting" if var.name in settings else "a slot")
+        )
+        raise TemplateError(
+            f"the variable {var.name!r} is {what}",
+            source,
+            var.start,
+            hint="a variable is set once for the whole prompt (here a variable is a slot)",
+        )
+    found[var.name] = var
+
+
+def _slot_alternatives(var: VarSet) -> tuple[tuple[Alternative, ...], Choice | None]:
+    """The alternatives of the slot ``${name=!value}`` becomes: those of the value when
+    it is one plain choice (``{cat|dog}``: the slot ``cat | dog``), else the value."""
+    parts = var.value.parts
+    if len(parts) == 1 and isinstance(parts[0], Choice):
+        choice = parts[0]
+        if not choice.optional and choice.select is None and choice.label is None:
+            return choice.alternatives, choice
+    return (var.value,), None
+
+
+def misplaced_variable(var: VarSet, source: Source) -> TemplateError:
+    return TemplateError(
+        f"the variable {var.name!r} is set here, inside another construct; a variable is set at "
+        "the top level of the prompt (or of the negative prompt)",
+        source,
+        var.start,
+        hint=f"set it at the top of the prompt, or define a slot: `{var.name} = …` in a template "
+        "file (a wildcard line uses the prompt's variables and slots)",
+    )
+
+
+def _refuse_nested_sets(parts: Sequence[Node], source: Source) -> None:
+    stack = [list(parts)]
+    while stack:
+        for node in stack.pop():
+            if isinstance(node, VarSet):
+                raise misplaced_variable(node, source)
+            stack.extend(list(sub) for sub in sub_parts(node))
+
+
+def _macro_refs(var: VarSet) -> list[VarRef]:
+    out = []
+    stack = [list(var.value.parts)]
+    while stack:
+        for node in stack.pop():
+            if isinstance(node, VarRef):
+                out.append(node)
+            stack.extend(list(sub) for sub in sub_parts(node))
+    return out
+
+
+def _check_macro_cycles(source: Source, macros: dict[str, VarSet]) -> None:
+    """``${a=${b}} ${b=${a}}`` would never end: refused, at the first use in the cycle."""
+    state: dict[str, int] = {}  # 1: being followed, 2: done
+    for start in macros:
+        if state.get(start):
+            continue
+        path = [(start, iter(_macro_refs(macros[start])))]
+        state[start] = 1
+        while path:
+            name, refs = path[-1]
+            ref = next(refs, None)
+            if ref is None:
+                state[name] = 2
+                path.pop()
+                continue
+            if ref.name not in macros or state.get(ref.name) == 2:
+                continue
+            if state.get(ref.name) == 1:
+                cycle = [n for n, _ in path][[n for n, _ in path].index(ref.name) :] + [ref.name]
+                raise TemplateError(
+                    "variables refer to each other in a cycle: " + " → ".join(f"${{{n}}}" for n in cycle),
+                    source,
+                    ref.start,
+                    hint="a variable cannot contain itself, directly or through other variables",
+                )
+            state[ref.name] = 1
+            path.append((ref.name, iter(_macro_refs(macros[ref.name]))))
+
+
+def resolve_variable(
+    ref: VarRef, slots: Mapping[str, SlotInfo], macros: Mapping[str, VarSet], src: Source
+) -> SlotRef | VarSet | Alternative:
+    """What ``${name}`` (or ``${name:default}``) stands for: a slot (set with ``!``, or
+    defined), a macro (each use a copy of its value), or the default; else an error."""
+    if ref.name in slots:
+        return SlotRef(ref.name, ref.start)
+    macro = macros.get(ref.name)
+    if macro is not None:
+        return macro
+    if ref.default is not None:
+        return ref.default
+    names = [n for n in list(slots) + list(macros) if n not in ENTRY_POINTS]
+    guess = suggest(ref.name, names)
+    raise TemplateError(
+        f"unknown variable ${{{ref.name}}}" + (f": did you mean ${{{guess}}}?" if guess else ""),
+        src,
+        ref.start,
+        hint=f"set it at the top of the prompt, ${{{ref.name}=!value}}, define a slot "
+        f"`{ref.name} = …`, or give a default: ${{{ref.name}:value}}",
+    )
 
 
 def _sort(

@@ -17,7 +17,8 @@ with the same offsets, weights, trimming and merging of text. It covers:
 
 On anything else it returns ``None`` and the caller falls back to Lark, so every error
 message still comes from one place: ``[`` ``]`` (optional parts), backslashes, ``#``,
-newlines, multi-selects ``{2$$…}``, unbalanced braces, nesting deeper than
+newlines, multi-selects ``{2$$…}``, dynamicprompts' forms (``${…}``, ``%{…}``,
+``{~…}``, ``__~name__``, ``__a/{b|c}__``, ``__name(x=y)__``), unbalanced braces, nesting deeper than
 :data:`parser.MAX_NESTING`, or more text than :data:`parser.MAX_SPECIAL` characters.
 
 The token patterns below are the grammar's (``grammar/sdp.lark``; a test checks that
@@ -38,13 +39,25 @@ __all__ = ["parse_bare_fast"]
 # the grammar's terminals (grammar/sdp.lark), verbatim
 SLOT_RE = r"<[A-Za-z_][A-Za-z0-9_]*>"
 ANGLE_RE = r"<[^<>{}\[\]|\\#\n]*>"
-WILDCARD_RE = r"__(?:[^\W_]|[-\/*.]|_(?!_))+__"
+WILDCARD_RE = (
+    r"__(?:[^\s_{}\[\]|<>\\#$%()]|_(?!_))(?:(?:[^\s_{}\[\]|<>\\#$%()]|[ \t]|_(?!_))*"
+    r"(?:[^\s_{}\[\]|<>\\#$%()]|_(?!_)))?__"
+)
+WILDCARD_CHOICE_RE = (
+    r"__(?:(?:[^\s_{}\[\]|<>\\#$%()]|[ \t]|_(?!_))*\{[^{}\n#]*\})+"
+    r"(?:[^\s_{}\[\]|<>\\#$%()]|[ \t]|_(?!_))*__"
+)
+WILDCARD_PARAMS_RE = r"__(?:[^\s_{}\[\]|<>\\#$%()]|[ \t]|_(?!_))+\([^()\n]*\)__"
+SAMPLED_LBRACE_RE = r"\{[ \t]*[~@!]"
 MULTI_RE = r"\{[ \t]*(?:\d+[ \t]*(?:-[ \t]*\d*)?|-[ \t]*\d+)[ \t]*\$\$(?:[^${}\\\n]*\$\$)?"
 WEIGHT_RE = r"[ \t]*(?:\d+(?:\.\d*)?|\.\d+)[ \t]*::"
 
 _slot = re.compile(SLOT_RE).match
 _angle = re.compile(ANGLE_RE).match
 _wildcard = re.compile(WILDCARD_RE).match
+# wildcard forms the fast parser leaves to Lark: choices of names, parameters
+_wildcard_other = re.compile(WILDCARD_CHOICE_RE + "|" + WILDCARD_PARAMS_RE).match
+_sampled = re.compile(SAMPLED_LBRACE_RE).match
 _multi = re.compile(MULTI_RE).match
 _weight = re.compile(WEIGHT_RE).match
 
@@ -58,8 +71,9 @@ def _read_weight(text: str, i: int) -> tuple[float, int]:
     return float(w.group().strip()[:-2].strip()), w.end()
 
 
-# characters outside the subset: optional parts, escapes, comments, newlines
-_outside = re.compile(r"[\[\]\\#\n]").search
+# characters outside the subset: optional parts, escapes, comments, newlines, and the
+# variables ${…} and wraps %{…} of dynamicprompts
+_outside = re.compile(r"[\[\]\\#\n]|[$%]\{").search
 # the next character with a meaning; '|' is text outside braces
 _next_top = re.compile(r"[{}<_]").search
 _next_in = re.compile(r"[{}|<_]").search
@@ -122,10 +136,14 @@ def parse_bare_fast(text: str) -> tuple[Node, ...] | None:  # noqa: C901 - the h
         j = m.start()
         ch = text[j]
         if ch == "_":
+            if _wildcard_other(text, j) is not None:
+                return None
             w = _wildcard(text, j)
             if w is None:
                 i = j + 1  # a lone '_' is text
                 continue
+            if text[j + 2] in "~@!":  # dynamicprompts' sampling method
+                return None
             if seg < j:
                 parts.append(Text(text[seg:j], seg))
             i = seg = w.end()
@@ -141,7 +159,7 @@ def parse_bare_fast(text: str) -> tuple[Node, ...] | None:  # noqa: C901 - the h
             i = seg = s.end()
             parts.append(SlotRef(text[j + 1 : i - 1], j))
         elif ch == "{":
-            if len(stack) >= MAX_NESTING or _multi(text, j) is not None:
+            if len(stack) >= MAX_NESTING or _multi(text, j) is not None or _sampled(text, j) is not None:
                 return None
             if seg < j:
                 parts.append(Text(text[seg:j], seg))

@@ -17,6 +17,7 @@ from typing import Any
 
 from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.limits import MAX_NESTING, MAX_SPECIAL
+from stable_discovery.language import peer
 from stable_discovery.language.syntax import (
     Alternative,
     Choice,
@@ -26,7 +27,9 @@ from stable_discovery.language.syntax import (
     Select,
     SlotRef,
     Text,
-    WildcardRef,
+    VarRef,
+    VarSet,
+    Wrap,
 )
 
 __all__ = ["grammar_path", "parse", "parse_bare", "MAX_NESTING", "MAX_SPECIAL", "is_definitions_file"]
@@ -111,6 +114,19 @@ def is_definitions_file(text: str) -> bool:
 
 _SPECIAL_CHARS = "{}[]|<_\\"
 _SPECIAL = re.compile(r"[{}\[\]|<_\\]")
+
+
+_BAD_VARIABLE = re.compile(r"\$\$|\$\{(?![ \t]*[A-Za-z_][A-Za-z0-9_-]*[ \t]*(?:\??=|:|\}))|\\.")
+
+
+def _check_variables(source: Source, text: str) -> None:
+    """A ``${`` that starts none of dynamicprompts' variable forms is refused here, with
+    a hint, before the grammar finds no token for it."""
+    if "${" not in text:
+        return
+    for m in _BAD_VARIABLE.finditer(text):
+        if m.group() not in ("$$",) and m.group()[0] == "$":
+            raise peer.refuse_bad_variable(m.start(), source)
 
 
 def _check_size(source: Source, text: str) -> None:
@@ -248,14 +264,17 @@ def _select(token_value: str) -> Select:
 
 def _opener(value: str, kind: str) -> tuple[str | None, Select | None]:
     """The name and the multi-select prefix an opening token carries (``{#colour:``,
-    ``{#features: 2$$ and $$``, ``{2$$``, ``{``, ``[``)."""
+    ``{#features: 2$$ and $$``, ``{2$$``, ``{``, ``[``, ``{!2$$``)."""
     label = None
     if kind.startswith("NAMED_"):
         colon = value.index(":")
         label = value[2:colon]
         value = "{" + value[colon + 1 :]
+    elif kind.startswith("SAMPLED_"):
+        value = "{" + value.lstrip("{ \t")[1:]
     select = _select(value) if kind.endswith("MULTI") else None
     return label, select
+
 
 
 class _Builder:
@@ -274,12 +293,23 @@ class _Builder:
             return Text(value, start)
         if kind == "ESCAPE":
             return Text(value[1], start)
-        if kind in ("BACKSLASH", "LT", "UNDERSCORE", "BAR"):
+        if kind in ("BACKSLASH", "LT", "UNDERSCORE", "BAR", "DOLLARS"):
             return Text(value, start)
         if kind == "SLOT":
             return SlotRef(value[1:-1], start)
+        return self.peer_item(kind, value, start)
+
+    def peer_item(self, kind: str, value: str, start: int) -> Node:
+        """Tokens of wildcards and of dynamicprompts' forms (:mod:`.peer`)."""
         if kind == "WILDCARD":
-            return WildcardRef(value[2:-2], start)
+            return peer.wildcard_node(value, start, self.source)
+        if kind == "WILDCARD_CHOICE":
+            return peer.wildcard_choice(value, start, self.source)
+        if kind == "WILDCARD_PARAMS":
+            raise peer.refuse_params(value, start, self.source)
+        if kind == "VAR_REF":
+            name, _ = peer.variable_name(value, start, self.source)
+            return VarRef(name, None, start)
         raise AssertionError(f"unexpected token {kind}")  # pragma: no cover
 
     def alternatives(self, children: list[Any], after: int) -> list[Alternative]:
@@ -324,18 +354,11 @@ class _Builder:
         if hasattr(child, "type"):
             return self.item(child), child.end_pos
         if child.data == "choice":
-            opener = child.children[0]
-            closer = child.children[-1]
-            label, select = _opener(str(opener), opener.type)
-            if select is not None and select.high is not None and select.high < select.low:
-                raise TemplateError(
-                    f"the range {select.low}-{select.high} runs backwards",
-                    self.source,
-                    opener.start_pos,
-                    hint=f"write {{{select.high}-{select.low}$$…}}",
-                )
-            alts = self.alternatives(child.children[1:-1], opener.end_pos)
-            return Choice(tuple(alts), opener.start_pos, select, label=label), closer.end_pos
+            return self.choice(child)
+        if child.data == "wrap":
+            return self.wrap(child)
+        if child.data == "variable":
+            return self.variable(child)
         if child.data == "optional":
             opener = child.children[0]
             closer = child.children[-1]
@@ -352,6 +375,65 @@ class _Builder:
                 present = Alternative((Choice(tuple(alts), opener.start_pos),), 1.0, text, opener.end_pos)
             return Choice((empty, present), opener.start_pos, optional=True, label=label), closer.end_pos
         raise AssertionError(child.data)  # pragma: no cover
+
+    def choice(self, child: Any) -> tuple[Node, int]:
+        opener = child.children[0]
+        closer = child.children[-1]
+        if opener.type.startswith("SAMPLED_"):
+            method = str(opener).lstrip("{ \t")[0]
+            peer.sampling_method(method, self.source, opener.start_pos, "choice")
+        label, select = _opener(str(opener), opener.type)
+        if select is not None and select.high is not None and select.high < select.low:
+            raise TemplateError(
+                f"the range {select.low}-{select.high} runs backwards",
+                self.source,
+                opener.start_pos,
+                hint=f"write {{{select.high}-{select.low}$$…}}",
+            )
+        alts = self.alternatives(child.children[1:-1], opener.end_pos)
+        if select is not None:
+            self.check_joiner(child.children[1:-1])
+        return Choice(tuple(alts), opener.start_pos, select, label=label), closer.end_pos
+
+    def check_joiner(self, children: list[Any]) -> None:
+        """``$$`` left in a multi-select's alternatives is a joiner that did not end where
+        it was meant to (a joiner cannot contain '$'): refused, not read as text."""
+        for tree in children:
+            for tok in getattr(tree, "children", ()):
+                if getattr(tok, "type", None) == "DOLLARS":
+                    raise TemplateError(
+                        "'$$' inside a multi-select: a joiner ends at the first '$$' after "
+                        "{N$$ and cannot contain '$'",
+                        self.source,
+                        tok.start_pos,
+                        hint="write the joiner without '$' ({2$$ and $$a|b}), or \\$\\$ for the text '$$'",
+                    )
+
+    def wrap(self, child: Any) -> tuple[Node, int]:
+        """``%{wrapper$$inner}``: both parts as written, spaces kept (dynamicprompts')."""
+        opener, closer = child.children[0], child.children[-1]
+        sep = next(k for k, c in enumerate(child.children) if getattr(c, "type", None) == "DOLLARS")
+        wrapper = _merge_texts([self.node(c)[0] for c in child.children[1:sep]])
+        inner = _merge_texts([self.node(c)[0] for c in child.children[sep + 1 : -1]])
+        if inner and isinstance(inner[0], Text):  # spaces after '$$' are dropped, as there
+            first = inner[0]
+            stripped = first.value.lstrip(" \t")
+            inner[0] = Text(stripped, first.start + len(first.value) - len(stripped))
+            inner = [p for p in inner if not (isinstance(p, Text) and not p.value)]
+        return Wrap(tuple(wrapper), tuple(inner), opener.start_pos), closer.end_pos
+
+    def variable(self, child: Any) -> tuple[Node, int]:
+        """``${name=value}``, ``${name=!value}`` or ``${name:default}``."""
+        opener, closer = child.children[0], child.children[-1]
+        name, immediate = peer.variable_name(str(opener), opener.start_pos, self.source)
+        parts = [self.node(c)[0] for c in child.children[1:-1]]
+        raw = self.text[opener.end_pos : closer.start_pos]
+        text = raw.strip()
+        first = opener.end_pos + (len(raw) - len(raw.lstrip()) if text else 0)
+        value = Alternative(_trim(_merge_texts(parts)), 1.0, text, first)
+        if opener.type == "VAR_DEFAULT":
+            return VarRef(name, value, opener.start_pos), closer.end_pos
+        return VarSet(name, value, immediate, opener.start_pos), closer.end_pos
 
     # whole files ------------------------------------------------------------------------
     def definitions(self, tree: Any) -> tuple[Definition, ...]:
@@ -487,6 +569,7 @@ def _parse_bare_lark(source: Source, prepared: str) -> tuple[Node, ...]:
     """``parse_bare`` by Lark alone, on text whose comments and newlines are blanked."""
     _check_size(source, prepared)
     _check_brackets(source, prepared, newline_closes=False)
+    _check_variables(source, prepared)
     from lark.exceptions import LarkError
 
     try:
@@ -504,6 +587,7 @@ def parse(source: Source) -> ParsedTemplate:
         return ParsedTemplate((), parse_bare(source))
     _check_size(source, source.text)
     _check_brackets(source, source.text, newline_closes=True)
+    _check_variables(source, source.text)
     try:
         tree = _lark("file").parse(source.text)
     except LarkError as exc:

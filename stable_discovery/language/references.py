@@ -12,8 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from stable_discovery.errors import Source, TemplateError
-from stable_discovery.language.definitions import ENTRY_POINTS, SlotInfo, suggest
-from stable_discovery.language.syntax import Choice, SlotRef, Text, WildcardRef
+from stable_discovery.language.definitions import (
+    ENTRY_POINTS,
+    SlotInfo,
+    misplaced_variable,
+    resolve_variable,
+    suggest,
+)
+from stable_discovery.language.syntax import SlotRef, Text, VarRef, VarSet, WildcardRef, sub_parts
 from stable_discovery.language.syntax import Node as SyntaxNode
 from stable_discovery.language.wildcard_lines import WildcardLines
 
@@ -21,11 +27,15 @@ __all__ = ["count_references", "unknown_slot"]
 
 
 def count_references(
-    slots: Mapping[str, SlotInfo], roots: Sequence[str], lines: WildcardLines
+    slots: Mapping[str, SlotInfo],
+    roots: Sequence[str],
+    lines: WildcardLines,
+    macros: Mapping[str, VarSet] | None = None,
 ) -> dict[str, int]:
     """Slot name → how many times it is referenced (at least twice: shared), walking
-    from the ``roots`` in source order."""
-    counter = _ReferenceCounter(slots, lines)
+    from the ``roots`` in source order; ``macros`` are dynamicprompts' variables set
+    without ``!`` (each use is a copy of the value)."""
+    counter = _ReferenceCounter(slots, lines, macros or {})
     counter.walk(roots)
     return counter.counts
 
@@ -47,8 +57,9 @@ def unknown_slot(slots: Mapping[str, SlotInfo], ref: SlotRef, src: Source) -> No
 class _ReferenceCounter:
     """One iterative walk (templates nest deeper than Python's recursion allows)."""
 
-    def __init__(self, slots: Mapping[str, SlotInfo], lines: WildcardLines) -> None:
+    def __init__(self, slots: Mapping[str, SlotInfo], lines: WildcardLines, macros: Mapping[str, VarSet]) -> None:
         self.slots = slots
+        self.macros = macros
         self.lines = lines
         self.counts: dict[str, int] = {}
         self.visited_slots: set[str] = set()
@@ -69,11 +80,24 @@ class _ReferenceCounter:
             node, src, mult = stack.pop()
             if isinstance(node, SlotRef):
                 self._slot(node, src, mult)
-            elif isinstance(node, Choice):
-                for alt in reversed(node.alternatives):
-                    stack.extend((p, src, mult) for p in reversed(alt.parts))
             elif isinstance(node, WildcardRef):
                 self._wildcard(node, src)
+            elif isinstance(node, VarRef):
+                self._variable(node, src, mult)
+            elif isinstance(node, VarSet):
+                raise misplaced_variable(node, src)
+            else:  # choices, wraps: what is inside them
+                for parts in reversed(sub_parts(node)):
+                    stack.extend((p, src, mult) for p in reversed(parts))
+
+    def _variable(self, ref: VarRef, src: Source, mult: int) -> None:
+        what = resolve_variable(ref, self.slots, self.macros, src)
+        if isinstance(what, SlotRef):
+            self._slot(what, src, mult)
+        elif isinstance(what, VarSet):  # each use a copy: its slots count at each
+            self.stack.extend((p, self.slots["prompt"].source, mult) for p in reversed(what.value.parts))
+        else:
+            self.stack.extend((p, src, mult) for p in reversed(what.parts))
 
     def _slot(self, ref: SlotRef, src: Source, mult: int) -> None:
         self.counts[ref.name] = self.counts.get(ref.name, 0) + mult

@@ -14,7 +14,11 @@ __all__ = [
     "Select",
     "Alternative",
     "Choice",
+    "Wrap",
+    "VarSet",
+    "VarRef",
     "Node",
+    "sub_parts",
     "Definition",
     "ParsedTemplate",
 ]
@@ -81,8 +85,54 @@ class Choice:
     label: str | None = None
 
 
+@dataclass(frozen=True)
+class Wrap:
+    """dynamicprompts' ``%{wrapper$$inner}``: the wrapper's text with the inner text at
+    its ellipsis (``...`` or ``…``), or after it when it has none. Not trimmed: spaces
+    inside are kept, as dynamicprompts keeps them."""
+
+    wrapper: tuple[Node, ...]
+    inner: tuple[Node, ...]
+    start: int
+
+
+@dataclass(frozen=True)
+class VarSet:
+    """dynamicprompts' ``${name=value}``; ``immediate`` for ``${name=!value}`` (the value
+    is chosen once and used everywhere: a slot), else each use chooses anew."""
+
+    name: str
+    value: Alternative
+    immediate: bool
+    start: int
+
+
+@dataclass(frozen=True)
+class VarRef:
+    """dynamicprompts' ``${name}``, or ``${name:default}`` (the default when ``name`` is
+    not set)."""
+
+    name: str
+    default: Alternative | None
+    start: int
+
+
 #: A part of an alternative.
-Node = Text | SlotRef | WildcardRef | Choice
+Node = Text | SlotRef | WildcardRef | Choice | Wrap | VarSet | VarRef
+
+
+def sub_parts(node: Node) -> tuple[tuple[Node, ...], ...]:
+    """The runs of parts directly inside a node (its alternatives', a wrap's two parts,
+    a variable's value or default); none for text and references."""
+    if isinstance(node, Choice):
+        return tuple(a.parts for a in node.alternatives)
+    if isinstance(node, Wrap):
+        return (node.wrapper, node.inner)
+    if isinstance(node, VarSet):
+        return (node.value.parts,)
+    if isinstance(node, VarRef) and node.default is not None:
+        return (node.default.parts,)
+    return ()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from stable_discovery.errors import Source
-from stable_discovery.language.syntax import Alternative, Choice
+from stable_discovery.language.syntax import Alternative, Choice, sub_parts
 
 __all__ = [
     "KINDS",
@@ -172,6 +172,8 @@ def value_text(alt: Alternative, text: str) -> str:
     text from one round to the next."""
     if "::" not in alt.text and "[{" not in alt.text.replace(" ", ""):
         return alt.text
+    if alt.text and text[alt.start : alt.start + len(alt.text)] != alt.text:
+        return alt.text  # not written as such (an option of __a/{b|c}__)
     cuts: list[tuple[int, int]] = []
     _cuts(alt.parts, text, cuts)
     if not cuts:
@@ -188,6 +190,8 @@ def _cuts(parts: Any, text: str, cuts: list[tuple[int, int]]) -> None:
     """The spans of ``text`` that :func:`value_text` leaves out, in ``parts``."""
     for node in parts:
         if not isinstance(node, Choice):
+            for sub in sub_parts(node):  # a wrap's parts, a variable's value or default
+                _cuts(sub, text, cuts)
             continue
         region = node.start
         for alt in node.alternatives:
