@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Source", "SdpError", "TemplateError", "UsageError"]
+__all__ = ["Source", "SdpError", "TemplateError", "TemplateWarning", "UsageError"]
 
 
 @dataclass(frozen=True)
@@ -93,25 +93,46 @@ class TemplateError(SdpError):
         return self.source.where(self.offset)
 
     def format(self) -> str:
-        lines = []
-        loc = self.location
-        lines.append(f"{loc}: error: {self.message}" if loc else f"error: {self.message}")
-        if self.source is not None and self.offset is not None:
-            line, col = self.source.line_col(self.offset)
-            text = self.source.line_text(line)
-            # keep the shown line short and printable, even for a 10 MB line
-            start = max(0, col - 1 - _SHOW_MAX // 2)
-            shown = text[start : start + _SHOW_MAX]
-            shown = "".join(ch if ch.isprintable() or ch == "\t" else "\ufffd" for ch in shown)
-            caret_col = col - 1 - start
-            prefix = "..." if start > 0 else ""
-            pad = "".join("\t" if ch == "\t" else " " for ch in shown[:caret_col])
-            lines.append(f"    {prefix}{shown}")
-            lines.append(f"    {' ' * len(prefix)}{pad}^")
-        if self.hint:
-            lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
+        return _format_located("error", self.message, self.source, self.offset, self.hint)
 
     def __str__(self) -> str:
         loc = self.location
         return f"{loc}: {self.message}" if loc else self.message
+
+
+def _format_located(
+    kind: str, message: str, source: Source | None, offset: int | None, hint: str | None
+) -> str:
+    """``FILE:LINE:COL: kind: message``, the line with a caret under the place, the hint."""
+    lines = []
+    loc = None if source is None else (source.name if offset is None else source.where(offset))
+    lines.append(f"{loc}: {kind}: {message}" if loc else f"{kind}: {message}")
+    if source is not None and offset is not None:
+        line, col = source.line_col(offset)
+        text = source.line_text(line)
+        # keep the shown line short and printable, even for a 10 MB line
+        start = max(0, col - 1 - _SHOW_MAX // 2)
+        shown = text[start : start + _SHOW_MAX]
+        shown = "".join(ch if ch.isprintable() or ch == "\t" else "\ufffd" for ch in shown)
+        caret_col = col - 1 - start
+        prefix = "..." if start > 0 else ""
+        pad = "".join("\t" if ch == "\t" else " " for ch in shown[:caret_col])
+        lines.append(f"    {prefix}{shown}")
+        lines.append(f"    {' ' * len(prefix)}{pad}^")
+    if hint:
+        lines.append(f"hint: {hint}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TemplateWarning:
+    """Something in a template that is valid but likely not what was meant (``sdp
+    check`` reports it and goes on): located, like an error, and with a hint."""
+
+    message: str
+    source: Source | None = None
+    offset: int | None = None
+    hint: str | None = None
+
+    def format(self) -> str:
+        return _format_located("warning", self.message, self.source, self.offset, self.hint)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from stable_discovery.errors import Source, TemplateError
@@ -86,7 +86,6 @@ IN_SUBSET = [
     "*",
     "/",
     "=",
-    "%",
     ",",
     "!",
     "é",
@@ -113,10 +112,8 @@ IN_SUBSET = [
     "__European Art/x__",
     "__a,b:c__",
     " __ x __ ",
-    "$$",
-    "50%",
     "$5",
-    "%",
+    "%x",
     "|",
 ]
 WEIGHTS = ["", "", "", "2::", " 3 ::", "0::", ".5::", "1.::", "\t7\t::", "10.25::", "٣::"]
@@ -139,6 +136,9 @@ OUTSIDE = [
     "}",
     "{",
     "$",
+    "$$",
+    "%",
+    "50%",
     "${a}",
     "${a=",
     "${a:",
@@ -175,6 +175,8 @@ def templates(draw, depth: int = 0, outside: bool = False) -> str:
 @DIFF
 @given(templates())
 def test_the_subset_is_parsed_and_equals_lark(text):
+    # '_' pieces around a choice can make a choice of wildcard names, __{a|b}__: not in it
+    assume(re.search(fastparse.WILDCARD_CHOICE_RE, text) is None)
     assert check(text) is not None, text
 
 

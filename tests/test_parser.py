@@ -377,8 +377,8 @@ def test_unknown_setting_lists_the_known_ones():
         "unknown setting @xyzzy",
         "@xyzzy = 2",
         1,
-        "known settings: @count, @seed, @sampler, @seed_mode, @batch, @wildcards, @steps, @guidance, "
-        "@size, @width, @height, @model, @scheduler, @weighting, @device",
+        "known settings: @count, @seed, @sampler, @seed_mode, @batch, @wildcards, @wildcard_lines, "
+        "@steps, @guidance, @size, @width, @height, @model, @scheduler, @weighting, @device",
     )
 
 
@@ -522,7 +522,8 @@ def test_wildcard_syntax_error_names_the_file_and_line(wildcards):
         "unclosed '{' opened at 3:1",
         "{a|b",
         5,
-        "add the closing '}'",
+        "add the closing '}'; if this wildcard file is data (dynamicprompts' packs are), read it so: "
+        "--wildcards-literal, @wildcard_lines = literal, or `# sdp: literal` on its first line",
     )
 
 

@@ -450,8 +450,11 @@ WORDS = [
     Text("red dog", "red dog"),
     Text(" ", " "),
     Text("  x ", "  x "),
-    Text("%", "%"),
-    Text("$", "$"),
+    # '$' and '%' are text unless a '{' follows (${…} and %{…} are dynamicprompts')
+    Text("% ", "% "),
+    Text("$ ", "$ "),
+    Text("\\%", "%"),
+    Text("\\~", "~"),
     Text("é", "é"),
     Text("\\{", "{"),
     Text("\\}", "}"),

@@ -203,6 +203,7 @@ def _compile(body: str, source_name: str, options: Mapping[str, Any]) -> Any:
             tuple(Path(d) for d in dirs),
             options.get("extra_settings", ()),
             base_dir=options.get("base_dir"),
+            wildcards_literal=bool(options.get("wildcards_literal")),
         )
     except TemplateError as exc:
         raise TemplateError(
@@ -349,12 +350,14 @@ def refine_result(
     wildcards_to: str | None = None,
     wildcard_dirs: Sequence[Path] = (),
     extra_settings: Sequence[SettingSpec] = (),
+    wildcards_literal: bool = False,
 ) -> Refined:
     """Like :func:`refine`, with what was dropped and learned (``sdp refine`` reports it).
 
     The experiment's template is loaded again to find where its variables are written:
-    its wildcards from ``wildcard_dirs``, else ``wildcards/`` beside the template file;
-    ``extra_settings`` are the plugins' settings it may use."""
+    its wildcards from ``wildcard_dirs``, else ``wildcards/`` beside the template file
+    (read as data with ``wildcards_literal``); ``extra_settings`` are the plugins'
+    settings it may use."""
     exp = experiment if isinstance(experiment, Experiment) else store.require(experiment)
     learned = learn(
         store,
@@ -374,4 +377,5 @@ def refine_result(
         wildcard_dirs=tuple(wildcard_dirs) or default_wildcard_dirs(path),
         base_dir=path.parent if path is not None else None,
         extra_settings=extra_settings,
+        wildcards_literal=wildcards_literal,
     )

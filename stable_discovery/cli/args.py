@@ -47,6 +47,13 @@ def add_template_args(p: argparse.ArgumentParser, allow_text: bool = True) -> No
         type=Path,
         help="a wildcard folder (repeatable; default: wildcards/ beside the template)",
     )
+    p.add_argument(
+        "--wildcards-literal",
+        action="store_true",
+        help="read wildcard files as data, as dynamicprompts does: only {…}, __…__, weights and "
+        "# comments are special; <…>, […] and unmatched braces are text (as @wildcard_lines = "
+        "literal; a file's first line `# sdp: template` or `# sdp: literal` decides for it)",
+    )
 
 
 def load_template(args: argparse.Namespace) -> Any:
@@ -55,13 +62,15 @@ def load_template(args: argparse.Namespace) -> Any:
 
     extra = plugins.setting_specs()
     text = getattr(args, "expr", None)
+    literal = bool(getattr(args, "wildcards_literal", False))
+    notes = bool(getattr(args, "verbose", False))
     if text is not None and args.file is not None:
         raise UsageError("give a template file or -e TEXT, not both")
     if text is not None:
-        return loads(text, "<-e>", args.wildcards or (), extra)
+        return loads(text, "<-e>", args.wildcards or (), extra, wildcards_literal=literal, notes=notes)
     if args.file is None:
         raise UsageError("no template: give a file, or -e 'TEMPLATE TEXT'")
-    return load(args.file, args.wildcards, extra)
+    return load(args.file, args.wildcards, extra, wildcards_literal=literal, notes=notes)
 
 
 def template_sampler(program: Any, requested: str | None = None) -> Any:

@@ -186,6 +186,7 @@ def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
             wildcards_to=wildcard_folder(args.output) if args.output is not None else None,
             wildcard_dirs=tuple(args.wildcards or ()),
             extra_settings=plugins.setting_specs(),
+            wildcards_literal=args.wildcards_literal,
         )
     learned = result.learned
     summary = (
@@ -286,6 +287,11 @@ def _add_refine(sub: Any) -> None:
         action="append",
         type=Path,
         help="the wildcard folders the experiment used (default: wildcards/ beside its template)",
+    )
+    p.add_argument(
+        "--wildcards-literal",
+        action="store_true",
+        help="its wildcard files were read as data (as the experiment's sdp run --wildcards-literal)",
     )
     _winner_args(p)
     _workspace_arg(p)

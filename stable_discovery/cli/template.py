@@ -29,6 +29,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     program = load_template(args)
     sampler = template_sampler(program).name
     check_loras(program, lora_dirs(args), run_models(program))
+    for warning in program.warnings:
+        sys.stderr.write(warning.format() + "\n")
     name = program.source.name
     out.write(f"{name}: ok\n")
     if program.is_bare:
@@ -62,7 +64,28 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     if program.setting("count") is not None:
         out.write(f"count: {program.setting('count'):,}\n")
     out.write(f"combinations: {program.count():,}\n")
+    if args.verbose:
+        _write_notes(program, out)
     return 0
+
+
+def _write_notes(program: Any, out: TextIO) -> None:
+    """``--verbose``: the wildcard files read, and the lines read as data that a template
+    would read differently."""
+    files = program.wildcard_files
+    out.write(
+        f"wildcard files read: {len(files):,}" + (" (as data)" if program.wildcards_literal else "") + "\n"
+    )
+    for path in files:
+        out.write(f"  {path}\n")
+    notes = program.notes
+    if not notes:
+        if program.wildcards_literal:
+            out.write("lines read as data that a template would read differently: none\n")
+        return
+    out.write(f"lines read as data that a template would read differently: {len(notes):,}\n")
+    for note in notes:
+        out.write(f"  {note.path}:{note.line}: {note.text}  ({note.reason})\n")
 
 
 _SHOWN_VALUES = 72  # characters of values shown per traced variable
@@ -183,6 +206,13 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("check", help="validate a template and summarize it (and say each @model's family)")
     add_template_args(p)
     add_lora_arg(p)
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also list the wildcard files read and, for files read as data, each line a "
+        "template would read differently",
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("count", help="print the exact number of combinations")

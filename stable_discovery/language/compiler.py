@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
-from stable_discovery.errors import Source, TemplateError
+from stable_discovery.errors import Source, TemplateError, TemplateWarning
 from stable_discovery.language.definitions import (
     ENTRY_POINTS,
     Definitions,
@@ -28,6 +28,7 @@ from stable_discovery.language.definitions import (
     misplaced_variable,
     resolve_variable,
 )
+from stable_discovery.language.lint import a1111_optional
 from stable_discovery.language.measure import MAX_DEPTH, check_limits
 from stable_discovery.language.references import count_references, unknown_slot
 from stable_discovery.language.syntax import (
@@ -92,6 +93,7 @@ class CompiledSpace:
     shared_slots: tuple[str, ...]  # referenced more than once: bound once per sample
     sampled_settings: tuple[str, ...]  # settings with several values, in the tree
     variables: tuple[Variable, ...] = ()  # every traced variable, in template order
+    warnings: tuple[TemplateWarning, ...] = ()  # optional parts that look like A1111's
 
 
 def compile_space(
@@ -121,7 +123,9 @@ def compile_space(
         raise TemplateError(str(exc), source, slots["prompt"].start) from None
     check_limits(root, source, slots["prompt"].start)
     shared = tuple(n for n, c in refcount.items() if c > 1)
-    return CompiledSpace(root, tuple(comp.used), shared, sampled, tuple(comp.variables.values()))
+    return CompiledSpace(
+        root, tuple(comp.used), shared, sampled, tuple(comp.variables.values()), tuple(comp.warnings)
+    )
 
 
 def _untraced(definitions: Definitions) -> set[str]:
@@ -172,6 +176,8 @@ class _Compiler:
         self.macros: Mapping[str, VarSet] = {}  # dynamicprompts' ${name=value}
         self.macro_source: Source = Source("", "")  # where they are set
         self.slot_choices: Mapping[str, Choice] = {}  # ${name=!{a|b}}: the choice written
+        self.warnings: list[TemplateWarning] = []
+        self.warned: set[tuple[str, int]] = set()
         self.places: dict[str, tuple[Any, ...]] = {}
         self.line_ref_cache: dict[str, Lines] = {}
 
@@ -360,7 +366,8 @@ class _Compiler:
             files, file_of = _line_files(lines)
             fname = file_name(name)
             self.variable(
-                Variable(fname, "file", tuple(files), src, ref.start, ref, group=name), ("__.file", ref.pattern)
+                Variable(fname, "file", tuple(files), src, ref.start, ref, group=name),
+                ("__.file", ref.pattern),
             )
             file_entry = (fname, files, file_of)
         return TextPick(lines.texts, lines.weights, name, values, file_entry)
@@ -471,6 +478,10 @@ class _Compiler:
         empty, present = choice.alternatives
         if not present.text:
             return Lit("")  # `[ ]`: nothing to choose
+        warning = a1111_optional(choice, src)
+        if warning is not None and (src.where(choice.start), 0) not in self.warned:
+            self.warned.add((src.where(choice.start), 0))
+            self.warnings.append(warning)
         keys = [empty.text, present.text]
         inner = merged_choice(choice)
         scope = Scope(name)
@@ -607,10 +618,10 @@ def _open_multi(
                     src,
                     start,
                 )
-            options.append(_joined(nodes, perm, sel.joiner))
+            options.append(_joined(nodes, perm, sel.joiner, items))
             option_weights.append(_selection_weight(perm, merged, n, hi - lo + 1))
             head = (counts[k],) if counts is not None else ()
-            entries.append(head + tuple(items[idx] for idx in perm))
+            entries.append(head)
     if not options:
         return Pick([Lit("")], [1.0])
     return Pick(options, option_weights, entries=tuple(entries))
@@ -632,11 +643,14 @@ def _merge_identical(keys: list[str], weights: list[float]) -> tuple[list[int], 
     return distinct, merged
 
 
-def _joined(nodes: list[Node], perm: Iterable[int], joiner: str) -> Node:
+def _joined(nodes: list[Node], perm: Iterable[int], joiner: str, items: Sequence[tuple[str, Chosen]]) -> Node:
+    """The selection ``perm``: each item's trace entry, then its alternative (whose own
+    choices are traced after it, as :class:`Multi` traces them), joined."""
     pieces: list[Node] = []
     for i, idx in enumerate(perm):
         if i:
             pieces.append(Lit(joiner))
+        pieces.append(Pick([Lit("")], [1.0], entries=((items[idx],),)))  # the entry alone: no draw
         pieces.append(nodes[idx])
     return _seq(pieces)
 

@@ -130,13 +130,17 @@ def _variables(
         info = slots.get(entry)
         if info is None:
             continue
-        alts = []
+        alts: list[Alternative] = []
         for alt in info.alternatives:
             kept = [p for p in alt.parts if not isinstance(p, VarSet)]
             for p in alt.parts:
                 if isinstance(p, VarSet):
                     _add_variable(source, p, found, slots, settings)
-            alts.append(alt if len(kept) == len(alt.parts) else Alternative(tuple(kept), alt.weight, alt.text, alt.start))
+            alts.append(
+                alt
+                if len(kept) == len(alt.parts)
+                else Alternative(tuple(kept), alt.weight, alt.text, alt.start)
+            )
         slots[entry] = SlotInfo(entry, tuple(alts), info.start, info.source)
     for info in list(slots.values()):
         for alt in info.alternatives:
@@ -146,8 +150,8 @@ def _variables(
     for name, var in found.items():
         _refuse_nested_sets(var.value.parts, source)
         if var.immediate:
-            alts, choice = _slot_alternatives(var)
-            slots[name] = SlotInfo(name, alts, var.start, source)
+            slot_alts, choice = _slot_alternatives(var)
+            slots[name] = SlotInfo(name, slot_alts, var.start, source)
             if choice is not None:
                 choices[name] = choice
         else:
@@ -157,7 +161,11 @@ def _variables(
 
 
 def _add_variable(
-    source: Source, var: VarSet, found: dict[str, VarSet], slots: dict[str, SlotInfo], settings: dict[str, SettingInfo]
+    source: Source,
+    var: VarSet,
+    found: dict[str, VarSet],
+    slots: dict[str, SlotInfo],
+    settings: dict[str, SettingInfo],
 ) -> None:
     first = found.get(var.name)
     if first is not None or var.name in slots or var.name in settings:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from stable_discovery.errors import Source, TemplateError
-from stable_discovery.language.limits import MAX_NESTING, MAX_SPECIAL
 from stable_discovery.language import peer
+from stable_discovery.language.limits import MAX_NESTING, MAX_SPECIAL
 from stable_discovery.language.syntax import (
     Alternative,
     Choice,
@@ -274,7 +274,6 @@ def _opener(value: str, kind: str) -> tuple[str | None, Select | None]:
         value = "{" + value.lstrip("{ \t")[1:]
     select = _select(value) if kind.endswith("MULTI") else None
     return label, select
-
 
 
 class _Builder:

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stable_discovery.errors import Source, TemplateError
+from stable_discovery.errors import Source, TemplateError, TemplateWarning
 from stable_discovery.language.compiler import SEPARATOR, compile_space
 from stable_discovery.language.definitions import SettingInfo, SlotInfo, definitions_of, settings_specs
+from stable_discovery.language.lint import folder_warnings, peer_comments
 from stable_discovery.language.parser import parse
 from stable_discovery.language.settings import SettingSpec
 from stable_discovery.language.variables import Variable
+from stable_discovery.language.wildcard_lines import ReadNote, reads_differently
 from stable_discovery.language.wildcards import WildcardLibrary, read_text_file
 from stable_discovery.space.nodes import Node, OpenSpace, SpaceTooComplex
 
@@ -52,6 +54,9 @@ class Program:
     run_settings: frozenset[str] = frozenset()  # settings that steer the run, not each image
     variables: tuple[Variable, ...] = ()  # every traced variable, in template order
     base_dir: Path | None = None  # the template's folder (@wildcards is relative to it)
+    wildcards_literal: bool = False  # wildcard files read as data (--wildcards-literal)
+    warnings: tuple[TemplateWarning, ...] = ()  # valid, but likely meant otherwise (sdp check)
+    notes: tuple[ReadNote, ...] = ()  # data lines a template would read differently (with notes=True)
     _space: list[Node | OpenSpace] = field(default_factory=list, repr=False)
 
     def setting(self, name: str, default: Any = None) -> Any:
@@ -94,11 +99,16 @@ def compile_source(
     *,
     base_dir: Path | None = None,
     wildcard_texts: Mapping[Path, str] | None = None,
+    wildcards_literal: bool = False,
+    notes: bool = False,
 ) -> Program:
     """Parse and compile a template source into a :class:`Program`.
 
     ``base_dir`` is the template's folder (``@wildcards`` is relative to it; default: the
     current directory); ``wildcard_texts`` stands in for the text of some wildcard files.
+    ``wildcards_literal`` reads the wildcard files as data (as ``@wildcard_lines =
+    literal`` does); ``notes`` lists the lines so read that a template would read
+    differently (``Program.notes``, ``sdp check --verbose``).
 
     The cyclic garbage collector is paused meanwhile: compiling a large template makes
     a great many small objects that stay alive (and next to no cycles), and the
@@ -108,10 +118,19 @@ def compile_source(
     if enabled:
         gc.disable()
     try:
-        return _compile_source(source, wildcard_dirs, extra_settings, legacy, base_dir, wildcard_texts)
+        options = _Options(base_dir, wildcard_texts, wildcards_literal, notes)
+        return _compile_source(source, wildcard_dirs, extra_settings, legacy, options)
     finally:
         if enabled:
             gc.enable()
+
+
+@dataclass(frozen=True)
+class _Options:
+    base_dir: Path | None
+    wildcard_texts: Mapping[Path, str] | None
+    wildcards_literal: bool
+    notes: bool
 
 
 def _compile_source(
@@ -119,18 +138,29 @@ def _compile_source(
     wildcard_dirs: Sequence[Path],
     extra_settings: Sequence[SettingSpec],
     legacy: LegacyConfig | None,
-    base_dir: Path | None,
-    wildcard_texts: Mapping[Path, str] | None,
+    options: _Options,
 ) -> Program:
     if "\x00" in source.text:
         raise TemplateError(
             "contains a NUL character; is this a binary file?", source, source.text.index("\x00")
         )
     specs = settings_specs(extra_settings)
+    base_dir = options.base_dir
     definitions = definitions_of(source, parse(source), specs)
     wildcard_dirs = search_dirs(definitions.settings.get("wildcards"), wildcard_dirs, base_dir)
-    library = WildcardLibrary(wildcard_dirs, wildcard_texts)
-    space = compile_space(source, definitions, library)
+    lines_setting = definitions.settings.get("wildcard_lines")
+    literal = options.wildcards_literal or (
+        lines_setting is not None and lines_setting.values[0] == "literal"
+    )
+    library = WildcardLibrary(wildcard_dirs, options.wildcard_texts, literal)
+    notes: list[ReadNote] | None = [] if options.notes else None
+    try:
+        space = compile_space(source, definitions, library, notes)
+    except TemplateError as exc:
+        raise _in_data_file(exc, library) from None
+    warnings = peer_comments(source) + list(space.warnings)
+    if library.files_read():
+        warnings.extend(folder_warnings(library.cycles, library.broken))
     return Program(
         source=source,
         slots=definitions.slots,
@@ -146,7 +176,27 @@ def _compile_source(
         run_settings=frozenset(name for name, spec in specs.items() if not spec.per_image),
         variables=space.variables,
         base_dir=base_dir,
+        wildcards_literal=literal,
+        warnings=tuple(warnings),
+        notes=tuple(notes or ()),
     )
+
+
+_DATA_HINT = (
+    "if this wildcard file is data (dynamicprompts' packs are), read it so: --wildcards-literal, "
+    "@wildcard_lines = literal, or `# sdp: literal` on its first line"
+)
+
+
+def _in_data_file(exc: TemplateError, library: WildcardLibrary) -> TemplateError:
+    """An error in a line of a wildcard file read as a template: the hint adds how to read
+    the file as data (where `<o>`, `[x]` and a lone `}` are text)."""
+    if exc.source is None or library.literal or not reads_differently(exc.source.text):
+        return exc
+    if not any(str(path) == exc.source.name for path in library.files_read()):
+        return exc
+    hint = f"{exc.hint}; {_DATA_HINT}" if exc.hint else _DATA_HINT
+    return TemplateError(exc.message, exc.source, exc.offset, hint)
 
 
 def search_dirs(
@@ -173,8 +223,12 @@ def load(
     path: Path | str,
     wildcard_dirs: Sequence[Path | str] | None = None,
     extra_settings: Sequence[SettingSpec] = (),
+    *,
+    wildcards_literal: bool = False,
+    notes: bool = False,
 ) -> Program:
-    """Load a ``.sdp`` template or an original stable-discovery JSON config."""
+    """Load a ``.sdp`` template or an original stable-discovery JSON config
+    (``wildcards_literal``, ``notes``: see :func:`compile_source`)."""
     path = Path(path)
     dirs = tuple(Path(d) for d in wildcard_dirs) if wildcard_dirs else default_wildcard_dirs(path)
     text = read_text_file(path)
@@ -188,8 +242,17 @@ def load(
             extra_settings,
             legacy=config,
             base_dir=path.parent,
+            wildcards_literal=wildcards_literal,
+            notes=notes,
         )
-    return compile_source(Source(str(path), text), dirs, extra_settings, base_dir=path.parent)
+    return compile_source(
+        Source(str(path), text),
+        dirs,
+        extra_settings,
+        base_dir=path.parent,
+        wildcards_literal=wildcards_literal,
+        notes=notes,
+    )
 
 
 def loads(
@@ -197,9 +260,15 @@ def loads(
     name: str = "<template>",
     wildcard_dirs: Sequence[Path | str] = (),
     extra_settings: Sequence[SettingSpec] = (),
+    *,
+    wildcards_literal: bool = False,
+    notes: bool = False,
 ) -> Program:
-    """Compile template text given directly (``sdp expand -e``)."""
+    """Compile template text given directly (``sdp expand -e``; ``wildcards_literal``,
+    ``notes``: see :func:`compile_source`)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     dirs = tuple(Path(d) for d in wildcard_dirs) if wildcard_dirs else (Path("wildcards"),)
-    return compile_source(Source(name, text), dirs, extra_settings)
+    return compile_source(
+        Source(name, text), dirs, extra_settings, wildcards_literal=wildcards_literal, notes=notes
+    )

@@ -19,8 +19,8 @@ from stable_discovery.language.definitions import (
     resolve_variable,
     suggest,
 )
-from stable_discovery.language.syntax import SlotRef, Text, VarRef, VarSet, WildcardRef, sub_parts
 from stable_discovery.language.syntax import Node as SyntaxNode
+from stable_discovery.language.syntax import SlotRef, Text, VarRef, VarSet, WildcardRef, sub_parts
 from stable_discovery.language.wildcard_lines import WildcardLines
 
 __all__ = ["count_references", "unknown_slot"]
@@ -57,7 +57,9 @@ def unknown_slot(slots: Mapping[str, SlotInfo], ref: SlotRef, src: Source) -> No
 class _ReferenceCounter:
     """One iterative walk (templates nest deeper than Python's recursion allows)."""
 
-    def __init__(self, slots: Mapping[str, SlotInfo], lines: WildcardLines, macros: Mapping[str, VarSet]) -> None:
+    def __init__(
+        self, slots: Mapping[str, SlotInfo], lines: WildcardLines, macros: Mapping[str, VarSet]
+    ) -> None:
         self.slots = slots
         self.macros = macros
         self.lines = lines

@@ -133,6 +133,15 @@ BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
         multi=False,
         per_image=False,
     ),
+    SettingSpec(
+        "wildcard_lines",
+        _word(("template", "literal")),
+        "how wildcard files are read: template (default) or literal (data: only {…}, __…__, "
+        "weights and # comments are special)",
+        multi=False,
+        default="template",
+        per_image=False,
+    ),
     SettingSpec("steps", _int(1, 1000, "a step count"), "denoising steps", default=50),
     SettingSpec("guidance", _float, "classifier-free guidance scale", default=7.5),
     SettingSpec("size", _size, "WIDTHxHEIGHT, multiples of 8"),

@@ -88,12 +88,13 @@ def _walk(tree: _Node, source: Source, out: dict[tuple[str, ...], Lines]) -> Non
     while stack:
         node, path = stack.pop()
         for key, value in reversed(node[1]):
+            key_path = path + (key,)
             if value[0] == "map":
-                stack.append((value, (*path, key)))
+                stack.append((value, key_path))
                 continue
             lines = _lines(value, source)
             if lines:
-                out[(*path, key)] = lines
+                out[key_path] = lines
 
 
 def _items(node: _Node, source: Source) -> Iterator[StructuredLine]:

@@ -27,7 +27,15 @@ from stable_discovery.language.syntax import Node as SyntaxNode
 from stable_discovery.language.variables import value_text
 from stable_discovery.language.wildcards import FileLines, Lookup, WildcardFile, WildcardLibrary
 
-__all__ = ["ParsedLine", "LineSet", "WildcardLines", "parse_line", "literal_prepare", "ReadNote"]
+__all__ = [
+    "ParsedLine",
+    "LineSet",
+    "WildcardLines",
+    "parse_line",
+    "literal_prepare",
+    "reads_differently",
+    "ReadNote",
+]
 
 
 class ParsedLine(NamedTuple):
@@ -71,7 +79,8 @@ def parse_line(text: str, source: Source, literal: bool = False) -> tuple[Syntax
     Lark. Offsets are into ``source.text``, the line as written."""
     if literal:
         text, _ = literal_prepare(text, source)
-        return _restored(parse_line(text, source))
+        restored: tuple[SyntaxNode, ...] = _restored(parse_line(text, source))
+        return restored
     if _SPECIAL(text) is None:
         stripped = text.lstrip()
         return (Text(stripped, len(text) - len(stripped)),)
@@ -99,6 +108,11 @@ def literal_prepare(text: str, source: Source) -> tuple[str, list[str]]:
             chars[i] = _STAND_IN[chars[i]]
         text = "".join(chars)
     return text.translate(_TO_STAND_IN), reasons
+
+
+def reads_differently(text: str) -> bool:
+    """Whether a line reads differently as data than as a template."""
+    return _DIFFERS.search(text) is not None or bool(_unmatched_braces(text))
 
 
 def _unmatched_braces(text: str) -> list[int]:
@@ -342,7 +356,9 @@ class WildcardLines:
             f"{ref.pattern}.txt in one of them (--wildcards DIR adds a folder)"
         )
         if library.broken:
-            hint += "; these wildcard files could not be read: " + "; ".join(str(e) for e in library.broken[:3])
+            hint += "; these wildcard files could not be read: " + "; ".join(
+                str(e) for e in library.broken[:3]
+            )
         return TemplateError(message, src, ref.start, hint=hint)
 
 

@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from stable_discovery.errors import Source, TemplateError
 
@@ -216,7 +216,7 @@ class WildcardLibrary:
         self._dirs: set[str] = set()
         self._lines: dict[WildcardFile, FileLines] = {}
         self._texts = dict(texts or {})
-        self._structured: dict[Path, dict[tuple[str, ...], list]] = {}
+        self._structured: dict[Path, dict[tuple[str, ...], Any]] = {}
         self._structured_literal: dict[Path, bool] = {}
         self._lookups: dict[tuple[str, str], Lookup] = {}
         #: names given by two files of one wildcard folder (a .txt and a YAML key)
@@ -286,10 +286,10 @@ class WildcardLibrary:
             name = prefix + ("/".join(key) if key else stem)
             yield name, WildcardFile(path, key, folder)
 
-    def _read_structured(self, path: Path, suffix: str) -> dict[tuple[str, ...], list]:
+    def _read_structured(self, path: Path, suffix: str) -> dict[tuple[str, ...], Any]:
         from stable_discovery.language.structured import read_structured
 
-        done = self._structured.get(path)
+        done: dict[tuple[str, ...], Any] | None = self._structured.get(path)
         if done is None:
             try:
                 text = read_text_file(path, "wildcard")
@@ -357,7 +357,9 @@ class WildcardLibrary:
                 i += 1
             if hits:
                 found[f"{prefix}{pattern}"] = hits
-        return [p for p, hits in found.items() if not any(q != p and hits < other for q, other in found.items())]
+        return [
+            p for p, hits in found.items() if not any(q != p and hits < other for q, other in found.items())
+        ]
 
     # the lines ---------------------------------------------------------------------------
     def lines(self, entry: WildcardFile) -> FileLines:

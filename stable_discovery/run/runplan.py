@@ -175,6 +175,8 @@ def wildcards_hash(program: Program) -> str:
     """A hash of the wildcard files the template reads (a changed file is a changed
     experiment)."""
     h = hashlib.sha256()
+    if program.wildcards_literal:  # the same files read another way make other prompts
+        h.update(b"read as data\0")
     for path in sorted(program.wildcard_files):
         h.update(str(path.name).encode() + b"\0")
         try:

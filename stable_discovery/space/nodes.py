@@ -575,7 +575,11 @@ class TextPick(Node):
                 total += w
                 cum.append(total)
             self.cum, self.total = cum, total
-        self.file_name, self.file_values, self.file_of = file_entry if file_entry is not None else (None, (), ())
+        self.file_name: str | None = None
+        self.file_values: Sequence[str] = ()
+        self.file_of: Sequence[int] = ()
+        if file_entry is not None:
+            self.file_name, self.file_values, self.file_of = file_entry
         self.count = n
         self.closed = True
         self.max_draws = 1
@@ -607,7 +611,11 @@ class TextPick(Node):
     def _rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
         if len(self.texts) > limit:
             return None
-        weights = [1.0] * len(self.texts) if self.cum is None else [b - a for a, b in zip([0.0, *self.cum], self.cum)]
+        weights = (
+            [1.0] * len(self.texts)
+            if self.cum is None
+            else [b - a for a, b in zip([0.0, *self.cum[:-1]], self.cum, strict=True)]
+        )
         return [(t, self.entry(k), weights[k] / self.total) for k, t in enumerate(self.texts)]
 
     def items(self) -> Iterator[tuple[str, TraceItems]]:
