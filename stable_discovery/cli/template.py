@@ -182,13 +182,20 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery.errors import Source
-    from stable_discovery.language.legacy_config import legacy_source
     from stable_discovery.language.wildcards import read_text_file
 
     if args.file is None:
-        raise UsageError("give the JSON generator config to convert")
-    text = read_text_file(args.file, "config")
-    sdp_text, _ = legacy_source(Source(str(args.file), text))
+        raise UsageError(
+            "give the file to convert: a JSON generator config, or with --from dynamicprompts a "
+            "dynamicprompts template"
+        )
+    if args.source == "dynamicprompts":
+        sdp_text = _from_dynamicprompts(Source(str(args.file), read_text_file(args.file)))
+    else:
+        from stable_discovery.language.legacy_config import legacy_source
+
+        text = read_text_file(args.file, "config")
+        sdp_text, _ = legacy_source(Source(str(args.file), text))
     if args.output is not None:
         if args.output.exists() and not args.force:
             raise UsageError(f"{args.output} exists; pass --force to replace it")
@@ -197,6 +204,21 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(sdp_text)
     return 0
+
+
+def _from_dynamicprompts(source: Any) -> str:
+    """The converted template, checked to read as meant (warnings on stderr)."""
+    from stable_discovery.errors import Source
+    from stable_discovery.language.definitions import definitions_of, settings_specs
+    from stable_discovery.language.from_peer import from_dynamicprompts
+    from stable_discovery.language.parser import parse
+
+    sdp_text, warnings = from_dynamicprompts(source)
+    for warning in warnings:
+        sys.stderr.write(warning.format() + "\n")
+    converted = Source(source.name + " (converted)", sdp_text)
+    definitions_of(converted, parse(converted), settings_specs(()))  # a mistake here is the converter's
+    return sdp_text
 
 
 def add_commands(sub: Any) -> None:
@@ -234,8 +256,21 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--jsonl", action="store_true", help="one JSON record per line")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("convert", help="convert an original stable-discovery JSON config to .sdp")
-    p.add_argument("file", nargs="?", type=Path, help="the JSON generator config")
+    p = sub.add_parser(
+        "convert",
+        help="convert an original stable-discovery JSON config, or a dynamicprompts template, to .sdp",
+    )
+    p.add_argument(
+        "file", nargs="?", type=Path, help="the JSON generator config (or dynamicprompts template)"
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=("config", "dynamicprompts"),
+        default="config",
+        help="what FILE is: an original JSON generator config (default), or a dynamicprompts "
+        "template (its A1111 brackets escaped, ${x=!…} variables as slots, comments left out)",
+    )
     p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_convert)

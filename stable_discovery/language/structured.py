@@ -53,7 +53,7 @@ class StructuredLine(NamedTuple):
 
 
 # A structured file read into a small tree, the same for YAML and JSON:
-# ("map", [(key, node), ...]) | ("seq", [node, ...]) | ("scalar", text, line, col) | ("null",)
+# ("map", [(key, node), ...], line, col) | ("seq", [node, ...]) | ("scalar", text, line, col) | ("null",)
 _Node = tuple
 
 
@@ -120,8 +120,7 @@ def _items(node: _Node, source: Source) -> Iterator[StructuredLine]:
 def _not_a_line(item: _Node, source: Source) -> TemplateError:
     """A mapping in a list that is not ``{text: …, weight: N}``: in YAML, most often a
     line with a weight written without quotes (``- 2:: beagle`` is ``{"2:": "beagle"}``)."""
-    at = next((v for _, v in item[1] if v[0] == "scalar"), None)
-    offset = _offset(source.text, at[2] - 1, at[3] - 1) if at is not None else 0
+    offset = _offset(source.text, item[2] - 1, item[3] - 1)
     return TemplateError(
         "a line of a wildcard list must be a text, or {text: …, weight: N}, not a mapping",
         source,
@@ -187,7 +186,7 @@ def _yaml_tree(root: Any, source: Source) -> _Node:
             for k, v in node.value:
                 if isinstance(k, yaml.ScalarNode) and k.value != "" and k.tag != "tag:yaml.org,2002:null":
                     pairs.append((str(k.value), convert(v, depth + 1)))
-            return ("map", pairs)
+            return ("map", pairs, node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.SequenceNode):
             return ("seq", [convert(v, depth + 1) for v in node.value])
         if node.tag == "tag:yaml.org,2002:null":
@@ -265,9 +264,10 @@ class _Json:
 
     def container(self, pos: int, depth: int, close: str) -> tuple[_Node, int]:
         items: list[Any] = []
+        line, col = self.where(pos - 1)
         pos = self.skip(pos)
         if self.text[pos : pos + 1] == close:
-            return ("map" if close == "}" else "seq", items), pos + 1
+            return self.node(close, items, line, col), pos + 1
         while True:
             if close == "}":
                 pos = self.skip(pos)
@@ -285,10 +285,14 @@ class _Json:
             pos = self.skip(pos)
             ch = self.text[pos : pos + 1]
             if ch == close:
-                return ("map" if close == "}" else "seq", items), pos + 1
+                return self.node(close, items, line, col), pos + 1
             if ch != ",":
                 raise self.error(f"expected ',' or '{close}'", pos)
             pos += 1
+
+    @staticmethod
+    def node(close: str, items: list[Any], line: int, col: int) -> _Node:
+        return ("map", items, line, col) if close == "}" else ("seq", items)
 
 
 def _read_json(name: str, text: str) -> _Node:

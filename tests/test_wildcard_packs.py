@@ -1,0 +1,282 @@
+"""Wildcard packs as users have them: lookup from the referring file's folder and
+anywhere below, YAML and JSON files, symbolic links, files read as data, and a
+generated pack shaped like the sd-dynamic-prompts collections (tests/packgen.py) that
+loads in full."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stable_discovery.cli.main import main
+from stable_discovery.errors import Source, TemplateError
+from stable_discovery.language import compiler
+from stable_discovery.language.program import loads
+from stable_discovery.language.syntax import WildcardRef
+from stable_discovery.language.wildcard_lines import WildcardLines
+from stable_discovery.language.wildcards import WildcardLibrary
+from stable_discovery.plugins import get_sampler
+from stable_discovery.space.nodes import TextPick
+from tests.packgen import write_pack
+
+COMB = get_sampler("combinatorial")
+RANDOM = get_sampler("random")
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+def expand(template: str, folder: Path, literal: bool = False) -> list[str]:
+    program = loads(template, wildcard_dirs=[folder], wildcards_literal=literal)
+    return [s.prompt for s in COMB.samples(program, 0, program.count(), 0)]
+
+
+# ---------------------------------------------------------------------------------------
+# lookup
+
+
+def test_lookup_from_the_top_then_the_referring_folder_then_anywhere(tmp_path):
+    d = write(
+        tmp_path,
+        {
+            "mood.txt": "top mood\n",
+            "a/mood.txt": "a mood\n",
+            "a/b/deep.txt": "deep\n",
+            "a/index.txt": "__mood__ / __deep__ / __b/deep__\n",
+            "c/index.txt": "__mood__ / __deep__\n",
+        },
+    )
+    assert expand("__a/index__", d) == ["top mood / deep / deep"]
+    lib = WildcardLibrary([d])
+    assert [lib.lookup(p, "a")[::3] for p in ["mood", "deep", "b/deep"]] == [
+        ("mood", "top"),
+        ("a/b/deep", "anywhere"),
+        ("a/b/deep", "folder"),
+    ]
+    (d / "mood.txt").unlink()
+    lib = WildcardLibrary([d])
+    assert lib.lookup("mood", "a").pattern == "a/mood"
+    assert lib.lookup("mood", "c").pattern == "a/mood"  # below the top, one place
+    assert lib.lookup("mood", "").how == "anywhere"
+
+
+def test_the_trace_names_a_wildcard_as_found(tmp_path):
+    d = write(tmp_path, {"x/y/colour.txt": "red\nblue\n"})
+    program = loads("__colour__ __y/colour__", wildcard_dirs=[d])
+    assert [v.name for v in program.variables] == ["__x/y/colour__"]  # one wildcard, used twice
+    assert sorted(expand("__colour__ __y/colour__", d)) == ["blue blue", "blue red", "red blue", "red red"]
+
+
+def test_an_ambiguous_name_lists_the_candidates(tmp_path):
+    d = write(tmp_path, {"p/mystical.txt": "a\n", "q/r/mystical.txt": "b\n", "q/s/other.txt": "c\n"})
+    with pytest.raises(TemplateError) as err:
+        loads("x __mystical__", wildcard_dirs=[d])
+    assert err.value.message == (
+        "wildcard __mystical__ is not at the top of the wildcard folders, and is in several places "
+        "below: __p/mystical__, __q/r/mystical__"
+    )
+    assert err.value.offset == 2 and err.value.hint == "write the one you mean with its folder"
+    assert expand("__p/*__ __q/*/other__", d) == ["a c"]
+
+
+def test_a_glob_below_the_top(tmp_path):
+    d = write(
+        tmp_path,
+        {"pack/styles/oil.txt": "oil\n", "pack/styles/ink.txt": "ink\n", "pack/x.txt": "__styles/*__\n"},
+    )
+    assert sorted(expand("__x__", d)) == ["ink", "oil"]
+    assert sorted(expand("__styles/*__", d)) == ["ink", "oil"]
+
+
+def test_names_with_spaces_and_other_characters(tmp_path):
+    d = write(tmp_path, {"European Art/baroque.txt": "Rubens\n", "a, b & c's.txt": "odd\n"})
+    assert expand("__European Art/baroque__ __a, b & c's__", d) == ["Rubens odd"]
+    assert expand("a __ b __ c", d) == ["a __ b __ c"]  # spaces at the ends: not a name
+
+
+def test_a_name_given_twice_in_one_folder_is_an_error(tmp_path):
+    d = write(tmp_path, {"animals.txt": "cat\n", "animals.yaml": "- dog\n"})
+    with pytest.raises(TemplateError) as err:
+        loads("__animals__", wildcard_dirs=[d])
+    assert "is given by two files" in err.value.message and "animals.yaml (key list)" in err.value.message
+
+
+# ---------------------------------------------------------------------------------------
+# YAML and JSON
+
+
+def test_yaml_and_json_key_paths_are_wildcard_names(tmp_path):
+    d = write(
+        tmp_path,
+        {
+            "sub/pantry.yaml": "# sdp reads it as dynamicprompts does\ncars:\n  ford: [Mustang, Focus]\n  one: single\n",
+            "list.yml": "- alpha\n- 1990\n- ''\n- yes\n",
+            "j/p.json": '{"a": {"b": ["x", {"text": "y", "weight": 2}]}}',
+        },
+    )
+    assert expand("__sub/cars/ford__", d) == ["Mustang", "Focus"]
+    assert expand("__sub/cars/one__", d) == ["single"]
+    assert expand("__list__", d) == ["alpha", "1990", "yes"]  # a number is its text
+    program = loads("__j/a/b__", wildcard_dirs=[d])
+    var = program.variables[0]
+    assert [(line.value, line.weight, line.number) for line in var.lines] == [("x", 1.0, 1), ("y", 2.0, 1)]
+    assert program.wildcard_files == (d / "j" / "p.json",)
+
+
+def test_errors_in_yaml_and_json_are_located(tmp_path):
+    d = write(
+        tmp_path,
+        {
+            "w.yaml": "good: [a]\nbad:\n  - 2:: beagle\n",
+            "n.yaml": "x:\n  - {text: t, weight: heavy}\n",
+            "broken.yaml": "a: [b\n",
+            "broken.json": '{"a": ["b",]}',
+        },
+    )
+    assert expand("__good__", d) == ["a"]
+    with pytest.raises(TemplateError) as err:
+        loads("__bad__", wildcard_dirs=[d])
+    assert err.value.location == f"{d / 'w.yaml'}:3:5" and "quotes" in (err.value.hint or "")
+    with pytest.raises(TemplateError) as err:
+        loads("__x__", wildcard_dirs=[d])
+    assert err.value.message == "a weight must be a number, 0 or more, got 'heavy'"
+    with pytest.raises(TemplateError) as err:
+        loads("__a__", wildcard_dirs=[d])
+    assert "could not be read" in (err.value.hint or "") and "not valid YAML" in (err.value.hint or "")
+    program = loads("__good__", wildcard_dirs=[d])
+    assert (
+        sorted(w.message.split(":")[0] for w in program.warnings)
+        == ["this wildcard file could not be read (its wildcards are unknown)"] * 2
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# files read as data
+
+
+def test_a_file_read_as_data(tmp_path):
+    d = write(tmp_path, {"emo.txt": "<o> <o>\nName[1]\nstalwart [dated]\n{red|blue} }x{\n\\n back\\slash\n"})
+    with pytest.raises(TemplateError) as err:
+        loads("__emo__", wildcard_dirs=[d])
+    assert err.value.message == "'}' without a matching '{'" and "--wildcards-literal" in (
+        err.value.hint or ""
+    )
+    assert expand("__emo__", d, literal=True) == [
+        "<o> <o>",
+        "Name[1]",
+        "stalwart [dated]",
+        "red }x{",
+        "blue }x{",
+        "\\n back\\slash",
+    ]
+    program = loads("__emo__", wildcard_dirs=[d], wildcards_literal=True, notes=True)
+    assert [(n.line, n.reason) for n in program.notes] == [
+        (1, "'<o>' is text here"),
+        (2, "'[' is text here"),
+        (3, "'[' is text here"),
+        (4, "the unmatched '}' is text here"),
+    ]
+
+
+def test_front_matter_decides_for_a_file(tmp_path):
+    d = write(tmp_path, {"data.txt": "# sdp: literal\n[x] <y>\n", "tpl.txt": "#sdp:template\n[x]\n"})
+    assert expand("__data__", d) == ["[x] <y>"]
+    assert expand("__tpl__", d, literal=True) == ["", "x"]
+
+
+def test_the_setting_reads_wildcards_as_data(tmp_path):
+    d = write(tmp_path, {"emo.txt": "<o> <o>\n"})
+    program = loads("@wildcard_lines = literal\nprompt = __emo__", wildcard_dirs=[d])
+    assert program.wildcards_literal and [s.prompt for s in COMB.samples(program, 0, 1, 0)] == ["<o> <o>"]
+
+
+def test_check_verbose_lists_the_lines_read_differently(tmp_path, capsys):
+    d = write(tmp_path, {"emo.txt": "<o> <o>\nplain\n"})
+    assert main(["check", "-e", "__emo__", "--wildcards", str(d), "--wildcards-literal", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "wildcard files read: 1 (as data)" in out
+    assert f"{d / 'emo.txt'}:1: <o> <o>  ('<o>' is text here)" in out
+
+
+# ---------------------------------------------------------------------------------------
+# long wildcards: one node for all their lines
+
+
+def test_a_long_wildcard_samples_as_a_pick_of_its_lines(tmp_path, monkeypatch):
+    lines = [f"line {k}" for k in range(1500)] + ["3:: heavy", "0.5:: light"]
+    d = write(
+        tmp_path,
+        {
+            "big.txt": "\n".join(lines) + "\n",
+            "g/a.txt": "\n".join(lines[:700]),
+            "g/b.txt": "\n".join(lines[600:]),
+        },
+    )
+    for template in ["a __big__ b", "__g/*__"]:
+        program = loads(template, wildcard_dirs=[d])
+        assert any(isinstance(n, TextPick) for n in _nodes(program.root))
+        fast = [(s.prompt, s.trace) for s in RANDOM.samples(program, 0, 300, 3)]
+        comb = [(s.prompt, s.trace) for s in COMB.samples(program, 0, program.count(), 0)]
+        monkeypatch.setattr(compiler, "RAND_TABLE_LIMIT", 10**9)
+        program = loads(template, wildcard_dirs=[d])
+        assert not any(isinstance(n, TextPick) for n in _nodes(program.root))
+        assert [(s.prompt, s.trace) for s in RANDOM.samples(program, 0, 300, 3)] == fast
+        assert [(s.prompt, s.trace) for s in COMB.samples(program, 0, program.count(), 0)] == comb
+        monkeypatch.undo()
+
+
+def _nodes(root):
+    stack, seen = [root], []
+    while stack:
+        n = stack.pop()
+        seen.append(n)
+        stack.extend(getattr(n, "children", ()) or getattr(n, "alts", ()))
+    return seen
+
+
+def test_wraps_around_shared_slots(tmp_path):
+    program = loads("s = x | y\nprompt = %{<s> ... end$$<s> mid} <s>")
+    assert program.count() == 2
+    assert [s.prompt for s in COMB.samples(program, 0, 2, 0)] == ["x x mid end x", "y y mid end y"]
+    assert {s.prompt for s in RANDOM.samples(program, 0, 40, 0)} == {"x x mid end x", "y y mid end y"}
+
+
+# ---------------------------------------------------------------------------------------
+# a pack shaped like the real ones
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    return write_pack(tmp_path_factory.mktemp("pack"), scale=0.08)
+
+
+def test_a_generated_pack_loads_in_full(pack):
+    """Every wildcard of the pack loads (read as data): its lines, and the wildcards they
+    refer to, by bare name from sibling folders or from the top of the pack's own folder."""
+    template = " ".join(f"__{name}__" for name in pack.lines)
+    program = loads(template, wildcard_dirs=[pack.root], wildcards_literal=True, notes=True)
+    assert program.count() > 1
+    assert len(program.wildcard_files) == pack.files
+    assert any("is text here" in n.reason for n in program.notes)  # emoticons, brackets
+    library = WildcardLibrary([pack.root], literal=True)
+    lines = WildcardLines(library)
+    src = Source("<t>", "")
+    assert {name: len(lines.get(WildcardRef(name, 0), src)) for name in pack.lines} == pack.lines
+
+
+def test_the_pack_needs_to_be_read_as_data(pack):
+    with pytest.raises(TemplateError) as err:
+        loads("__devilkkw/*/*__", wildcard_dirs=[pack.root])
+    assert "--wildcards-literal" in (err.value.hint or "")
+    program = loads(
+        "__devilkkw/*/*__ __artists/European Art/*/*__ __jumbo/*/*__",
+        wildcard_dirs=[pack.root],
+        wildcards_literal=True,
+    )
+    assert program.count() > 0
