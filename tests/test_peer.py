@@ -30,8 +30,8 @@ from stable_discovery.plugins import get_sampler
 
 pytest.importorskip("dynamicprompts")
 
-from dynamicprompts.generators import CombinatorialPromptGenerator, RandomPromptGenerator  # noqa: E402 - after importorskip
-from dynamicprompts.wildcards import WildcardManager  # noqa: E402 - after importorskip
+from dynamicprompts.generators import CombinatorialPromptGenerator, RandomPromptGenerator
+from dynamicprompts.wildcards import WildcardManager
 
 COMB = get_sampler("combinatorial")
 
@@ -84,18 +84,25 @@ def peer_data(tmp_path_factory) -> Path:
             "colors-cold.txt": "blue\ngreen\n",
             "colors-warm.txt": "red\nyellow\n# a comment\n\nred\n",
             "animal.txt": "cat\ndog\n",
-            "animals/all-references.txt": "# files within this folder\n__mammals/canine__\n__mammals/feline__\n__mystical__\n",
+            "animals/all-references.txt": (
+                "# files within this folder\n__mammals/canine__\n__mammals/feline__\n__mystical__\n"
+            ),
             "animals/mammals/canine.txt": "dog\nwolf\n",
             "animals/mammals/feline.txt": "cat\ntiger\n",
             "animals/mystical.txt": "unicorn\ndragon\n",
             "animals/reptiles/lizards.yaml": "- iguana\n- gecko\n",
             "animals/reptiles/snakes.txt": "cobra\npython\n",
-            "pantry.yaml": "clothing:\n  - T-shirt\n  - Pants\n  - Shoes\nartists:\n  finnish:\n    - Akseli Gallen-Kallela\n    - Helene Schjerfbeck\n  dutch:\n    - Rembrandt\n",
+            "pantry.yaml": (
+                "clothing:\n  - T-shirt\n  - Pants\n  - Shoes\nartists:\n  finnish:\n"
+                "    - Akseli Gallen-Kallela\n    - Helene Schjerfbeck\n  dutch:\n    - Rembrandt\n"
+            ),
             "flavors/sour.txt": "lemon\ngrapefruit\n",
             "flavors/sweet.txt": "chocolate\nstrawberry\n",
             "flavors/pantry.json": '{"bitter": ["coffee", "dark chocolate"]}',
             "shapes.yaml": "- circle\n- square\n",
-            "wrappers.txt": "Art Deco, ..., sleek, geometric forms\nPop Art, ....., vivid colors, flat color\n",
+            "wrappers.txt": (
+                "Art Deco, ..., sleek, geometric forms\nPop Art, ....., vivid colors, flat color\n"
+            ),
             "publicprompts/plush-toy.yaml": "- Cute kawaii squishy ${animal} plush toy, soft lighting\n",
             "light/indoor.txt": "lamp\ncandle\n",
             "light/outdoor.txt": "sun\nmoon\n",

@@ -115,7 +115,9 @@ def test_yaml_and_json_key_paths_are_wildcard_names(tmp_path):
     d = write(
         tmp_path,
         {
-            "sub/pantry.yaml": "# sdp reads it as dynamicprompts does\ncars:\n  ford: [Mustang, Focus]\n  one: single\n",
+            "sub/pantry.yaml": (
+                "# sdp reads it as dynamicprompts does\ncars:\n  ford: [Mustang, Focus]\n  one: single\n"
+            ),
             "list.yml": "- alpha\n- 1990\n- ''\n- yes\n",
             "j/p.json": '{"a": {"b": ["x", {"text": "y", "weight": 2}]}}',
         },
