@@ -127,6 +127,18 @@ def test_tags_in_wildcard_files_are_checked(tmp_path: Path) -> None:
         check_lora_tags(Source("t.sdp", "prompt = x\n"), [wild], LoraLibrary([tmp_path]))
 
 
+def test_sdp_check_finds_a_tag_in_any_case_in_a_wildcard_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wild = tmp_path / "wildcards" / "styles.txt"
+    wild.parent.mkdir()
+    wild.write_text("ink\n" * 2000 + "film <LoRA:nope:1>\n")  # files are read a line at a time
+    tmpl = tmp_path / "t.sdp"
+    tmpl.write_text("prompt = x __styles__\n")
+    assert main(["check", str(tmpl), "--loras", str(tmp_path)]) == 2
+    assert "styles.txt:2001:" in capsys.readouterr().err
+
+
 def test_sdp_check_and_run_refuse_an_unknown_lora(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _lora_file(tmp_path / "loras" / "film-grain.safetensors")
     tmpl = tmp_path / "t.sdp"

@@ -211,26 +211,37 @@ def test_check_verbose_lists_the_lines_read_differently(tmp_path, capsys):
 
 
 def test_a_long_wildcard_samples_as_a_pick_of_its_lines(tmp_path, monkeypatch):
-    lines = [f"line {k}" for k in range(1500)] + ["3:: heavy", "0.5:: light"]
+    lines = [f"line {k}" for k in range(1500)]
+    lines += ["3:: heavy", "0.5:: light", "2:: pick {one|two}", "in __small__"]
     d = write(
         tmp_path,
         {
             "big.txt": "\n".join(lines) + "\n",
             "g/a.txt": "\n".join(lines[:700]),
             "g/b.txt": "\n".join(lines[600:]),
+            "small.txt": "x\ny {p|q}\n",
         },
     )
-    for template in ["a __big__ b", "__g/*__"]:
+    for template in ["a __big__ b", "__g/*__", "{2$$__big__} __big__"]:
         program = loads(template, wildcard_dirs=[d])
         assert any(isinstance(n, TextPick) for n in _nodes(program.root))
-        fast = [(s.prompt, s.trace) for s in RANDOM.samples(program, 0, 300, 3)]
-        comb = [(s.prompt, s.trace) for s in COMB.samples(program, 0, program.count(), 0)]
+        fast, comb = _draws(program)
         monkeypatch.setattr(compiler, "RAND_TABLE_LIMIT", 10**9)
         program = loads(template, wildcard_dirs=[d])
         assert not any(isinstance(n, TextPick) for n in _nodes(program.root))
-        assert [(s.prompt, s.trace) for s in RANDOM.samples(program, 0, 300, 3)] == fast
-        assert [(s.prompt, s.trace) for s in COMB.samples(program, 0, program.count(), 0)] == comb
+        assert _draws(program) == (fast, comb)
         monkeypatch.undo()
+
+
+def _draws(program):
+    """300 random samples; the count, the first 2,000 combinations (in order) and 300
+    spread over the whole space (each decoded alone)."""
+    fast = [(s.prompt, s.trace) for s in RANDOM.samples(program, 0, 300, 3)]
+    count = program.count()
+    first = [(s.prompt, s.trace) for s in COMB.samples(program, 0, min(count, 2000), 0)]
+    spread = [COMB.sample(program, i, 0) for i in range(0, count, max(1, count // 300))]
+    spread = [(s.prompt, s.trace) for s in spread]
+    return fast, (count, first, spread)
 
 
 def _nodes(root):

@@ -92,10 +92,9 @@ def check_loras(program: Any, dirs: Sequence[Path], models: Sequence[str]) -> No
     """A :class:`TemplateError` at the first LoRA tag of the template (or a wildcard file
     it reads) that names no LoRA file of ``dirs`` or of the models' own adapters."""
     from stable_discovery.backends.families import lora_dirs_for, own_lora_names
-    from stable_discovery.language.loras import LORA_TAG, LoraLibrary, check_lora_tags
+    from stable_discovery.language.loras import LORA_TAG, LoraLibrary, check_lora_tags, has_lora_tag
 
-    texts = [program.source.text] + [_read(p) for p in program.wildcard_files]
-    if not any(LORA_TAG.search(t) for t in texts):
+    if not LORA_TAG.search(program.source.text) and not any(has_lora_tag(p) for p in program.wildcard_files):
         return
     search: list[Path] = []
     extra: list[str] = []
@@ -105,13 +104,6 @@ def check_loras(program: Any, dirs: Sequence[Path], models: Sequence[str]) -> No
                 search.append(d)
         extra.extend(own_lora_names(model))
     check_lora_tags(program.source, program.wildcard_files, LoraLibrary(search or dirs, extra))
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return ""
 
 
 def model_lines(models: Sequence[str]) -> list[str]:

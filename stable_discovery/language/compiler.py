@@ -170,6 +170,7 @@ class _Compiler:
         self.wild_nodes: dict[str, Node] = {}
         self.wild_in_progress: list[str] = []
         self.wild_compiled: dict[str, tuple[list[Node], LineSet]] = {}
+        self.wild_special: dict[str, dict[int, Node]] = {}
         self.used: list[str] = []
         self.depth = 0
         self.variables: dict[str, Variable] = {}
@@ -334,9 +335,12 @@ class _Compiler:
         cached = self.wild_nodes.get(lines.pattern)
         if cached is None:
             canon = WildcardRef(lines.pattern, ref.start)
-            if len(lines) > RAND_TABLE_LIMIT and not lines.parsed:
-                cached = self._text_pick(canon, lines, src)
-            else:
+            cached = None
+            if len(lines) > RAND_TABLE_LIMIT:
+                special = self.special_lines(canon, lines, src)
+                if all(node.closed for node in special.values()):
+                    cached = self._text_pick(canon, lines, src, special)
+            if cached is None:
                 cached = self._wildcard_pick(canon, lines, src)
             self.wild_nodes[lines.pattern] = cached
         return cached
@@ -353,11 +357,12 @@ class _Compiler:
         weights = _line_weights(lines, src, ref.start)
         return Pick(nodes, weights, None, None, lines.texts, entries=entries, singles=singles)
 
-    def _text_pick(self, ref: WildcardRef, lines: LineSet, src: Source) -> Node:
-        """A long wildcard of plain lines: one node for all of them (no node per line)."""
+    def _text_pick(self, ref: WildcardRef, lines: LineSet, src: Source, special: dict[int, Node]) -> Node:
+        """A long wildcard: one node for all its lines (no node per plain line)."""
         name = wildcard_name(ref.pattern)
-        values = tuple(lines.values)
-        var = Variable(name, "wildcard", values, src, ref.start, ref, self.line_refs(ref.pattern, lines))
+        refs = self.line_refs(ref.pattern, lines)
+        values = refs.values  # one tuple of the lines' values, shared
+        var = Variable(name, "wildcard", values, src, ref.start, ref, refs)
         self.variable(var, ("__", ref.pattern))
         if lines.weights is not None:
             _line_weights(lines, src, ref.start)
@@ -370,14 +375,15 @@ class _Compiler:
                 ("__.file", ref.pattern),
             )
             file_entry = (fname, files, file_of)
-        return TextPick(lines.texts, lines.weights, name, values, file_entry)
+        return TextPick(lines.texts, lines.weights, name, values, file_entry, special)
 
     def _wildcard_entries(self, ref: WildcardRef, lines: LineSet, src: Source) -> tuple[Any, Any]:
         """Each line's trace entry, the line (``singles``); for a glob, the line and the
         file it came from (``entries``)."""
         name = wildcard_name(ref.pattern)
-        texts = tuple(lines.values)
-        var = Variable(name, "wildcard", texts, src, ref.start, ref, self.line_refs(ref.pattern, lines))
+        refs = self.line_refs(ref.pattern, lines)
+        texts = refs.values
+        var = Variable(name, "wildcard", texts, src, ref.start, ref, refs)
         self.variable(var, ("__", ref.pattern))
         singles = tuple((name, Chosen(k, value)) for k, value in enumerate(texts))
         if not _is_glob(ref.pattern):
@@ -412,6 +418,19 @@ class _Compiler:
         done = self.wild_compiled.get(pattern)
         if done is not None:  # compiled once: {2$$__a__} inside __b__ inside ... stays linear
             return done
+        special = self.special_lines(ref, lines, src)
+        nodes = [special[k] if k in special else Lit(text) for k, text in enumerate(lines.texts)]
+        done = (nodes, lines)
+        self.wild_compiled[pattern] = done
+        return done
+
+    def special_lines(self, ref: WildcardRef, lines: LineSet, src: Source) -> dict[int, Node]:
+        """The compiled nodes of a wildcard's lines that are more than plain text (once
+        per wildcard); a cycle of wildcards is an error at ``ref``."""
+        pattern = lines.pattern
+        done = self.wild_special.get(pattern)
+        if done is not None:
+            return done
         if pattern in self.wild_in_progress:
             cycle = self.wild_in_progress[self.wild_in_progress.index(pattern) :] + [pattern]
             raise TemplateError(
@@ -421,21 +440,15 @@ class _Compiler:
             )
         self.wild_in_progress.append(pattern)
         try:
-            # a line of plain text is a literal (what parts() makes of it, faster)
-            plain_ok = self.depth < MAX_DEPTH
+            if self.depth >= MAX_DEPTH:  # too deep: parts() says where
+                self.parts(lines.parts(0), lines.source(0), Scope(""))
             scope = Scope(wildcard_name(pattern))  # numbers choices across the lines
-            parsed = lines.parsed
-            nodes = [
-                Lit(text)
-                if plain_ok and k not in parsed
-                else self.parts(lines.parts(k), lines.source(k), scope)
-                for k, text in enumerate(lines.texts)
-            ]
+            parsed = sorted(lines.parsed.items())
+            special = {k: self.parts(parts, lines.source(k), scope) for k, parts in parsed}
         finally:
             self.wild_in_progress.pop()
-        done = (nodes, lines)
-        self.wild_compiled[pattern] = done
-        return done
+        self.wild_special[pattern] = special
+        return special
 
     # choices ---------------------------------------------------------------------------
     def choice(self, choice: Choice, src: Source, name: str) -> Node:

@@ -31,6 +31,7 @@ __all__ = [
     "split_lora_tags",
     "lora_key",
     "check_lora_tags",
+    "has_lora_tag",
     "lora_hash",
     "default_lora_dirs",
 ]
@@ -194,9 +195,21 @@ def check_lora_tags(
     when their samples are made instead."""
     _check_text(source, library, comments=True)
     for path in wildcard_files:
-        text = texts[path] if texts is not None and path in texts else _read(path)
+        if texts is not None and path in texts:
+            text: str | None = texts[path]
+        else:  # only a file with a tag is read whole (a 50 MB wildcard file seldom has one)
+            text = _read(path) if has_lora_tag(path) else None
         if text is not None:
             _check_text(Source(str(path), text), library, comments=True)
+
+
+def has_lora_tag(path: Path) -> bool:
+    """Whether a wildcard file has a ``<lora:`` tag (any case), read a line at a time."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return any("<lora:" in line.lower() for line in f)
+    except OSError:
+        return False
 
 
 def _read(path: Path) -> str | None:

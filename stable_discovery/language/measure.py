@@ -74,6 +74,8 @@ def measure(root: Node) -> tuple[int, int]:
         elif isinstance(node, Multi):
             top = sorted(sizes, reverse=True)[: node.hi]
             longest = sum(top) + len(node.joiner) * max(0, node.hi - 1)
+        elif isinstance(node, TextPick):
+            longest = max([node.longest, *sizes])
         else:
             longest = max(sizes, default=0)
         measures[id(node)] = (longest, depth)
@@ -90,6 +92,8 @@ def _kids(node: Node) -> Sequence[Node] | None:
         return node.alts
     if isinstance(node, Ref):
         return (node.pick,) if node.pick is not None else ()
+    if isinstance(node, TextPick) and node.nodes:
+        return tuple(node.nodes.values())
     return None
 
 

@@ -180,7 +180,9 @@ def wildcards_hash(program: Program) -> str:
     for path in sorted(program.wildcard_files):
         h.update(str(path.name).encode() + b"\0")
         try:
-            h.update(path.read_bytes())
+            with open(path, "rb") as f:  # in blocks: a 50 MB wildcard file is not held whole
+                while block := f.read(1 << 20):
+                    h.update(block)
         except OSError:
             h.update(b"<unreadable>")
         h.update(b"\0")

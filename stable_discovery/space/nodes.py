@@ -539,17 +539,30 @@ class Pick(Node):
 
 
 class TextPick(Node):
-    """One of many distinct literal texts (a long wildcard file of plain lines): what a
-    :class:`Pick` among :class:`Lit` nodes does, without a node per text.
+    """One of the many lines of a long wildcard: what a :class:`Pick` among its lines
+    does, without a node per line. A line of plain text is its text; the few others are
+    ``nodes`` (line → its closed node).
 
     ``texts`` and ``values`` are the wildcard's columns, shared, not copied; the trace
-    entry of text ``k`` is ``(name, Chosen(k, values[k]))``, and for a glob also the file
+    entry of line ``k`` is ``(name, Chosen(k, values[k]))``, and for a glob also the file
     it came from: ``(file_name, Chosen(f, file_values[f]))`` with ``f = file_of[k]``.
     Random draws are those of the Pick it stands for (one draw, the same cumulative
     weights), so a template samples the same whichever of the two its wildcard became.
     """
 
-    __slots__ = ("texts", "values", "cum", "total", "name", "file_name", "file_values", "file_of", "longest")
+    __slots__ = (
+        "texts",
+        "values",
+        "cum",
+        "total",
+        "name",
+        "file_name",
+        "file_values",
+        "file_of",
+        "longest",
+        "nodes",
+        "_starts",
+    )
 
     def __init__(
         self,
@@ -558,9 +571,12 @@ class TextPick(Node):
         name: str,
         values: Sequence[str],
         file_entry: tuple[str, Sequence[str], Sequence[int]] | None = None,
+        nodes: dict[int, Node] | None = None,
     ) -> None:
         from array import array
 
+        self.nodes = nodes or {}
+        self._starts: Any = None
         self.texts = texts
         self.values = values
         self.name = name
@@ -580,11 +596,14 @@ class TextPick(Node):
         self.file_of: Sequence[int] = ()
         if file_entry is not None:
             self.file_name, self.file_values, self.file_of = file_entry
-        self.count = n
-        self.closed = True
-        self.max_draws = 1
+        special = self.nodes.values()
+        self.closed = all(node.closed for node in special)
+        if not self.closed:
+            raise ValueError("TextPick takes closed nodes only")
+        self.count = n - len(self.nodes) + sum(node.count for node in special)
+        self.max_draws = 1 + max((node.max_draws for node in special), default=0)
         self._table = None
-        self.longest = max(map(len, texts), default=0)
+        self.longest = max((len(t) for k, t in enumerate(texts) if k not in self.nodes), default=0)
 
     def entry(self, k: int) -> TraceItems:
         first = (self.name, Chosen(k, self.values[k]))
@@ -600,16 +619,21 @@ class TextPick(Node):
 
     def _make_rand(self) -> RandFn:
         texts, pos, entry = self.texts, self._pos, self.entry
+        fns = {k: node.rand_fn() for k, node in self.nodes.items()}
 
         def f(out: list[str], trace: list[tuple], nxt: Any, bound: dict) -> None:
             k = pos(nxt())
             trace.extend(entry(k))
-            out.append(texts[k])
+            fn = fns.get(k) if fns else None
+            if fn is None:
+                out.append(texts[k])
+            else:
+                fn(out, trace, nxt, bound)
 
         return f
 
     def _rand_paths(self, limit: int) -> list[tuple[str, TraceItems, float]] | None:
-        if len(self.texts) > limit:
+        if len(self.texts) > limit or self.nodes:
             return None
         weights = (
             [1.0] * len(self.texts)
@@ -619,12 +643,39 @@ class TextPick(Node):
         return [(t, self.entry(k), weights[k] / self.total) for k, t in enumerate(self.texts)]
 
     def items(self) -> Iterator[tuple[str, TraceItems]]:
+        nodes = self.nodes
         for k, text in enumerate(self.texts):
-            yield text, self.entry(k)
+            node = nodes.get(k) if nodes else None
+            if node is None:
+                yield text, self.entry(k)
+            else:
+                entry = self.entry(k)
+                for t, tr in node.items():
+                    yield t, entry + tr
 
     def decode(self, index: int, out: list[str], trace: list[tuple]) -> None:
-        trace.extend(self.entry(index))
-        out.append(self.texts[index])
+        if not self.nodes:
+            trace.extend(self.entry(index))
+            out.append(self.texts[index])
+            return
+        starts = self._starts
+        if starts is None:
+            from array import array
+
+            starts = array("q")
+            acc = 0
+            for k in range(len(self.texts)):
+                starts.append(acc)
+                node = self.nodes.get(k)
+                acc += 1 if node is None else node.count
+            self._starts = starts
+        k = bisect_right(starts, index) - 1
+        trace.extend(self.entry(k))
+        node = self.nodes.get(k)
+        if node is None:
+            out.append(self.texts[k])
+        else:
+            node.decode(index - starts[k], out, trace)
 
 
 #: Where ``%{wrapper$$inner}`` puts the inner text: dynamicprompts' wrap markers (an
