@@ -69,6 +69,15 @@ def _dimension(text: str) -> int:
     return value
 
 
+def _batch(text: str) -> int | str:
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return _int(1, 4096, "a batch size")(text)
+    except SettingValueError as exc:
+        raise SettingValueError(f"{exc}; or auto (the largest batch that fits)") from None
+
+
 _SIZE = re.compile(r"(\d+)\s*[xX×]\s*(\d+)")
 
 
@@ -124,7 +133,11 @@ BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
         per_image=False,
     ),
     SettingSpec(
-        "batch", _int(1, 4096, "a batch size"), "images per backend call", multi=False, per_image=False
+        "batch",
+        _batch,
+        "images per backend call, or auto: the largest batch that fits in memory",
+        multi=False,
+        per_image=False,
     ),
     SettingSpec("steps", _int(1, 1000, "a step count"), "denoising steps", default=50),
     SettingSpec("guidance", _float, "classifier-free guidance scale", default=7.5),

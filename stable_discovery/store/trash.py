@@ -33,6 +33,7 @@ _TABLES = (
     ("samples", "experiment_id"),
     ("choices", "experiment_id"),
     ("ratings", "experiment_id"),
+    ("runs", "experiment_id"),
 )
 
 
@@ -212,6 +213,12 @@ def _shared_columns(db: sqlite3.Connection, table: str, leave_out: tuple[str, ..
     return ", ".join(c for c in main if c in trash and c not in leave_out)
 
 
+def _in_entry(db: sqlite3.Connection, table: str) -> bool:
+    """Whether the attached trash entry has ``table``."""
+    found = db.execute("SELECT 1 FROM trash.sqlite_master WHERE type = 'table' AND name = ?", (table,))
+    return found.fetchone() is not None
+
+
 def _insert_rows(store: Store, name: str) -> int:
     """Copy the attached entry's rows into the store under ``name`` and a new id."""
     db = store.db
@@ -223,6 +230,8 @@ def _insert_rows(store: Store, name: str) -> int:
         )
         new_id = int(cur.lastrowid or 0)
         for table, _column in _TABLES[1:]:
+            if not _in_entry(db, table):
+                continue  # an entry written before the table existed
             rest = _shared_columns(db, table, ("experiment_id",))
             db.execute(
                 f"INSERT INTO main.{table} (experiment_id, {rest}) SELECT ?, {rest} FROM trash.{table}",
