@@ -378,7 +378,7 @@ def test_unknown_setting_lists_the_known_ones():
         "@xyzzy = 2",
         1,
         "known settings: @count, @seed, @sampler, @seed_mode, @batch, @steps, @guidance, "
-        "@size, @width, @height, @model, @scheduler, @weighting, @device",
+        "@size, @width, @height, @model, @scheduler, @weighting, @device, @optimize, @compile",
     )
 
 

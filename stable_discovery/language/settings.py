@@ -159,6 +159,20 @@ BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
         multi=False,
         per_image=False,
     ),
+    SettingSpec(
+        "optimize",
+        _word(("on", "off")),
+        "the diffusers backend's speed knobs chosen for the device (on) or none (off)",
+        multi=False,
+        per_image=False,
+    ),
+    SettingSpec(
+        "compile",
+        _word(("off", "default", "max-autotune")),
+        "torch.compile the diffusers backend's denoiser: off, default or max-autotune",
+        multi=False,
+        per_image=False,
+    ),
 )
 
 #: The generation settings every sample carries, with their defaults.

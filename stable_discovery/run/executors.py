@@ -63,6 +63,7 @@ class LocalExecutor:
     """The default: one backend in this process, one batch at a time (with
     ``--batch auto``, in the pieces that fit: :class:`~.autobatch.BatchFitter`)."""
 
+    name = "local"
     needs_local_backend = True
     drains_on_stop = False
 

@@ -153,6 +153,7 @@ class RayExecutor:
         startup_warning_s: after this long with no worker started, say so once.
     """
 
+    name = "ray"
     needs_local_backend = False
     #: Tells the driver to keep reading after Ctrl-C: the batches in flight are written.
     drains_on_stop = True

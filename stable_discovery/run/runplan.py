@@ -38,7 +38,7 @@ __all__ = [
 DEFAULT_BATCH = 4
 
 #: Settings that ``--set`` does not take (they have options of their own).
-_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch", "device")
+_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch", "device", "optimize", "compile")
 
 
 @dataclass(frozen=True)
