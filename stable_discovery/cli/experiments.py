@@ -82,7 +82,7 @@ def _how(settings: dict[str, Any]) -> str:
     knobs = settings.get("knobs") or {}
     words = [str(settings.get("executor", "local")), f"batch {settings.get('batch')}"]
     fitted = settings.get("batch_sizes") or {}
-    words += [f"{size} fit {slot}" for slot, size in fitted.items()]
+    words += [f"{size} per call ({slot})" for slot, size in fitted.items()]
     words.append(f"encoders {settings.get('encoders')}")
     words += [str(v) for v in (knobs.get("gpu") or knobs.get("device"), knobs.get("dtype")) if v]
     if knobs.get("compile"):

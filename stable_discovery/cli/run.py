@@ -27,12 +27,13 @@ __all__ = ["add_commands"]
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery import plugins
+    from stable_discovery.cli.clock import command_started
     from stable_discovery.run.executors import make_executor
     from stable_discovery.run.runner import RunOptions, RunParts
     from stable_discovery.run.runplan import resolve_plan
     from stable_discovery.store.database import ENV_WORKSPACE, workspace_path
 
-    started = _command_started()
+    started = command_started()
     backend = args.backend if args.backend is not None else "diffusers"
     if backend == "diffusers" and getattr(args, "executor", "local") != "ray":
         _import_in_background()  # torch and diffusers load while the template compiles
@@ -82,24 +83,6 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     resolve_plan(program, template_path, options, sampler, specs)
     _check_folder(args, options.name)
     return _finish(args, _run(args, program, template_path, options, parts, started))
-
-
-def _command_started() -> float:
-    """When this command started, as a ``time.monotonic()`` reading: the process's start
-    (Linux: ``/proc``), so that the time to the first image counts Python's own start;
-    elsewhere, now."""
-    import time
-
-    now = time.monotonic()
-    try:
-        with open("/proc/self/stat", encoding="ascii") as f:
-            ticks = int(f.read().rpartition(")")[2].split()[19])  # field 22: starttime
-        with open("/proc/uptime", encoding="ascii") as f:
-            uptime = float(f.read().split()[0])
-        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return now
-    return now - age if 0 <= age < 60 else now
 
 
 def _import_in_background() -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "BatchRecorder",
     "EncodeError",
     "LoraHashes",
+    "SinkError",
     "RunHooks",
     "Sink",
     "check_images",
@@ -53,6 +54,12 @@ def default_encoders() -> int:
 
 class EncodeError(SdpError):
     """An image could not be made into its PNG file (exit status 1)."""
+
+    exit_code = 1
+
+
+class SinkError(SdpError):
+    """A sink failed on an image that is recorded (exit status 1)."""
 
     exit_code = 1
 
@@ -163,11 +170,14 @@ class BatchRecorder:
         self._pending: deque[_Pending] = deque()
         self._pool: ThreadPoolExecutor | None = None
         self._announce_failed = False
+        self._sink_names: list[str] = []
 
-    def open_sinks(self, factories: Iterable[Callable[[Path], Sink]]) -> None:
-        """Make a sink for the experiment's folder with each factory."""
-        for factory in factories:
+    def open_sinks(self, factories: Iterable[Callable[[Path], Sink]], names: Sequence[str] = ()) -> None:
+        """Make a sink for the experiment's folder with each factory (``names``: what
+        the user calls them, for messages)."""
+        for i, factory in enumerate(factories):
             self.sinks.append(factory(self.writer.folder))
+            self._sink_names.append(names[i] if i < len(names) else getattr(factory, "__name__", "?"))
 
     def close(self) -> None:
         """Drop what is not recorded, stop the encoders and close the sinks; a sink that
@@ -177,6 +187,7 @@ class BatchRecorder:
             self._pool.shutdown(wait=True)
             self._pool = None
         sinks, self.sinks = self.sinks, []
+        self._sink_names = []
         for sink in sinks:
             try:
                 sink.close()
@@ -303,19 +314,29 @@ class BatchRecorder:
             )
 
     def _announce(self, written: Sequence[tuple[Sample, str, dict[str, Any], Any]]) -> None:
+        """Tell the sinks and hooks of each image recorded, in order."""
         folder = self.writer.folder
         try:
             for _sample, fname, record, image in written:
                 path = folder / fname
-                if self.sinks and isinstance(image, EncodedImage):
-                    image = image.image()
-                for sink in self.sinks:
-                    sink.write(record, image, path)
+                if self.sinks:
+                    self._to_sinks(record, image.image() if isinstance(image, EncodedImage) else image, path)
                 if self.hooks is not None:
                     self.hooks.image_saved(experiment=self.experiment.name, record=record, path=str(path))
         except BaseException:
             self._announce_failed = True
             raise
+
+    def _to_sinks(self, record: dict[str, Any], image: Any, path: Path) -> None:
+        for i, sink in enumerate(self.sinks):
+            try:
+                sink.write(record, image, path)
+            except Exception as exc:
+                name = self._sink_names[i] if i < len(self._sink_names) else "?"
+                raise SinkError(
+                    f"sink {name!r} failed on {path.name}: {type(exc).__name__}: {exc}. The images "
+                    "made so far are recorded; fix the sink (or run without it) and run again to resume"
+                ) from exc
 
 
 def _results(

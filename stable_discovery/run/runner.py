@@ -344,7 +344,8 @@ def _generate(
         settings["batch"] = "auto" if plan.auto_batch else plan.batch_size
         _setup(executor, plan, recorder, watch)
         resources.enter_context(recorder)
-        recorder.open_sinks(parts.sink_factories[name] for name in plan.options.sinks)
+        names = plan.options.sinks
+        recorder.open_sinks([parts.sink_factories[name] for name in names], names)
         resources.enter_context(StopOnSigint(stop))
         batches = plan_by_model(
             lambda: plan.todo(done), plan.models(), plan.batch_size, plan.options.max_models
