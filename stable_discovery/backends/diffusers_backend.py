@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -135,21 +137,29 @@ def check_dependencies() -> None:
     _modules()
 
 
+#: One thread at a time imports torch and diffusers: ``sdp run`` imports them on a thread
+#: of its own while the template compiles, and the backend's loader may ask meanwhile.
+#: diffusers replaces its module with a lazy one at the end of its import; a second
+#: thread let in half-way would keep the first, which lacks the lazy names.
+_IMPORTING = threading.Lock()
+
+
 def _modules() -> tuple[Any, Any]:
     """(torch, diffusers), imported quietly, or a BackendError saying how to install them."""
-    try:
-        import torch
-    except ImportError as e:
-        raise BackendError(f"the diffusers backend needs PyTorch ({e}); {_INSTALL_HINT}") from None
-    try:
-        import diffusers
-        import transformers  # noqa: F401 - imported only to check that it is installed
-    except ImportError as e:
-        raise BackendError(
-            f"the diffusers backend needs diffusers and transformers ({e}); {_INSTALL_HINT}"
-        ) from None
-    quiet_libraries()
-    return torch, diffusers
+    with _IMPORTING:
+        try:
+            import torch
+        except ImportError as e:
+            raise BackendError(f"the diffusers backend needs PyTorch ({e}); {_INSTALL_HINT}") from None
+        try:
+            import diffusers  # noqa: F401 - the module object is taken from sys.modules below
+            import transformers  # noqa: F401 - imported only to check that it is installed
+        except ImportError as e:
+            raise BackendError(
+                f"the diffusers backend needs diffusers and transformers ({e}); {_INSTALL_HINT}"
+            ) from None
+        quiet_libraries()
+    return torch, sys.modules["diffusers"]
 
 
 def _offline() -> bool:
@@ -425,6 +435,7 @@ class DiffusersBackend:
         that cannot be reached fails the run at once (``sdp run`` calls this). Every
         model is found (folder, file, or the Hub's ``model_index.json``) and, as many
         as may be kept loaded, loaded."""
+        self._setup()  # torch and diffusers first, under the import lock (tiny models need them)
         for model in models:
             self._resolve(model)
         for model in list(models)[: self.max_models or len(models)]:

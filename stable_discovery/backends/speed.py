@@ -152,13 +152,14 @@ def compile_mode(value: bool | str | None) -> str | None:
 def preset(device_type: str, capability: tuple[int, int] | None) -> dict[str, Any]:
     """``--optimize``: the knobs for a device. On an NVIDIA GPU of compute capability
     7.0 or more (Volta and later: tensor cores): ``torch.compile`` (default mode),
-    channels-last and fused QKV projections, the attention kernel left to PyTorch;
-    CUDA graphs stay off (at the batch sizes ``--batch auto`` finds, the arithmetic,
-    not launching kernels, takes the time). Elsewhere: fused QKV projections only
-    (compiling on a CPU takes minutes, and channels-last does not pay there)."""
+    channels-last and fused QKV projections, the attention kernel left to PyTorch
+    (these are diffusers' own recipe for speed); CUDA graphs stay off (at the batch
+    sizes ``--batch auto`` finds, the arithmetic, not launching kernels, takes the
+    time). Elsewhere nothing: on a CPU none of the knobs measured faster
+    (``docs/performance.md``), and compiling takes minutes there."""
     if device_type == "cuda" and capability is not None and capability >= (7, 0):
         return {"compile": "default", "channels_last": True, "fused_qkv": True}
-    return {"fused_qkv": True}
+    return {}
 
 
 def apply_knobs(torch: Any, pipe: Any, knobs: Knobs, device_type: str) -> dict[str, Any]:

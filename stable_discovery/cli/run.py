@@ -373,8 +373,8 @@ def _add_speed_args(p: argparse.ArgumentParser) -> None:
         "--optimize",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="the knobs that pay on this device: on a GPU, torch.compile, channels-last and fused "
-        "QKV projections (default: @optimize, else off); knobs given below win",
+        help="the knobs that pay on this device: on an NVIDIA GPU, torch.compile, channels-last and "
+        "fused QKV projections; on a CPU none (default: @optimize, else off); knobs given below win",
     )
     g.add_argument(
         "--compile",
