@@ -290,7 +290,7 @@ def _finish(args: argparse.Namespace, result: Any) -> int:
     first = ""
     if result.first_image_s is not None:
         first = f"; first image {result.first_image_s:.1f} s after the command"
-        if result.load_s is not None:
+        if result.load_s is not None and result.load_s >= 0.1:
             first += f", of which {result.load_s:.1f} s loading the backend"
     sys.stderr.write(
         f"done: {result.done} of {result.count} images ({result.generated} new, {rate:.2f} img/s{first})\n"

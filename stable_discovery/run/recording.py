@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -121,13 +121,19 @@ class LoraHashes:
 
 @dataclass
 class _Pending:
-    """A batch handed over and not committed yet: one future per image, each giving
-    (file name, record) once the file is written under its temporary name."""
+    """A batch handed over and not committed yet. Its images are written by ``jobs``
+    (each a contiguous share of the batch, one per encoder); ``outcomes[i]`` is image
+    ``i``'s (file name, record) once its file is written, or the exception that
+    stopped it."""
 
     batch: Batch
     images: Sequence[Any]
     seconds: float
-    staged: list[Future]
+    outcomes: list[Any]
+    jobs: list[Future] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        return all(job.done() for job in self.jobs)
 
 
 class BatchRecorder:
@@ -232,10 +238,9 @@ class BatchRecorder:
         before this returns, so that the first images appear at once). The number of
         images recorded by this call."""
         check_images(batch, images, self.writer.backend)
-        staged = [
-            self._stage(s, im, model_name, lora_hashes) for s, im in zip(batch.samples, images, strict=True)
-        ]
-        self._pending.append(_Pending(batch, images, seconds, staged))
+        pending = _Pending(batch, images, seconds, [None] * len(images))
+        self._stage(pending, model_name, lora_hashes)
+        self._pending.append(pending)
         self.most_waiting = max(self.most_waiting, len(self._pending))
         keep = 0 if self.generated == 0 else self.depth
         return self._commit(keep)
@@ -244,26 +249,30 @@ class BatchRecorder:
         """Record every batch handed over (waiting for its files); the number of images."""
         return self._commit(0)
 
-    def _stage(
-        self, sample: Sample, image: Any, model_name: str, lora_hashes: Mapping[str, str] | None
-    ) -> Future:
-        if self.encoders == 0:
-            done: Future = Future()
-            try:
-                done.set_result(self.writer.stage(sample, image, model_name, lora_hashes))
-            except Exception as exc:  # noqa: BLE001 - kept for the commit, as a thread's would be
-                done.set_exception(exc)
-            return done
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="sdp-encoder")
-        return self._pool.submit(self.writer.stage, sample, image, model_name, lora_hashes)
+    def _stage(self, pending: _Pending, model_name: str, lora_hashes: Mapping[str, str] | None) -> None:
+        """Start writing a batch's files: one job per encoder, each a contiguous share
+        of the batch (in this thread without encoders)."""
+        n = len(pending.images)
+        shares = min(self.encoders, n) or 1
+        bounds = [round(i * n / shares) for i in range(shares + 1)]
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            job = _StageJob(self.writer, pending, range(lo, hi), model_name, lora_hashes)
+            if self.encoders == 0:
+                job()
+                done: Future = Future()
+                done.set_result(None)
+                pending.jobs.append(done)
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="sdp-encoder")
+            pending.jobs.append(self._pool.submit(job))
 
     def _commit(self, keep: int) -> int:
         """Record the waiting batches in order: those whose files are all written, and
         more, waiting for them, while more than ``keep`` batches wait."""
         recorded = 0
         while self._pending:
-            if len(self._pending) <= keep and not all(f.done() for f in self._pending[0].staged):
+            if len(self._pending) <= keep and not self._pending[0].ready():
                 break
             recorded += self._commit_batch(self._pending.popleft())
         return recorded
@@ -304,14 +313,12 @@ class BatchRecorder:
     def _drop_pending(self) -> None:
         """Remove the temporary files of batches not recorded (after their encoders end)."""
         pending, self._pending = self._pending, deque()
-        futures = [f for p in pending for f in p.staged]
-        for f in futures:
-            f.cancel()
-        wait_futures(futures)
+        jobs = [job for p in pending for job in p.jobs]
+        for job in jobs:
+            job.cancel()
+        wait_futures(jobs)
         for p in pending:
-            self.writer.discard(
-                f.result()[0] for f in p.staged if not f.cancelled() and f.exception() is None
-            )
+            self.writer.discard(o[0] for o in p.outcomes if isinstance(o, tuple))
 
     def _announce(self, written: Sequence[tuple[Sample, str, dict[str, Any], Any]]) -> None:
         """Tell the sinks and hooks of each image recorded, in order."""
@@ -339,24 +346,48 @@ class BatchRecorder:
                 ) from exc
 
 
+class _StageJob:
+    """Writes a share of a batch's images under their temporary names, noting each
+    one's outcome (an image that fails does not stop the others)."""
+
+    def __init__(
+        self,
+        writer: ImageWriter,
+        pending: _Pending,
+        positions: range,
+        model_name: str,
+        lora_hashes: Mapping[str, str] | None,
+    ) -> None:
+        self.writer, self.pending, self.positions = writer, pending, positions
+        self.model_name, self.lora_hashes = model_name, lora_hashes
+
+    def __call__(self) -> None:
+        samples, images, outcomes = self.pending.batch.samples, self.pending.images, self.pending.outcomes
+        for i in self.positions:
+            try:
+                outcomes[i] = self.writer.stage(samples[i], images[i], self.model_name, self.lora_hashes)
+            except Exception as exc:  # noqa: BLE001 - reported when the batch is recorded
+                outcomes[i] = exc
+
+
 def _results(
     pending: _Pending,
 ) -> tuple[list[tuple[Sample, str, dict[str, Any], Any]], BaseException | None]:
     """The images of a batch whose files were written, as (sample, file name, record,
     image), and the first error of those that were not (as an :class:`EncodeError`
-    unless it is already an error meant for users)."""
+    unless it is already an error meant for users). Waits for the batch's jobs."""
+    wait_futures(pending.jobs)
     written = []
     failure: BaseException | None = None
-    for sample, image, future in zip(pending.batch.samples, pending.images, pending.staged, strict=True):
-        try:
-            fname, record = future.result()
-        except SdpError as exc:
-            failure = failure or exc
-            continue
-        except Exception as exc:  # noqa: BLE001 - said in one line, with the sample
+    for sample, image, outcome in zip(pending.batch.samples, pending.images, pending.outcomes, strict=True):
+        if isinstance(outcome, tuple):
+            fname, record = outcome
+            written.append((sample, fname, record, image))
+        elif isinstance(outcome, SdpError):
+            failure = failure or outcome
+        else:
+            what = f"{type(outcome).__name__}: {outcome}" if outcome is not None else "it was not written"
             failure = failure or EncodeError(
-                f"cannot write the image of sample {sample.index} as a PNG file: {type(exc).__name__}: {exc}"
+                f"cannot write the image of sample {sample.index} as a PNG file: {what}"
             )
-            continue
-        written.append((sample, fname, record, image))
     return written, failure
