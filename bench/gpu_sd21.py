@@ -584,6 +584,13 @@ class Bench:
         self.peak = args.peak_tflops or next((a for name, a, _b in PEAKS if name in gpu), 0.0)
         unet_cfg, text_dim = (SMOKE_UNET, SMOKE_TEXT["hidden_size"]) if self.smoke else (SD21_UNET, 1024)
         self.flops = {s: unet_flops(unet_cfg, text_dim, s) * 2 * self.steps for s in self.sizes}
+        if self.smoke:  # the real model's figures as well, so they are checked here too
+            for s in (512, 768):
+                f = unet_flops(SD21_UNET, 1024, s)
+                log(
+                    f"full SD 2.1 UNet at {s}: {f / 1e12:.3f} TFLOP per forward, "
+                    f"{f * 2 * 20 / 1e12:.1f} TFLOP per 20-step image with CFG"
+                )
         self.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sdp-sd21-"))
         model_dir = self.workdir / "sd21-random"
         if not (model_dir / "model_index.json").is_file():
