@@ -99,6 +99,7 @@ def make_experiment(
         count=n,
         backend="dummy",
         overrides={},
+        variables=tuple((v.name, v.kind) for v in program.variables),
     )
     exp = store.open_experiment(spec)
     store.record_done(exp.id, [(s, f"{s.index:06d}.png", 0.0, 1) for s in samples])

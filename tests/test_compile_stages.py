@@ -107,8 +107,8 @@ def test_the_first_undefined_slot_in_source_order_is_reported(wild):
 def test_wildcard_lines_are_distinct_parsed_and_cached(wild):
     src = Source("t.sdp", "__colour__")
     lines = wild.get(WildcardRef("colour", 0), src)
-    assert [line_src.text for _, line_src in lines] == ["red", "<shade> green", "{blue|navy}"]
-    assert [line_src.first_line for _, line_src in lines] == [1, 2, 6]
+    assert [line.text for line in lines] == ["red", "<shade> green", "{blue|navy}"]
+    assert [line.source.first_line for line in lines] == [1, 2, 6]
     assert lines[0][0] == (Text("red", 0),)
     assert wild.get(WildcardRef("colour", 0), src) is lines
 

@@ -192,6 +192,14 @@ def test_export_reports_missing_images(ws: Path, tmp_path: Path, capsys: Any) ->
         assert "00005.png" not in archive.namelist() and "00008.png" in archive.namelist()
 
 
+def test_export_refuses_an_output_suffix_it_does_not_write(ws: Path, tmp_path: Path, capsys: Any) -> None:
+    assert sdp(ws, "export", "pets", "-o", str(tmp_path / "out.json")) == 2
+    assert "FILE.jsonl" in capsys.readouterr().err and not (tmp_path / "out.json").exists()
+    (tmp_path / "shots.v2").mkdir()  # a folder that exists is a folder, whatever its name
+    assert sdp(ws, "export", "pets", "--favourites", "-o", str(tmp_path / "shots.v2")) == 0
+    assert list((tmp_path / "shots.v2").glob("*.png"))
+
+
 # ---------------------------------------------------------------------------------------
 # rm, the trash, mv, archive
 
@@ -234,6 +242,28 @@ def test_rm_to_the_trash_restore_and_purge(ws: Path, tmp_path: Path, capsys: Any
     assert outside.read_text() == "not the workspace's"
     assert sdp(ws, "rm", "--restore", "pets") == 2
     assert sdp(ws, "rm", "nope", "-y") == 2
+
+
+def test_purge_never_deletes_a_file_sdp_did_not_write(ws: Path, capsys: Any) -> None:
+    notes = ws / "pets" / "notes.txt"
+    notes.write_text("the user's own")
+    extra = ws / "pets" / "IMG_0001.png"
+    extra.write_bytes(b"not ours")
+    assert sdp(ws, "rm", "pets", "-y") == 0
+    capsys.readouterr()
+    assert sdp(ws, "rm", "--purge", "--yes") == 0
+    out = capsys.readouterr().out
+    assert "kept 2 files that sdp did not write" in out and "notes.txt" in out
+    (entry,) = (ws / ".trash").iterdir()
+    assert sorted(p.name for p in (entry / "images").iterdir()) == ["IMG_0001.png", "notes.txt"]
+    assert (entry / "images" / "notes.txt").read_text() == "the user's own"
+    assert (entry / "images" / "IMG_0001.png").read_bytes() == b"not ours"
+    # the entry stays listed until the user moves the files out; then it goes
+    assert sdp(ws, "rm", "--list") == 0 and "pets" in capsys.readouterr().out
+    for path in (entry / "images").iterdir():
+        path.rename(ws.parent / path.name)
+    assert sdp(ws, "rm", "--purge", "--yes") == 0
+    assert not (ws / ".trash").exists()
 
 
 def test_rm_keeps_marks_across_the_trash(ws: Path) -> None:

@@ -322,6 +322,7 @@ def _check_brackets_loop(source: Source, text: str, newline_closes: bool) -> Non
                 hint=f"close it with '{'}' if kind == '{' else ']'}' on the same line, "
                 "or write \\" + kind + " for a literal character",
             )
+        named = re.match(r"[{\[]#[A-Za-z_][A-Za-z0-9_]*:", text[i:])
         if ch in "{[":
             opens.append((ch, i))
             if len(opens) > MAX_NESTING:
@@ -331,6 +332,8 @@ def _check_brackets_loop(source: Source, text: str, newline_closes: bool) -> Non
                     i,
                     hint="flatten the template, or move inner parts into slots",
                 )
+            if named:  # {#name: and [#name: open like { and [ (the '#' is no comment)
+                i += len(named.group()) - 1
         elif ch in "}]":
             if not opens:
                 raise TemplateError(
@@ -371,7 +374,7 @@ def _bracket_outcome(fn, text: str, newline_closes: bool):
 
 @pytest.mark.slow
 @settings(max_examples=500, derandomize=True, deadline=None)
-@given(st.text(alphabet="{}[]\\#\n a|<_", max_size=40), st.booleans())
+@given(st.text(alphabet="{}[]\\#\n a|<_:", max_size=40), st.booleans())
 def test_bracket_check_reports_what_the_loop_did(text, newline_closes):
     assert _bracket_outcome(parser._check_brackets, text, newline_closes) == _bracket_outcome(
         _check_brackets_loop, text, newline_closes
@@ -452,7 +455,7 @@ def _reference_paths(node, limit):
             if sub is None or len(out) + len(sub) > limit:
                 return None
             share = weights[k] / node.total
-            entry = (node.entries[k],) if node.entries is not None else ()
+            entry = node.entries[k] if node.entries is not None else ()
             out.extend((t, entry + tr, p * share) for t, tr, p in sub)
         return out
     return None

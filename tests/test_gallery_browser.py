@@ -839,3 +839,72 @@ def test_search_absent_parts_counts_download_and_archive(
     page.locator("#show-archived").uncheck()
     assert page.errors == []
     page.context.close()
+
+
+INLINE = """\
+prompt = a {red|green|blue} ball[, at night], {2$$ and $$a hat|a bell|boots}, __weather__
+@size = 64x64
+@count = 60
+@seed = 3
+"""
+
+
+def test_filters_and_stats_on_inline_choices_and_wildcard_lines(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every traced variable is a filter: an inline choice's value, a wildcard's line, a
+    multi-select item's absence; the statistics' rows filter the same way."""
+    root = tmp_path_factory.mktemp("gallery-inline")
+    (root / "inline.sdp").write_text(INLINE)
+    (root / "wildcards").mkdir()
+    (root / "wildcards" / "weather.txt").write_text("sunny\nrainy\nfoggy\n")
+    ws = root / "ws"
+    assert main(["run", str(root / "inline.sdp"), "--backend", "dummy", "--workspace", str(ws)]) == 0
+    with Store(ws) as store:
+        exp = store.require("inline")
+        recs = {r["index"]: r for r in store.records(exp)}
+        store.rate(exp, [i for i, r in recs.items() if "green" in r["prompt"]][:8], favourite=True)
+    srv, thread = serve(ws)
+    try:
+        page = open_page(browser, DESKTOP)
+        page.goto(srv.url + "#exp=inline")
+        page.wait_for_selector(".card")
+        settle(page)
+        summary = page.locator('#facets details[data-name="prompt{1}"] summary').inner_text()
+        assert summary.startswith("prompt{1}") and "choice" in summary
+        greens = [i for i, r in recs.items() if r["trace"]["prompt{1}"]["text"] == "green"]
+        page.locator('#facets input[data-key="prompt{1}:1"]').check()
+        settle(page)
+        assert shown(page) == greens and greens
+        page.locator("#clear-filters").click()
+        settle(page)
+        foggy = [i for i, r in recs.items() if r["trace"]["__weather__"]["text"] == "foggy"]
+        page.locator('#facets input[data-key="__weather__:2"]').check()
+        settle(page)
+        assert shown(page) == foggy and foggy
+        page.locator("#clear-filters").click()
+        settle(page)
+        no_bell = [i for i, r in recs.items() if "prompt{2}+a bell" not in r["trace"]]
+        page.locator('#facets input[data-key="prompt{2}+a bell:-1"]').check()
+        settle(page)
+        assert shown(page) == no_bell and no_bell
+        page.reload()  # names with { } + and spaces survive the URL
+        page.wait_for_selector(".card")
+        settle(page)
+        assert page.locator('#facets input[data-key="prompt{2}+a bell:-1"]').is_checked()
+        assert shown(page) == no_bell
+        page.locator("#clear-filters").click()
+        settle(page)
+        page.keyboard.press("s")
+        settle(page)
+        page.locator('.stats-table tbody tr[data-key="prompt{1}:1"]').click()  # green's row
+        settle(page)
+        assert page.locator("#grid-view").is_visible() and shown(page) == greens
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "inline-filters-desktop.png"), full_page=False)
+        assert page.errors == []
+        page.context.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)

@@ -150,6 +150,7 @@ def test_facets_name_settings_and_absent_values_and_follow_the_other_filters(
     names = {f["name"]: f for f in get(server, "/api/facets?experiment=pets")["names"]}
     assert {n: f["kind"] for n, f in names.items()} == {
         "animal": "slot",
+        "prompt[1]": "optional",  # the optional part itself, present or absent
         "style": "slot",
         "steps": "setting",
         "size": "setting",  # sampled @size: a setting, as sdp stats says

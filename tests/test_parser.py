@@ -377,7 +377,7 @@ def test_unknown_setting_lists_the_known_ones():
         "unknown setting @xyzzy",
         "@xyzzy = 2",
         1,
-        "known settings: @count, @seed, @sampler, @seed_mode, @batch, @steps, @guidance, "
+        "known settings: @count, @seed, @sampler, @seed_mode, @batch, @wildcards, @steps, @guidance, "
         "@size, @width, @height, @model, @scheduler, @weighting, @device, @optimize, @compile",
     )
 

@@ -2,7 +2,11 @@
 expander written here from the language's definition (docs/language.md):
 
 * the combinatorial expansion equals the reference's, record for record and in odometer
-  order, and ``count()`` equals the number of expansions;
+  order — prompts and traces, every variable under the name docs/language.md gives it —
+  and ``count()`` equals the number of expansions;
+* the trace (in the order it was made) determines the prompt: no two expansions or random
+  samples have the same trace and different prompts, and every traced value is one of
+  the values the template lists for its variable;
 * with unique words, all expansions are distinct records;
 * every random sample is one of the expansions, every expansion is reached, and each
   one's share of the random samples matches the probability the weights give it;
@@ -77,11 +81,13 @@ class Alt:
 @dataclass
 class Choice:
     alts: list
+    label: str | None = None  # {#label: …}
 
 
 @dataclass
 class Optional_:
     alts: list
+    label: str | None = None  # [#label: …]
 
 
 @dataclass
@@ -89,6 +95,7 @@ class Multi:
     prefix: str  # "2", "1-2", "-2", "2-"
     joiner: str | None
     alts: list  # of Alt; or a single wildcard name (str) for {2$$__w__}
+    label: str | None = None  # {#label: 2$$…}
 
     def bounds(self, n: int) -> tuple[int, int]:
         p = self.prefix
@@ -114,15 +121,25 @@ class Wild:
     name: str
 
 
+def _named(label: str | None) -> str:
+    return "" if label is None else f"#{label}:"
+
+
 def render(node) -> str:
     if isinstance(node, Text):
         return node.source
     if isinstance(node, Choice):
-        return "{" + "|".join(a.source() for a in node.alts) + "}"
+        return "{" + _named(node.label) + "|".join(a.source() for a in node.alts) + "}"
     if isinstance(node, Optional_):
-        return "[" + "|".join(a.source() for a in node.alts) + "]"
+        return "[" + _named(node.label) + "|".join(a.source() for a in node.alts) + "]"
     if isinstance(node, Multi):
-        head = "{" + node.prefix + "$$" + ("" if node.joiner is None else node.joiner + "$$")
+        head = (
+            "{"
+            + _named(node.label)
+            + node.prefix
+            + "$$"
+            + ("" if node.joiner is None else node.joiner + "$$")
+        )
         if isinstance(node.alts, str):
             return head + "__" + node.alts + "__}"
         return head + "|".join(a.source() for a in node.alts) + "}"
@@ -131,6 +148,55 @@ def render(node) -> str:
     if isinstance(node, Wild):
         return f"__{node.name}__"
     raise AssertionError(node)
+
+
+def merged(node: Optional_) -> Choice | None:
+    """``[{a|b}]`` (spaces around allowed): the inner choice, which the optional part's
+    variable takes its values from, as it does for ``[a|b]``."""
+    if len(node.alts) != 1:
+        return None
+    parts = node.alts[0].parts
+    others = [p for p in parts if not isinstance(p, Text)]
+    if len(others) != 1 or not isinstance(others[0], Choice) or others[0].label is not None:
+        return None
+    k = parts.index(others[0])
+    if "".join(p.value for p in parts[:k]).strip() or "".join(p.value for p in parts[k + 1 :]).strip():
+        return None
+    return others[0]
+
+
+def plain(node) -> str:
+    """A part as written, without the weights of the choices in it, ``[{a|b}]`` as ``[a|b]``."""
+    if isinstance(node, Choice):
+        return "{" + _named(node.label) + "|".join(plain_alt(a) for a in node.alts) + "}"
+    if isinstance(node, Optional_):
+        inner = merged(node)
+        if inner is not None:
+            body = "".join(
+                "|".join(plain_alt(a) for a in inner.alts) if p is inner else plain(p)
+                for p in node.alts[0].parts
+            )
+            return "[" + _named(node.label) + body + "]"
+        return "[" + _named(node.label) + "|".join(plain_alt(a) for a in node.alts) + "]"
+    if isinstance(node, Multi) and not isinstance(node.alts, str):
+        head = (
+            "{"
+            + _named(node.label)
+            + node.prefix
+            + "$$"
+            + ("" if node.joiner is None else node.joiner + "$$")
+        )
+        return head + "|".join(plain_alt(a) for a in node.alts) + "}"
+    return render(node)
+
+
+def plain_alt(a: Alt) -> str:
+    return "".join(plain(p) for p in a.parts)
+
+
+def value(a: Alt) -> str:
+    """An alternative's value in the trace (docs/language.md, The trace)."""
+    return plain_alt(a).strip()
 
 
 @dataclass
@@ -172,6 +238,35 @@ class Env:
 class Reference:
     def __init__(self, t: Template) -> None:
         self.t = t
+        self.names: dict[int, str] = {}  # id(choice, optional part or multi-select) -> name
+        for name, alts in t.slots.items():
+            self._name([a.parts for a in alts], name)
+        for name in t.wildcards:
+            self._name([a.parts for a in self.lines(name)], f"__{name}__")
+
+    def _name(self, alternatives: list, prefix: str) -> None:
+        """Names as docs/language.md gives them: {n} and [n] count the choices and
+        optional parts directly inside a holder, across its alternatives."""
+        braces = brackets = 0
+        for parts in alternatives:
+            for p in parts:
+                if isinstance(p, (Choice, Multi)):
+                    braces += 1
+                    name = p.label or f"{prefix}{{{braces}}}"
+                elif isinstance(p, Optional_):
+                    brackets += 1
+                    name = p.label or f"{prefix}[{brackets}]"
+                else:
+                    continue
+                self.names[id(p)] = name
+                if isinstance(p, Optional_) and merged(p) is not None:
+                    self._name([a.parts for a in merged(p).alts], name)
+                elif not (isinstance(p, Multi) and isinstance(p.alts, str)):
+                    self._name([a.parts for a in p.alts], name)
+
+    @staticmethod
+    def traced(env: Env, name: str, index: int, text: str) -> Env:
+        return Env(env.bound, env.trace + ((name, (index, text)),))
 
     @staticmethod
     def distinct(alts: list) -> list[tuple[int, Alt, float]]:
@@ -214,54 +309,79 @@ class Reference:
             for t2, e2, p2 in self._seq(parts, i + 1, e1):
                 yield t1 + t2, e2, p1 * p2
 
-    def pick(self, alts: list, env: Env) -> Iterator[tuple[str, Env, float]]:
+    def pick(self, alts: list, env: Env, name: str | None = None) -> Iterator[tuple[str, Env, float]]:
+        """One of ``alts``, traced as ``name`` (the first of identical ones, its value)."""
         groups = self.distinct(alts)
         total = sum(w for _, _, w in groups)
-        for _, a, w in groups:
-            for t, e, p in self.seq(a.parts, env, True):
+        for k, a, w in groups:
+            e0 = env if name is None else self.traced(env, name, k, value(a))
+            for t, e, p in self.seq(a.parts, e0, True):
                 yield t, e, p * w / total
+
+    def optional(self, n: Optional_, env: Env) -> Iterator[tuple[str, Env, float]]:
+        name = self.names[id(n)]
+        inner = merged(n)
+        if len(n.alts) == 1 and inner is None:
+            a = n.alts[0]
+            if not a.key:  # `[ ]`: nothing to choose
+                yield "", env, 1.0
+                return
+            yield "", env, 1.0 / (1.0 + a.w)
+            for t, e, p in self.seq(a.parts, self.traced(env, name, 0, value(a)), True):
+                yield t, e, p * a.w / (1.0 + a.w)
+            return
+        present = n.alts[0].w if inner is not None else 1.0
+        alts = inner.alts if inner is not None else n.alts
+        yield "", env, 1.0 / (1.0 + present)
+        for t, e, p in self.pick(alts, env, name):
+            yield t, e, p * present / (1.0 + present)
+
+    def multi(self, n: Multi, env: Env) -> Iterator[tuple[str, Env, float]]:
+        name = self.names[id(n)]
+        alts = self.lines(n.alts) if isinstance(n.alts, str) else n.alts
+        groups = self.distinct(alts)
+        lo, hi = n.bounds(len(groups))
+        joiner = "," if n.joiner is None else n.joiner
+        first: dict[str, int] = {}
+        for k, a in enumerate(alts):
+            first.setdefault(value(a), k)
+        items = [(f"{name}+{value(a)}", (first[value(a)], value(a))) for _, a, _ in groups]
+        for k in range(lo, hi + 1):
+            head = env if lo == hi else self.traced(env, f"{name}.count", k, str(k))
+            for perm in itertools.permutations(range(len(groups)), k):
+                prob = 1.0 / (hi - lo + 1)
+                left = sum(w for _, _, w in groups)
+                for g in perm:
+                    prob *= groups[g][2] / left
+                    left -= groups[g][2]
+                picked = [(groups[g][1], items[g]) for g in perm]
+                yield from self._joined(picked, 0, head, joiner, prob)
 
     def node(self, n, env: Env) -> Iterator[tuple[str, Env, float]]:
         if isinstance(n, Text):
             yield n.value, env, 1.0
         elif isinstance(n, Choice):
-            yield from self.pick(n.alts, env)
+            yield from self.pick(n.alts, env, self.names[id(n)] if len(n.alts) > 1 else None)
         elif isinstance(n, Optional_):
-            if len(n.alts) == 1:
-                alts = [Alt([]), n.alts[0]]
-                yield from self.pick(alts, env)
-            else:
-                yield "", env, 0.5
-                for t, e, p in self.pick(n.alts, env):
-                    yield t, e, p * 0.5
+            yield from self.optional(n, env)
         elif isinstance(n, Multi):
-            alts = self.lines(n.alts) if isinstance(n.alts, str) else n.alts
-            groups = self.distinct(alts)
-            lo, hi = n.bounds(len(groups))
-            joiner = "," if n.joiner is None else n.joiner
-            for k in range(lo, hi + 1):
-                for perm in itertools.permutations(range(len(groups)), k):
-                    prob = 1.0 / (hi - lo + 1)
-                    left = sum(w for _, _, w in groups)
-                    for g in perm:
-                        prob *= groups[g][2] / left
-                        left -= groups[g][2]
-                    yield from self._joined([groups[g][1] for g in perm], 0, env, joiner, prob)
+            yield from self.multi(n, env)
         elif isinstance(n, SlotRef):
-            value = env.get(n.name)
-            if value is not None:
-                yield value, env, 1.0
+            bound = env.get(n.name)
+            if bound is not None:
+                yield bound, env, 1.0
                 return
             alts = self.t.slots[n.name]
             traced = not (n.name in ("prompt", "negative") and len(alts) == 1) and not self.t.bare
             groups = self.distinct(alts)
             total = sum(w for _, _, w in groups)
             for k, a, w in groups:
-                e0 = Env(env.bound, env.trace + ((n.name, (k, a.key)),)) if traced else env
+                e0 = self.traced(env, n.name, k, value(a)) if traced else env
                 for t, e, p in self.seq(a.parts, e0, True):
                     yield t, Env(e.bound + ((n.name, t),), e.trace), p * w / total
         elif isinstance(n, Wild):
-            yield from self.pick(self.lines(n.name), env)
+            lines = self.lines(n.name)
+            yield from self.pick(lines, env, f"__{n.name}__" if len(lines) > 1 else None)
         else:
             raise AssertionError(n)
 
@@ -269,12 +389,14 @@ class Reference:
         if i == len(alts):
             yield "", env, prob
             return
-        for t1, e1, p1 in self.seq(alts[i].parts, env, True):
+        alt, (item, chosen) = alts[i]
+        for t1, e1, p1 in self.seq(alt.parts, Env(env.bound, env.trace + ((item, chosen),)), True):
             for t2, e2, p2 in self._joined(alts, i + 1, e1, joiner, prob * p1):
                 yield (t1 if i == 0 else joiner + t1) + t2, e2, p2
 
-    def records(self) -> Iterator[tuple[tuple, float]]:
-        """((prompt, negative, settings texts, trace), probability) in odometer order."""
+    def records(self, ordered: bool = False) -> Iterator[tuple[tuple, float]]:
+        """((prompt, negative, trace), probability) in odometer order; the trace sorted
+        by name, or with ``ordered`` in the order it was made."""
         entries = ["prompt"] + (["negative"] if "negative" in self.t.slots else [])
 
         def run(i, env, prob, texts):
@@ -290,8 +412,9 @@ class Reference:
             if j == len(names):
                 prompt = " ".join(texts[0].split())
                 negative = " ".join(texts[1].split()) if len(texts) > 1 else ""
-                trace = dict(env.trace)
-                yield (prompt, negative, tuple(sorted(trace.items()))), prob
+                trace = numbered(env.trace)
+                items = tuple(trace.items()) if ordered else tuple(sorted(trace.items()))
+                yield (prompt, negative, items), prob
                 return
             values = self.t.settings[names[j]]
             total = sum(w for _, w in values)
@@ -300,6 +423,16 @@ class Reference:
                 yield from settings_product(j + 1, e, prob * w / total, texts)
 
         yield from run(0, Env(), 1.0, [])
+
+
+def numbered(trace: tuple) -> dict:
+    """A name made again in one sample is numbered from its second time: ``n``, ``n#2``."""
+    out: dict = {}
+    seen: Counter = Counter()
+    for name, chosen in trace:
+        seen[name] += 1
+        out[name if seen[name] == 1 else f"{name}#{seen[name]}"] = chosen
+    return out
 
 
 def record(sample) -> tuple:
@@ -340,6 +473,11 @@ WEIGHTS = [None, None, None, 1, 2, 3, 0.5]
 @st.composite
 def templates(draw, unique: bool = False) -> Template:
     counter = itertools.count()
+    labels = itertools.count()
+
+    def label() -> str | None:
+        """Now and then a name given in the template: {#n0: …}."""
+        return f"n{next(labels)}" if draw(st.integers(0, 5)) == 0 else None
 
     def word() -> Text:
         if unique:
@@ -381,21 +519,21 @@ def templates(draw, unique: bool = False) -> Template:
             elif kind == "wild":
                 out.append(Wild(name))
             elif kind == "multiwild":
-                out.append(Multi(prefix(), joiner(), name))
+                out.append(Multi(prefix(), joiner(), name, label()))
             else:
                 k = draw(st.integers(1 if kind == "optional" else 2, 3))
                 alts = [alt(depth - 1, slots, wilds) for _ in range(k)]
                 if kind == "choice":
-                    out.append(Choice(alts))
+                    out.append(Choice(alts, label()))
                 elif kind == "optional":
-                    out.append(Optional_(alts))
+                    out.append(Optional_(alts, label()))
                 else:
-                    multi = Multi(prefix(), joiner(), alts)
+                    multi = Multi(prefix(), joiner(), alts, label())
                     # `{2$$a $$b|c}` has the joiner `a `: literal `$$` right after the
                     # prefix reads as a joiner, so the generator does not write that
                     assume(
                         multi.joiner is not None
-                        or not JOINER_LIKE.match(render(multi), len(multi.prefix) + 3)
+                        or not JOINER_LIKE.match(render(multi), len(_named(multi.label) + multi.prefix) + 3)
                     )
                     out.append(multi)
         return out
@@ -495,6 +633,30 @@ def test_random_samples_are_expansions_with_the_right_shares(t):
             assert r in drawn  # every expansion is reached
         sd = math.sqrt(N_RANDOM * p * (1 - p))
         assert abs(drawn[r] - mean) <= 5 * sd + 3, (r, drawn[r], mean)
+
+
+@PROPS
+@given(templates())
+def test_the_trace_determines_the_prompt(t):
+    """Re-rendering a sample from its trace — by the reference, which knows every path
+    and its trace — gives the sample's prompt; every traced value is listed (``sdp
+    check``) among the values its variable can take."""
+    rendered: dict = {}
+    for (prompt, negative, trace), _ in Reference(t).records(ordered=True):
+        assert rendered.setdefault(trace, (prompt, negative)) == (prompt, negative)
+        assume(len(rendered) <= SPACE_LIMIT)
+    with tempfile.TemporaryDirectory() as tmp:
+        program = compile_template(t, Path(tmp))
+        variables = {v.name: v for v in program.variables}
+        samples = list(RANDOM.samples(program, 0, 300, 5)) + list(COMB.samples(program, 0, SPACE_LIMIT, 0))
+    for s in samples:
+        trace = tuple((name, (c.index, c.text)) for name, c in s.trace.items())
+        assert rendered[trace] == (s.prompt, s.negative)
+        for name, c in s.trace.items():
+            var = variables[re.sub(r"#\d+$", "", name)]
+            assert c.text in var.values
+            if var.kind != "item":
+                assert var.values[c.index] == c.text
 
 
 @PROPS

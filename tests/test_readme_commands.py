@@ -13,6 +13,7 @@ from pathlib import Path
 from stable_discovery import plugins
 from stable_discovery.analysis.stats import StatsReport, ValueStats
 from stable_discovery.cli.main import build_parser
+from stable_discovery.language.variables import KINDS
 from tests.helpers import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -69,7 +70,7 @@ def test_the_stats_json_key_list_matches_the_output() -> None:
     sentence = STATS_DOC.split("`--json` prints one object:", 1)[1].split("\n\n", 1)[0]
     top, _, per_value = sentence.partition("`values`, each with")
     documented_top = set(re.findall(r"`(\w+)`", top)) | {"values"}
-    documented_values = set(re.findall(r"`(\w+)`", per_value)) - {"slot", "setting"}
+    documented_values = set(re.findall(r"`(\w+)`", per_value)) - set(KINDS)
     assert documented_top == set(report), "docs/stats-refine.md: the --json keys"
     assert documented_values == set(report["values"][0]), "docs/stats-refine.md: the keys of each value"
 

@@ -345,6 +345,7 @@ def test_a_store_of_the_previous_version_opens_reads_and_works(
         assert [item["index"] for item in page["items"]] == [0, 2] and page["total"] == 2
         report = experiment_stats(store, exp)
         assert (report.images, report.favourites, report.rejected) == (2, 2, 1)
+        assert {v.kind for v in report.values} == {"slot"}  # kinds from before they were recorded
         assert not exp.archived
     assert no_migration_runs == newer  # the migrations added since, each once
     assert _applied(ws)[: len(applied)] == applied
@@ -391,7 +392,8 @@ def test_a_fresh_store_has_the_schema_the_previous_version_made(tmp_path: Path) 
     old, new = schema(tmp_path / "old"), schema(tmp_path / "new")
     assert new == old
     tables = {name for kind, name, _, _ in new["objects"] if kind == "table"}
-    assert tables == {"_migrations", "experiments", "samples", "choices", "ratings", "runs"}
+    assert tables == {"_migrations", "experiments", "samples", "choices", "ratings", "variables", "runs"}
+    assert [c[1] for c in new["columns"]["variables"]] == ["experiment_id", "name", "kind", "position"]
     assert [c[1] for c in new["columns"]["choices"]] == ["experiment_id", "idx", "name", "choice", "text"]
     sql = {name: sql for _, name, _, sql in new["objects"]}
     assert sql["choices_by_value_idx"] is not None and sql["choices_by_value_idx"].endswith(

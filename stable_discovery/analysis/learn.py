@@ -13,11 +13,13 @@ experiment whose base rate is ``p0 = F / N``:
 * **factor** ``(r / p0) ** strength``: how much more (or less) often the value should be
   sampled. ``strength`` 1 is the plain ratio; 0 changes nothing; 2 is greedier.
 * the new weight of an alternative is **its template weight × factor**; refine writes
-  them normalised to percentages per slot. Values never seen have factor 1.
-* an optional part ``[x]`` whose slot is used nowhere else gets the weight
-  ``w · factor(present) / factor(absent)`` against the absent case (``[w::x]``).
+  them normalised to percentages per variable. Values never seen have factor 1.
+* something present or absent — an optional part, a multi-select item — gets the
+  weight ``w · factor(present) / factor(absent)`` (``[w::x]``), from the images with and
+  without it. (For an experiment traced before optional parts were, an optional part
+  whose slot is used nowhere else is weighed by that slot's presence.)
 
-Rows are matched to template alternatives by the alternative's text as written, so an
+Rows are matched to the template by variable name and the value's text as written, so an
 edited template (values added, removed or moved) still gets the right weights.
 """
 
@@ -68,12 +70,22 @@ class Learned:
     include_rejected: bool = False
     min_stars: int | None = None
     values: dict[str, dict[str, Estimate]] = field(default_factory=dict)
-    presence: dict[str, tuple[Estimate, Estimate]] = field(default_factory=dict)
+    presences: dict[str, tuple[Estimate, Estimate]] = field(default_factory=dict)
 
     def factor(self, name: str, text: str) -> float:
         """The sampling factor of a value (1 when it was never seen)."""
         est = self.values.get(name, {}).get(text)
         return est.factor if est is not None else 1.0
+
+    def presence(self, name: str) -> float:
+        """How much more (or less) often something present or absent should be present:
+        factor(present) / factor(absent); 1 when it was present in every image, or never
+        seen."""
+        both = self.presences.get(name)
+        if both is None:
+            return 1.0
+        present, absent = both
+        return present.factor / absent.factor if absent.factor > 0 else 1.0
 
 
 def _prior_images(base: float, prior: float) -> float:
@@ -101,13 +113,14 @@ def template_alternatives(text: str, name: str = "<template>") -> dict[tuple[boo
 
 def learn_from_report(
     report: StatsReport,
-    template_text: str,
+    template_text: str | None = None,
     *,
     sampler: str = "random",
     strength: float = 1.0,
     prior: float = DEFAULT_PRIOR,
 ) -> Learned:
-    """Estimates from a stats report and the experiment's template text."""
+    """Estimates from a stats report, keyed by variable name and value text (the
+    template text is no longer needed: the rows carry the values as written)."""
     if strength < 0:
         raise UsageError(f"--strength must be 0 or more, not {strength}")
     if prior < 0:
@@ -119,27 +132,25 @@ def learn_from_report(
         )
     base = report.base_rate
     k = _prior_images(base, prior)
-    definitions = template_alternatives(template_text, report.experiment)
     values: dict[str, dict[str, Estimate]] = {}
-    presence: dict[str, tuple[Estimate, Estimate]] = {}
+    presences: dict[str, tuple[Estimate, Estimate]] = {}
     absent_rows: list[ValueStats] = []
+    present_counts: dict[str, list[int]] = {}
     for row in report.values:
         if row.absent:
             absent_rows.append(row)
             continue
-        d = definitions.get((row.kind == "setting", row.name))
-        if d is None or not 0 <= row.index < len(d.alternatives):
-            continue  # the stored template and the trace disagree: nothing to learn
-        text = d.alternatives[row.index].text
-        values.setdefault(row.name, {})[text] = _estimate(
+        values.setdefault(row.name, {})[row.text] = _estimate(
             row.images, row.favourites, row.high, base, k, strength
         )
+        acc = present_counts.setdefault(row.name, [0, 0])
+        acc[0] += row.images
+        acc[1] += row.favourites
     for row in absent_rows:
-        n = report.images - row.images
-        f = report.favourites - row.favourites
+        n, f = present_counts.get(row.name, (0, 0))
         present = _estimate(n, f, wilson(f, n)[1], base, k, strength)
         absent = _estimate(row.images, row.favourites, row.high, base, k, strength)
-        presence[row.name] = (present, absent)
+        presences[row.name] = (present, absent)
     return Learned(
         experiment=report.experiment,
         images=report.images,
@@ -153,7 +164,7 @@ def learn_from_report(
         include_rejected=report.include_rejected,
         min_stars=report.min_stars,
         values=values,
-        presence=presence,
+        presences=presences,
     )
 
 

@@ -1,46 +1,65 @@
 """The next template: the experiment's own template with weights learned from favourites.
 
 ``refine(store, experiment)`` returns the text of the experiment's template (as stored
-with the experiment; for a JSON config, its converted ``.sdp``) where
+with the experiment; for a JSON config, its converted ``.sdp``) where every traced
+variable is re-weighted by the estimates of :mod:`.learn`, where it is written
+(:mod:`.reweight`):
 
-* every traced slot with several alternatives, and every sampled setting, has its
-  alternatives re-weighted ``N::`` by the estimates of :mod:`.learn`, written as
-  percentages that add up to 100 per definition;
-* an optional part ``[x]`` of ``prompt``/``negative`` whose slot is used nowhere else is
-  weighed against its absence ``[w::x]``, from the images with and without it;
+* slots and sampled settings: ``N::`` on their alternatives, percentages per definition;
+* inline choices: ``{31::green|9.5::red}``; multi-select items: each item's weight;
+* optional parts: presence against absence, ``[1.52::x]`` (``[a|b]`` becomes
+  ``[p::{wa::a|wb::b}]``);
+* wildcard lines: ``N::`` in a copy of each wildcard file the template reads
+  (:attr:`Refined.wildcards`; ``sdp refine -o NEXT.sdp`` writes them to a folder beside
+  it, ``NEXT-wildcards/``, and the template reads them from there: ``@wildcards``);
 * with ``drop=True``, values that clearly lose (seen, and the whole 95% interval of
-  their favourite rate below the base rate) are removed — never every value of a slot;
+  their favourite rate below the base rate) are removed from slots and settings, and
+  weighted 0 in inline choices and wildcard files (so that no name shifts) — never every
+  value of a variable;
 * a sampler that ignores weights (``legacy``, ``combinatorial``, ``shuffle``) becomes
   ``random``; an ``exploit`` sampler becomes ``random`` too, its ``@exploit`` line
   commented out, since the learned weights are now written in the template;
 * a header comment names the experiment and the favourites and images the weights came
   from (a previous refine header is replaced).
 
-Everything else — comments, layout, other definitions — is kept as written: only the
-weights (and dropped alternatives) of the rewritten definitions change.
+Everything else — comments, layout, other definitions — is kept as written: only
+weights (and dropped alternatives) change.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from stable_discovery.analysis.learn import DEFAULT_PRIOR, Learned, learn
-from stable_discovery.errors import SdpError, Source
+from stable_discovery.analysis.reweight import Reweighted, reweight
+from stable_discovery.analysis.rewrite import Edit, alt_end, apply_edits, format_weight
+from stable_discovery.errors import SdpError, Source, TemplateError
 from stable_discovery.language.parser import parse
-from stable_discovery.language.syntax import Alternative, Choice, Definition, SlotRef
+from stable_discovery.language.program import compile_source, default_wildcard_dirs
+from stable_discovery.language.settings import SettingSpec
+from stable_discovery.language.syntax import Definition
+from stable_discovery.language.variables import value_text
 from stable_discovery.store.database import Experiment, Store
 
-__all__ = ["refine", "refine_template", "reweight", "Refined", "HEADER_MARK", "format_weight"]
+__all__ = [
+    "refine",
+    "refine_result",
+    "refine_template",
+    "reweight",
+    "Refined",
+    "HEADER_MARK",
+    "format_weight",
+    "wildcard_folder",
+]
 
 #: The first words of the header comment refine writes.
 HEADER_MARK = "# sdp refine:"
 #: Samplers whose samples do not follow weights.
 WEIGHTLESS_SAMPLERS = ("legacy", "combinatorial", "shuffle")
-ENTRY_POINTS = ("prompt", "negative")
-
-_WEIGHT_BEFORE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)[ \t]*::[ \t]*\Z")
 
 
 class RefineError(SdpError):
@@ -51,185 +70,26 @@ class RefineError(SdpError):
 
 @dataclass(frozen=True)
 class Refined:
-    """The next template's text, with what was dropped and what it was learned from."""
+    """The next template's text, with what was dropped and what it was learned from.
+
+    ``wildcards`` maps a path relative to the refined template (``NEXT-wildcards/
+    styles/painting.txt``) to the text of a weighted copy of a wildcard file: the refined
+    template reads its wildcards from that folder (``@wildcards``). Empty when the
+    template reads none, or when no folder was given (``wildcard_note`` says so).
+    """
 
     text: str
     learned: Learned
-    dropped: tuple[tuple[str, str], ...]  # (slot or @setting, value text)
+    dropped: tuple[tuple[str, str], ...]  # (variable, value text)
     sampler_note: str | None
-    rewritten: tuple[str, ...]  # slot / @setting names whose weights were written
+    rewritten: tuple[str, ...]  # the variables whose weights were written
+    wildcards: dict[str, str] = field(default_factory=dict)
+    wildcard_note: str | None = None
 
 
-def format_weight(w: float) -> str:
-    """A weight as the grammar reads it: plain decimals, 3 significant digits, no exponent."""
-    if w <= 0:
-        return "0"
-    text = f"{w:.3g}"
-    if "e" in text:
-        text = f"{w:.6f}".rstrip("0").rstrip(".")
-        if text in ("", "0"):
-            text = "0.000001"
-    return text
-
-
-# ---------------------------------------------------------------------------------------
-# positions in the source
-
-
-def _alt_end(alt: Alternative) -> int:
-    return alt.start + len(alt.text)
-
-
-def _weight_start(text: str, region_start: int, alt: Alternative) -> int:
-    """Where the alternative's ``N::`` begins (its text start when it has none)."""
-    m = _WEIGHT_BEFORE.search(text, region_start, alt.start)
-    return m.start() if m else alt.start
-
-
-def _line_end(text: str, pos: int) -> int:
-    nl = text.find("\n", pos)
-    return len(text) if nl == -1 else nl
-
-
-def _eq_end(text: str, d: Definition) -> int:
-    return text.index("=", d.start + len(d.name)) + 1
-
-
-@dataclass
-class _Edit:
-    start: int
-    end: int
-    text: str
-
-
-def _definition_edit(text: str, d: Definition, weights: Sequence[float | None]) -> _Edit:
-    """Rewrite a definition's alternatives: ``weights[k]`` is the new weight, or None to
-    remove the alternative. Separators, comments and texts of kept ones are unchanged."""
-    alts = d.alternatives
-    eq_end = _eq_end(text, d)
-    ends = [_alt_end(a) for a in alts]
-    wstarts = []
-    for k, alt in enumerate(alts):
-        region = eq_end if k == 0 else ends[k - 1]
-        wstarts.append(_weight_start(text, region, alt))
-    # segment k runs from seg_starts[k] to seg_starts[k+1]: its separator (up to wstarts[k]),
-    # its weight and text, and what follows on its line (a comment) when the next
-    # alternative starts on another line
-    seg_starts = [eq_end]
-    for k in range(1, len(alts)):
-        between = text[ends[k - 1] : wstarts[k]]
-        seg_starts.append(text.index("\n", ends[k - 1]) if "\n" in between else ends[k - 1])
-    region_end = _line_end(text, ends[-1])
-    seg_starts.append(region_end)
-    first_sep = text[eq_end : wstarts[0]]
-    pieces: list[str] = []
-    for k, alt in enumerate(alts):
-        w = weights[k]
-        sep = first_sep if not pieces else text[seg_starts[k] : wstarts[k]]
-        if w is None:
-            # a dropped alternative sharing a line with a kept one leaves that line's
-            # comment in place; one on a line of its own goes with its comment
-            if pieces and "\n" not in sep:
-                pieces.append(text[ends[k] : seg_starts[k + 1]])
-            continue
-        pieces.append(sep)
-        if sep.endswith(("|", "=")):
-            pieces.append(" ")
-        pieces.append(format_weight(w) + (":: " if alt.text else "::"))
-        pieces.append(text[alt.start : seg_starts[k + 1]])
-    return _Edit(eq_end, region_end, "".join(pieces))
-
-
-def _apply(text: str, edits: list[_Edit]) -> str:
-    edits = sorted(edits, key=lambda e: e.start)
-    out, pos = [], 0
-    for e in edits:
-        if e.start < pos:
-            raise RefineError("overlapping edits while rewriting the template")
-        out.append(text[pos : e.start])
-        out.append(e.text)
-        pos = e.end
-    out.append(text[pos:])
-    return "".join(out)
-
-
-# ---------------------------------------------------------------------------------------
-# deciding the weights
-
-
-def _slot_refs(nodes: Sequence[object], counts: dict[str, int]) -> None:
-    for node in nodes:
-        if isinstance(node, SlotRef):
-            counts[node.name] = counts.get(node.name, 0) + 1
-        elif isinstance(node, Choice):
-            for alt in node.alternatives:
-                _slot_refs(alt.parts, counts)
-
-
-def _new_weights(
-    d: Definition, learned: Learned, drop: bool, key: str
-) -> tuple[list[float | None], list[str]]:
-    """Per alternative: the new weight (percent), or None when dropped; and dropped texts."""
-    alts = d.alternatives
-    raw = [a.weight * learned.factor(key, a.text) for a in alts]
-    estimates = learned.values.get(key, {})
-    losing = {
-        a.text
-        for a in alts
-        if drop and a.weight > 0 and (est := estimates.get(a.text)) is not None and est.loses
-    }
-    alive = [a for a in alts if a.weight > 0]
-    if alive and all(a.text in losing for a in alive):
-        best = max(alive, key=lambda a: estimates[a.text].shrunk)
-        losing.discard(best.text)
-    total = sum(w for a, w in zip(alts, raw, strict=False) if a.text not in losing)
-    weights: list[float | None] = []
-    for a, w in zip(alts, raw, strict=False):
-        weights.append(None if a.text in losing else (100.0 * w / total if total > 0 else a.weight))
-    dropped = []
-    for a in alts:
-        if a.text in losing and a.text not in dropped:
-            dropped.append(a.text)
-    return weights, dropped
-
-
-def _optional_edits(
-    text: str, definitions: Sequence[Definition], learned: Learned
-) -> tuple[list[_Edit], list[str]]:
-    """``[x]`` in prompt/negative whose slot is used only there: presence vs absence."""
-    counts: dict[str, int] = {}
-    for d in definitions:
-        if not d.is_setting:
-            for alt in d.alternatives:
-                _slot_refs(alt.parts, counts)
-    edits: list[_Edit] = []
-    names: list[str] = []
-    for d in definitions:
-        if d.is_setting or d.name not in ENTRY_POINTS or len(d.alternatives) != 1:
-            continue
-        for node in d.alternatives[0].parts:
-            if not (isinstance(node, Choice) and node.optional and len(node.alternatives) == 2):
-                continue
-            present = node.alternatives[1]  # [a|b] has a choice here: no slot is found
-            slot = next(
-                (
-                    p.name
-                    for p in present.parts
-                    if isinstance(p, SlotRef) and counts.get(p.name) == 1 and p.name in learned.presence
-                ),
-                None,
-            )
-            if slot is None:
-                continue
-            with_it, without = learned.presence[slot]
-            w = present.weight * with_it.factor / without.factor
-            wstart = _weight_start(text, node.start + 1, present)
-            if wstart == present.start:  # no weight yet: write it right after the '['
-                edits.append(_Edit(node.start + 1, node.start + 1, format_weight(w) + "::"))
-            else:
-                edits.append(_Edit(wstart, present.start, format_weight(w) + "::"))
-            names.append(slot)
-    return edits, names
+def wildcard_folder(output: Path) -> str:
+    """The folder, beside a refined template, that holds its wildcard copies."""
+    return output.stem + "-wildcards"
 
 
 # ---------------------------------------------------------------------------------------
@@ -237,7 +97,11 @@ def _optional_edits(
 
 
 def _header(
-    learned: Learned, dropped: Sequence[tuple[str, str]], note: str | None, optional_slots: Sequence[str]
+    learned: Learned,
+    dropped: Sequence[tuple[str, str]],
+    note: str | None,
+    optional_slots: Sequence[str],
+    folder: str | None,
 ) -> list[str]:
     rejected = (
         f"; {learned.rejected:,} rejected images left out"
@@ -251,16 +115,19 @@ def _header(
         f"(base rate {learned.base_rate:.2%}{rejected}).",
         "#   New weight = the template's weight x (shrunk rate / base rate)"
         + (f"^{learned.strength:g}" if learned.strength != 1 else "")
-        + ", as percentages per slot;",
+        + ", as percentages per variable;",
         f"#   shrunk rate = (favourites + k x base rate) / (images + k), k = {learned.k:.3g} "
         f"(a prior worth {learned.prior:g} favourites).",
     ]
-    if optional_slots:
+    if learned.presences:
         lines.append(
-            "#   Optional parts [w::x] are weighed against their absence the same way: "
-            + ", ".join(f"<{s}>" for s in optional_slots)
+            "#   Optional parts [w::x] and multi-select items are weighed against their absence "
+            "the same way"
+            + (": " + ", ".join(f"<{s}>" for s in optional_slots) if optional_slots else "")
             + "."
         )
+    if folder is not None:
+        lines.append(f"#   Wildcard lines are weighted N:: in copies of the wildcard files, in {folder}/.")
     if dropped:
         shown = "; ".join(f"{name}: {value}" for name, value in dropped)
         lines.append(f"#   Dropped (95% interval below the base rate): {shown}.")
@@ -279,15 +146,15 @@ def _strip_header(text: str) -> str:
     return "\n".join(lines[i:])
 
 
-def _sampler_edits(text: str, definitions: Sequence[Definition], used: str) -> tuple[list[_Edit], str | None]:
+def _sampler_edits(text: str, definitions: Sequence[Definition], used: str) -> tuple[list[Edit], str | None]:
     sampler_def = next((d for d in definitions if d.is_setting and d.name == "sampler"), None)
     written = sampler_def.alternatives[0].text if sampler_def is not None else "random"
-    edits: list[_Edit] = []
+    edits: list[Edit] = []
     note = None
     if written in WEIGHTLESS_SAMPLERS or written == "exploit":
         assert sampler_def is not None
         alt = sampler_def.alternatives[0]
-        edits.append(_Edit(alt.start, _alt_end(alt), "random"))
+        edits.append(Edit(alt.start, alt_end(alt), "random"))
         if written == "exploit":
             note = (
                 "The experiment used the exploit sampler; its weights are now written here, "
@@ -296,7 +163,7 @@ def _sampler_edits(text: str, definitions: Sequence[Definition], used: str) -> t
             for d in definitions:
                 if d.is_setting and d.name in ("exploit", "exploit_workspace"):
                     line_start = text.rfind("\n", 0, d.start) + 1
-                    edits.append(_Edit(line_start, line_start, "# "))
+                    edits.append(Edit(line_start, line_start, "# "))
         else:
             note = (
                 f"The experiment used the {written} sampler, which ignores weights: "
@@ -311,35 +178,43 @@ def _sampler_edits(text: str, definitions: Sequence[Definition], used: str) -> t
 
 
 # ---------------------------------------------------------------------------------------
+# the whole template
 
 
-def reweight(
-    text: str,
-    learned: Learned,
-    *,
-    drop: bool = False,
-    source_name: str = "<template>",
-) -> tuple[str, list[tuple[str, str]], list[str], list[str]]:
-    """``text`` with learned weights written in (no header, sampler unchanged).
+_SETTING_SPECIAL = re.compile(r"([{}\[\]<>|#$_\\])")
 
-    Returns the text, the dropped (name, value) pairs, the names rewritten and the
-    optional slots weighed. The exploit sampler uses this on the template it runs.
-    """
-    definitions = parse(Source(source_name, text)).definitions
-    edits: list[_Edit] = []
-    dropped: list[tuple[str, str]] = []
-    rewritten: list[str] = []
+
+def _wildcards_edits(text: str, definitions: Sequence[Definition], folder: str) -> list[Edit]:
+    """``@wildcards = FOLDER``: replacing the template's own, or first in the body."""
+    value = _SETTING_SPECIAL.sub(r"\\\1", folder)
     for d in definitions:
-        if len(d.alternatives) < 2 or d.name not in learned.values:
-            continue
-        weights, lost = _new_weights(d, learned, drop, d.name)
-        edits.append(_definition_edit(text, d, weights))
-        label = ("@" if d.is_setting else "") + d.name
-        rewritten.append(label)
-        dropped.extend((label, value) for value in lost)
-    opt_edits, optional_slots = _optional_edits(text, definitions, learned)
-    edits.extend(opt_edits)
-    return _apply(text, edits), dropped, rewritten, optional_slots
+        if d.is_setting and d.name == "wildcards":
+            alt = d.alternatives[0]
+            return [Edit(alt.start, alt_end(alt), value)]
+    return [Edit(0, 0, f"@wildcards = {value}   # this template's weighted copies of its wildcard files\n")]
+
+
+def _compile(body: str, source_name: str, options: Mapping[str, Any]) -> Any:
+    """The experiment's template, compiled to find where its variables are written."""
+    dirs = options.get("wildcard_dirs", ())
+    try:
+        return compile_source(
+            Source(source_name, body),
+            tuple(Path(d) for d in dirs),
+            options.get("extra_settings", ()),
+            base_dir=options.get("base_dir"),
+        )
+    except TemplateError as exc:
+        raise TemplateError(
+            f"the experiment's template does not load any more, so it cannot be refined: {exc.message}",
+            exc.source,
+            exc.offset,
+            hint=exc.hint or "give the wildcard folders it used with --wildcards DIR",
+        ) from None
+
+
+def _copies(result: Reweighted, folder: str) -> dict[str, str]:
+    return {f"{folder}/{result.wildcard_names[p]}.txt": t for p, t in result.wildcard_texts.items()}
 
 
 def refine_template(
@@ -348,17 +223,78 @@ def refine_template(
     *,
     drop: bool = False,
     source_name: str = "<template>",
+    wildcards_to: str | None = None,
+    **options: Any,
 ) -> Refined:
-    """The refined text of ``text`` (normally the experiment's own template)."""
+    """The refined text of ``text`` (normally the experiment's own template).
+
+    ``wildcards_to`` is the folder (relative to the refined template) for weighted copies
+    of the wildcard files it reads; ``options``: ``wildcard_dirs``, ``base_dir`` (the
+    template's folder) and ``extra_settings`` (plugins' settings), to load the template.
+    """
     body = _strip_header(text)
     definitions = parse(Source(source_name, body)).definitions
     sampler_edits, note = _sampler_edits(body, definitions, learned.sampler)
-    body = _apply(body, sampler_edits)  # settings with one value: reweight never touches them
-    new_body, dropped, rewritten, optional_slots = reweight(body, learned, drop=drop, source_name=source_name)
-    header = _header(learned, dropped, note, optional_slots)
+    body = apply_edits(body, sampler_edits)  # settings with one value: reweight never touches them
+    result = reweight(_compile(body, source_name, options), learned, drop=drop)
+    new_body = result.text
+    copies: dict[str, str] = {}
+    wildcard_note = None
+    if result.wildcard_texts and wildcards_to is not None:
+        if not definitions:
+            new_body = _as_definitions(new_body)
+        defs = parse(Source(source_name, new_body)).definitions
+        new_body = apply_edits(new_body, _wildcards_edits(new_body, defs, wildcards_to))
+        copies = _copies(result, wildcards_to)
+    elif result.wildcard_texts:
+        wildcard_note = (
+            "Wildcard lines are not weighted in this output: give -o NEXT.sdp to write weighted "
+            "copies of the wildcard files beside it."
+        )
+    header = _header(learned, result.dropped, note, result.optional_slots, wildcards_to if copies else None)
     out = "\n".join(header) + "\n" + (new_body if new_body.startswith("\n") else "\n" + new_body)
-    _verify(out, source_name, dropped)
-    return Refined(out, learned, tuple(dropped), note, tuple(rewritten))
+    _verify(out, source_name, result.dropped)
+    return Refined(out, learned, result.dropped, note, result.rewritten, copies, wildcard_note)
+
+
+def _as_definitions(text: str) -> str:
+    """A bare template as a definitions file (so that it can take ``@wildcards``): its
+    comment lines kept, the rest one ``prompt = …`` line, '|' outside braces escaped."""
+    comments, body = [], []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("#") or not stripped:
+            if stripped:
+                comments.append(stripped)
+            continue
+        code, hashmark, comment = _split_comment(stripped)
+        if hashmark:
+            comments.append("#" + comment)
+        body.append(code.strip())
+    prompt = "prompt = " + _escape_top_level_bars(" ".join(b for b in body if b))
+    return "\n".join(comments + [prompt]) + "\n"
+
+
+def _split_comment(line: str) -> tuple[str, str, str]:
+    """A line's code and its comment (a '#' not escaped and not naming a choice)."""
+    for m in re.finditer(r"\\.|[{\[]#[A-Za-z_][A-Za-z0-9_]*:|#", line):
+        if m.group() == "#":
+            return line[: m.start()], "#", line[m.end() :]
+    return line, "", ""
+
+
+def _escape_top_level_bars(text: str) -> str:
+    out, depth, i = [], 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            out.append(text[i : i + 2])
+            i += 2
+            continue
+        depth += 1 if ch in "{[" else -1 if ch in "}]" else 0
+        out.append("\\|" if ch == "|" and depth == 0 else ch)
+        i += 1
+    return "".join(out)
 
 
 def _verify(text: str, source_name: str, dropped: Sequence[tuple[str, str]]) -> None:
@@ -366,7 +302,12 @@ def _verify(text: str, source_name: str, dropped: Sequence[tuple[str, str]]) -> 
         defs = parse(Source(source_name + " (refined)", text)).definitions
     except SdpError as exc:  # pragma: no cover - a bug in the rewriting
         raise RefineError(f"the refined template does not parse: {exc}") from None
-    gone = {(("@" if d.is_setting else "") + d.name, a.text) for d in defs for a in d.alternatives}
+    gone = {
+        (("@" if d.is_setting else "") + d.name, value_text(a, text))
+        for d in defs
+        for a in d.alternatives
+        if a.weight > 0
+    }
     for item in dropped:
         if item in gone:  # pragma: no cover - a bug in the rewriting
             raise RefineError(f"{item[0]}: {item[1]!r} was to be dropped but is still there")
@@ -381,6 +322,7 @@ def refine(
     prior: float = DEFAULT_PRIOR,
     include_rejected: bool = False,
     min_stars: int | None = None,
+    **options: Any,
 ) -> str:
     """The next template's text for an experiment (see the module docstring)."""
     return refine_result(
@@ -391,6 +333,7 @@ def refine(
         prior=prior,
         include_rejected=include_rejected,
         min_stars=min_stars,
+        **options,
     ).text
 
 
@@ -403,8 +346,15 @@ def refine_result(
     prior: float = DEFAULT_PRIOR,
     include_rejected: bool = False,
     min_stars: int | None = None,
+    wildcards_to: str | None = None,
+    wildcard_dirs: Sequence[Path] = (),
+    extra_settings: Sequence[SettingSpec] = (),
 ) -> Refined:
-    """Like :func:`refine`, with what was dropped and learned (``sdp refine`` reports it)."""
+    """Like :func:`refine`, with what was dropped and learned (``sdp refine`` reports it).
+
+    The experiment's template is loaded again to find where its variables are written:
+    its wildcards from ``wildcard_dirs``, else ``wildcards/`` beside the template file;
+    ``extra_settings`` are the plugins' settings it may use."""
     exp = experiment if isinstance(experiment, Experiment) else store.require(experiment)
     learned = learn(
         store,
@@ -414,4 +364,14 @@ def refine_result(
         include_rejected=include_rejected,
         min_stars=min_stars,
     )
-    return refine_template(exp.template_text, learned, drop=drop, source_name=exp.template_path or exp.name)
+    path = Path(exp.template_path) if exp.template_path else None
+    return refine_template(
+        exp.template_text,
+        learned,
+        drop=drop,
+        source_name=exp.template_path or exp.name,
+        wildcards_to=wildcards_to,
+        wildcard_dirs=tuple(wildcard_dirs) or default_wildcard_dirs(path),
+        base_dir=path.parent if path is not None else None,
+        extra_settings=extra_settings,
+    )

@@ -139,6 +139,10 @@ def _runs_table(exps: list[Any], missing: dict[str, Any], out: TextIO) -> None:
 
 
 def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    if args.save and not args.regen:
+        raise UsageError(
+            "--save writes a regenerated image: use it with --regen (sdp show NAME I --regen --save)"
+        )
     with open_store(args) as store:
         exp = store.require(args.name)
         rec = store.record(exp, args.index)
@@ -244,6 +248,8 @@ def _print_repair(report: Any, out: TextIO) -> None:
         out.write(
             f"{plural(report.marks_restored, 'mark')} (favourites, stars, rejections) read back from it\n"
         )
+    elif report.set_aside is not None:
+        out.write("no favourites, stars or rejections could be read back from it\n")
     for r in report.experiments:
         words = _repair_words(r)
         out.write(f"{r.name}: " + ("; ".join(words) if words else "whole") + "\n")

@@ -59,6 +59,15 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _value_text(v: Any) -> str:
+    """A row's value as the table shows it: an item is present or absent."""
+    if v.absent:
+        return str(v.text)
+    if v.kind == "item":
+        return "(present)"
+    return str(v.text) if v.text else '""'
+
+
 def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
     """The ``sdp stats`` table of a :class:`~stable_discovery.analysis.stats.StatsReport`."""
     r = report
@@ -74,18 +83,23 @@ def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
         f"{r.experiment}: {r.images:,} images{rejected}; {r.favourites:,} {winners}; "
         f"base rate {_pct(r.base_rate)}"
     ]
+    if len(r.experiments) > 1:
+        lines.append(
+            "pooled: each value is compared, experiment by experiment, with the images of the "
+            "experiments that have its variable; LIFT = favourites / those expected there"
+        )
     if not r.values:
-        lines.append("no traced slots or sampled settings to compare")
+        lines.append("nothing traced to compare: every sample of the template is the same prompt")
         return "\n".join(lines) + "\n"
-    header = ("SLOT", "VALUE", "IMAGES", "FAVS", "RATE", "95% INTERVAL", "LIFT", "SIG")
+    header = ("VARIABLE", "VALUE", "IMAGES", "FAVS", "RATE", "95% INTERVAL", "LIFT", "SIG")
     rows = [header]
     shown = r.values if limit is None else r.values[:limit]
     for v in shown:
-        slot = ("@" + v.name) if v.kind == "setting" else v.name
+        name = ("@" + v.name) if v.kind == "setting" else v.name
         rows.append(
             (
-                _cut(slot, 24),
-                _cut(v.text if v.text else '""', width),
+                _cut(name, 32),
+                _cut(_value_text(v), width),
                 f"{v.images:,}",
                 f"{v.favourites:,}",
                 _pct(v.rate) if v.images else "-",
@@ -105,8 +119,13 @@ def format_table(report: Any, limit: int | None = None, width: int = 44) -> str:
     if limit is not None and len(r.values) > limit:
         lines.append(f"… {len(r.values) - limit:,} more (--limit)")
     flagged = sum(1 for v in r.values if v.significant)
+    test = (
+        "one-sided test against the rest, experiment by experiment"
+        if len(r.experiments) > 1
+        else "one-sided Fisher exact test against the rest"
+    )
     lines.append(
-        f"* significant winner: one-sided Fisher exact test against the rest, "
+        f"* significant winner: {test}, "
         f"Benjamini-Hochberg q < 0.05 over {r.tested:,} values ({flagged:,} flagged)"
     )
     return "\n".join(lines) + "\n"
@@ -117,7 +136,7 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
 
     with _open_store(args) as store:
         report = experiment_stats(
-            store, args.name, include_rejected=args.include_rejected, min_stars=args.min_stars
+            store, list(args.names), include_rejected=args.include_rejected, min_stars=args.min_stars
         )
     if args.plot is not None:
         if args.plot.suffix.lower() != ".png":
@@ -131,11 +150,32 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
     else:
         out.write(format_table(report, args.limit))
+        if report.images and not report.favourites:
+            sys.stderr.write(
+                "no winners yet: every rate is 0%. Mark favourites first (the gallery's f, or "
+                "sdp fav NAME INDEX…), or count stars with --min-stars N\n"
+            )
     return 0
 
 
+def _write_wildcards(output: Path, copies: dict[str, str], force: bool) -> None:
+    """The refined template's weighted wildcard files, in a folder beside it; existing
+    files are replaced only with --force."""
+    paths = {output.parent / rel: text for rel, text in copies.items()}
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        raise UsageError(f"{existing[0]} exists; pass --force to replace the wildcard copies")
+    for path, text in paths.items():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
-    from stable_discovery.analysis.refine import refine_result
+    from stable_discovery import plugins
+    from stable_discovery.analysis.refine import refine_result, wildcard_folder
 
     if args.output is not None and args.output.exists() and not args.force:
         raise UsageError(f"{args.output} exists; pass --force to replace it")
@@ -148,6 +188,9 @@ def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
             prior=args.prior,
             include_rejected=args.include_rejected,
             min_stars=args.min_stars,
+            wildcards_to=wildcard_folder(args.output) if args.output is not None else None,
+            wildcard_dirs=tuple(args.wildcards or ()),
+            extra_settings=plugins.setting_specs(),
         )
     learned = result.learned
     summary = (
@@ -159,33 +202,47 @@ def cmd_refine(args: argparse.Namespace, out: TextIO) -> int:
     if result.dropped:
         summary += "; dropped " + "; ".join(f"{n}: {v}" for n, v in result.dropped)
     if args.output is not None:
+        _write_wildcards(args.output, result.wildcards, args.force)
         try:
             args.output.write_text(result.text, encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         sys.stderr.write(f"wrote {args.output}: {summary}\n")
+        if result.wildcards:
+            folder = args.output.parent / wildcard_folder(args.output)
+            sys.stderr.write(f"wrote {len(result.wildcards)} weighted wildcard files in {folder}/\n")
     else:
         out.write(result.text)
         sys.stderr.write(summary + "\n")
     if result.sampler_note:
         sys.stderr.write(result.sampler_note + "\n")
+    if result.wildcard_note:
+        sys.stderr.write(result.wildcard_note + "\n")
     return 0
 
 
 def add_commands(sub: Any) -> None:
+    """Add ``stats`` and ``refine`` to the ``sdp`` subcommands."""
+    _add_stats(sub)
+    _add_refine(sub)
+
+
+def _add_stats(sub: Any) -> None:
     from stable_discovery.cli.args import add_workspace_arg as _workspace_arg
     from stable_discovery.cli.args import nonneg as _nonneg_int
 
-    """Add ``stats`` and ``refine`` to the ``sdp`` subcommands."""
     p = sub.add_parser(
         "stats",
-        help="which slot values produce favourites: rates, intervals, significance",
-        description="For every slot value and sampled setting value of an experiment: images, "
-        "favourites, favourite rate with a 95% Wilson interval, lift over the base rate, and "
-        "a significance flag (one-sided Fisher exact test against the rest, Benjamini-Hochberg "
-        "at q = 0.05). Ranked by the interval's lower bound. Rejected images are left out.",
+        help="which values of the template produce favourites: rates, intervals, significance",
+        description="For every value of every traced variable of an experiment (slots, sampled "
+        "settings, inline choices, optional parts present or absent, multi-select items, "
+        "wildcard lines): images, favourites, favourite rate with a 95%% Wilson interval, lift "
+        "over the base rate, and a significance flag (one-sided Fisher exact test against the "
+        "rest, Benjamini-Hochberg at q = 0.05). Ranked by the interval's lower bound. Rejected "
+        "images are left out. Several experiments of one lineage (a refined template's and its "
+        "parent's) are pooled where their variables share names.",
     )
-    p.add_argument("name", help="experiment name")
+    p.add_argument("names", nargs="+", metavar="NAME", help="experiment name (several: pooled)")
     p.add_argument("--json", action="store_true", help="the statistics as one JSON object")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw rates and intervals into a PNG")
     p.add_argument("--limit", type=_nonneg_int, metavar="N", help="show the first N rows of the table")
@@ -193,12 +250,18 @@ def add_commands(sub: Any) -> None:
     _workspace_arg(p)
     p.set_defaults(func=cmd_stats)
 
+
+def _add_refine(sub: Any) -> None:
+    from stable_discovery.cli.args import add_workspace_arg as _workspace_arg
+
     p = sub.add_parser(
         "refine",
         help="write the next template, weighted by what the favourites say",
-        description="Writes the experiment's template with every traced slot and sampled "
-        "setting re-weighted from the favourites (shrunk estimates), optionally without the "
-        "values that clearly lose, and a header comment saying where the weights came from.",
+        description="Writes the experiment's template with every traced variable re-weighted "
+        "from the favourites (shrunk estimates) where it is written: slots, sampled settings, "
+        "inline choices, optional parts, multi-select items, and wildcard lines (in weighted "
+        "copies of the wildcard files, in NEXT-wildcards/ beside NEXT.sdp); optionally without "
+        "the values that clearly lose; with a header comment saying where the weights came from.",
     )
     p.add_argument("name", help="experiment name")
     p.add_argument("-o", "--output", type=Path, metavar="NEXT.sdp", help="write here instead of stdout")
@@ -221,6 +284,13 @@ def add_commands(sub: Any) -> None:
         default=2.0,
         metavar="M",
         help="the shrinkage prior's worth in favourites (default 2; at least 10 images)",
+    )
+    p.add_argument(
+        "--wildcards",
+        metavar="DIR",
+        action="append",
+        type=Path,
+        help="the wildcard folders the experiment used (default: wildcards/ beside its template)",
     )
     _winner_args(p)
     _workspace_arg(p)

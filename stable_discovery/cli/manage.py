@@ -136,8 +136,15 @@ def _rm_purge(args: argparse.Namespace, out: TextIO) -> int:
     ):
         out.write("nothing deleted\n")
         return 1
-    gone = purge(workspace, entries)
-    out.write(f"deleted {plural(len(gone), 'experiment')} from the trash ({plural(images, 'image')})\n")
+    result = purge(workspace, entries)
+    out.write(f"deleted {plural(len(result.deleted), 'experiment')} from the trash\n")
+    if result.kept:
+        shown = "".join(f"  {path}\n" for path in result.kept[:10])
+        more = f"  … and {len(result.kept) - 10} more\n" if len(result.kept) > 10 else ""
+        out.write(
+            f"kept {plural(len(result.kept), 'file')} that sdp did not write (move or delete "
+            f"{'it' if len(result.kept) == 1 else 'them'} yourself, then purge again):\n" + shown + more
+        )
     return 0
 
 
@@ -197,7 +204,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="experiments to remove")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--list", action="store_true", help="show what the trash holds")
-    p.add_argument("--purge", action="store_true", help="delete everything in the trash for good")
+    p.add_argument(
+        "--purge",
+        action="store_true",
+        help="delete the trash for good (files sdp did not write are kept, and listed)",
+    )
     p.add_argument("--restore", metavar="NAME", help="bring an experiment back from the trash")
     p.add_argument("--as", dest="as_name", metavar="NEW_NAME", help="with --restore: under this name")
     add_workspace_arg(p)

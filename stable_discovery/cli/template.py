@@ -57,11 +57,60 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         out.write("models:\n")
         for line in model_lines(run_models(program)):
             out.write(line + "\n")
+    _write_variables(program, out)
     out.write(f"sampler: {sampler}\n")
     if program.setting("count") is not None:
         out.write(f"count: {program.setting('count'):,}\n")
     out.write(f"combinations: {program.count():,}\n")
     return 0
+
+
+_SHOWN_VALUES = 72  # characters of values shown per traced variable
+
+
+def _values_text(var: Any) -> str:
+    """What a traced variable can be, in a few words: its values, a count, or its lines."""
+    if var.kind == "item":
+        return "present or absent"
+    if var.kind == "count":
+        return "number of items picked"
+    if var.kind == "wildcard" or (var.lines and var.kind == "choice"):
+        return plural(len(var.values), "line")
+    if var.kind == "file":
+        shown = " | ".join(var.values)
+    else:
+        shown = " | ".join(v if v else '""' for v in var.values)
+    if len(shown) > _SHOWN_VALUES:
+        shown = shown[: _SHOWN_VALUES - 1] + "…"
+    count = plural(len(var.values), "value")
+    if var.kind == "optional":
+        count += " or absent"
+    return f"{count}: {shown}"
+
+
+def _write_variables(program: Any, out: TextIO) -> None:
+    """The traced variables: every decision a sample records, with its name."""
+    variables = program.variables
+    if not variables:
+        out.write("traced: nothing (every sample is the same prompt)\n")
+        return
+    out.write("traced (name, kind, values):\n")
+    labels = [("@" if v.kind == "setting" else "") + v.name for v in variables]
+    width = min(max(len(label) for label in labels), 40) + 2
+    kinds = max(len(v.kind) for v in variables) + 2
+    for label, var in zip(labels, variables, strict=True):
+        out.write(f"  {label.ljust(width)}{var.kind.ljust(kinds)}{_values_text(var)}\n")
+    if any(_automatic(v) for v in variables):
+        out.write(
+            "  ({N} and [N] in a name count the choices and optional parts where it stands;\n"
+            "  name one to keep its name as you edit the template: {#name: a|b}, [#name: x])\n"
+        )
+
+
+def _automatic(var: Any) -> bool:
+    return var.kind in ("choice", "optional", "item", "count") and (
+        var.name.endswith(("}", "]")) or (var.group or "").endswith(("}", "]"))
+    )
 
 
 def cmd_count(args: argparse.Namespace, out: TextIO) -> int:

@@ -6,6 +6,10 @@ setting, separated by :data:`SEPARATOR`. Slots referenced more than once (see
 :mod:`.references`) become shared :class:`Ref` nodes bound once per sample; a wildcard
 is compiled once however often it is used. Cycles, weights that leave nothing to
 choose and nesting beyond :data:`~.measure.MAX_DEPTH` are errors located in the source.
+
+Every random decision is traced under the name :mod:`.variables` gives it, and listed
+(in the order it is first compiled) as a :class:`~.variables.Variable`; a name given in
+the template that is given twice, or that is already a slot's or setting's, is an error.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.definitions import ENTRY_POINTS, Definitions, SettingInfo, SlotInfo
@@ -21,9 +25,21 @@ from stable_discovery.language.measure import MAX_DEPTH, check_limits
 from stable_discovery.language.references import count_references, unknown_slot
 from stable_discovery.language.syntax import Alternative, Choice, Select, SlotRef, Text, WildcardRef
 from stable_discovery.language.syntax import Node as SyntaxNode
-from stable_discovery.language.wildcard_lines import WildcardLines
+from stable_discovery.language.variables import (
+    Lines,
+    Scope,
+    Variable,
+    count_name,
+    file_name,
+    item_name,
+    merged_choice,
+    value_text,
+    wildcard_name,
+)
+from stable_discovery.language.wildcard_lines import ParsedLine, WildcardLines
 from stable_discovery.language.wildcards import WildcardLibrary
 from stable_discovery.space.nodes import Lit, Multi, Node, Pick, Ref, Seq, SpaceTooComplex
+from stable_discovery.space.trace import Chosen
 
 __all__ = ["SEPARATOR", "MAX_OPEN_MULTI", "CompiledSpace", "compile_space"]
 
@@ -47,6 +63,7 @@ class CompiledSpace:
     used_slots: tuple[str, ...]  # in the order they were first compiled
     shared_slots: tuple[str, ...]  # referenced more than once: bound once per sample
     sampled_settings: tuple[str, ...]  # settings with several values, in the tree
+    variables: tuple[Variable, ...] = ()  # every traced variable, in template order
 
 
 def compile_space(source: Source, definitions: Definitions, library: WildcardLibrary) -> CompiledSpace:
@@ -62,13 +79,16 @@ def compile_space(source: Source, definitions: Definitions, library: WildcardLib
         parts.append(Lit(SEPARATOR))
     sampled, setting_parts = _sampled_settings(definitions.settings)
     parts.extend(setting_parts)
+    for name in sampled:
+        info = definitions.settings[name]
+        comp.variable(Variable(name, "setting", info.texts, source, info.start), ("@", name))
     try:
         root = Seq(parts) if len(parts) > 1 else parts[0]
     except SpaceTooComplex as exc:
         raise TemplateError(str(exc), source, slots["prompt"].start) from None
     check_limits(root, source, slots["prompt"].start)
     shared = tuple(n for n, c in refcount.items() if c > 1)
-    return CompiledSpace(root, tuple(comp.used), shared, sampled)
+    return CompiledSpace(root, tuple(comp.used), shared, sampled, tuple(comp.variables.values()))
 
 
 def _untraced(definitions: Definitions) -> set[str]:
@@ -112,9 +132,34 @@ class _Compiler:
         self.refs: dict[str, Ref] = {}
         self.wild_nodes: dict[str, Node] = {}
         self.wild_in_progress: list[str] = []
-        self.wild_compiled: dict[str, tuple[list[Node], list[str]]] = {}
+        self.wild_compiled: dict[str, tuple[list[Node], list[ParsedLine]]] = {}
         self.used: list[str] = []
         self.depth = 0
+        self.variables: dict[str, Variable] = {}
+        self.places: dict[str, tuple[Any, ...]] = {}
+        self.line_ref_cache: dict[str, Lines] = {}
+
+    # variables -------------------------------------------------------------------------
+    def variable(self, var: Variable, place: tuple[Any, ...]) -> None:
+        """List a traced variable; ``place`` says which construct it is, so that one
+        reached twice (a wildcard's line compiled for two patterns) is listed once and
+        two constructs under one name are an error."""
+        seen = self.places.get(var.name)
+        if seen is None:
+            self.places[var.name] = place
+            self.variables[var.name] = var
+            return
+        if seen == place:
+            return
+        first = self.variables[var.name]
+        line, col = first.source.line_col(first.start)
+        at = f"{line}:{col}" if first.source.name == var.source.name else first.where
+        raise TemplateError(
+            f"the name {var.name!r} is given to two things: the {first.kind} at {at} and the {var.kind} here",
+            var.source,
+            var.start,
+            hint="the trace needs one name for one thing: rename one of them",
+        )
 
     # slots -----------------------------------------------------------------------------
     def slot(self, name: str, at: SlotRef | None, src: Source) -> Node:
@@ -138,7 +183,11 @@ class _Compiler:
             if name not in self.used:
                 self.used.append(name)
             traced = name not in self.untraced
-            node = self.pick(info.alternatives, info.source, name if traced else None, at=info.start)
+            if traced:
+                texts = tuple(value_text(a, info.source.text) for a in info.alternatives)
+                self.variable(Variable(name, "slot", texts, info.source, info.start), ("<", name))
+            scope = Scope(name)
+            node = self.pick(info.alternatives, info.source, name if traced else None, info.start, scope)
         finally:
             self.in_progress.pop()
         self.compiled[name] = node
@@ -158,19 +207,20 @@ class _Compiler:
             hint="a slot cannot contain itself, directly or through other slots",
         )
 
-    def pick(self, alts: Sequence[Alternative], src: Source, name: str | None, at: int) -> Node:
+    def pick(self, alts: Sequence[Alternative], src: Source, name: str | None, at: int, scope: Scope) -> Node:
         """A choice among a definition's alternatives, traced as ``name`` unless None."""
-        nodes = [self.parts(a.parts, src) for a in alts]
+        nodes = [self.parts(a.parts, src, scope) for a in alts]
         weights = [a.weight for a in alts]
         if len(nodes) == 1 and name is None:
             return nodes[0]
         if sum(weights) <= 0:
             raise TemplateError(_NO_WEIGHT, src, at, hint=_NO_WEIGHT_HINT)
-        return Pick(nodes, weights, name, [a.text for a in alts], [a.text for a in alts])
+        texts = [value_text(a, src.text) for a in alts] if name is not None else None
+        return Pick(nodes, weights, name, texts, [a.text for a in alts])
 
     # parts -----------------------------------------------------------------------------
-    def parts(self, parts: Sequence[SyntaxNode], src: Source) -> Node:
-        """The sequence of an alternative's parts."""
+    def parts(self, parts: Sequence[SyntaxNode], src: Source, scope: Scope) -> Node:
+        """The sequence of an alternative's parts; ``scope`` names their choices."""
         # slots inside slots (and choices inside them) nest without bound in the source;
         # compiling and sampling recurse, so depth is bounded here with a located error
         self.depth += 1
@@ -183,13 +233,13 @@ class _Compiler:
                     parts[0].start,
                     hint="flatten it: fewer slots that refer to slots that refer to slots",
                 )
-            return self._parts(parts, src)
+            return self._parts(parts, src, scope)
         except SpaceTooComplex as exc:
             raise TemplateError(str(exc), src, parts[0].start) from None
         finally:
             self.depth -= 1
 
-    def _parts(self, parts: Sequence[SyntaxNode], src: Source) -> Node:
+    def _parts(self, parts: Sequence[SyntaxNode], src: Source, scope: Scope) -> Node:
         nodes: list[Node] = []
         for p in parts:
             if isinstance(p, Text):
@@ -198,30 +248,71 @@ class _Compiler:
                 nodes.append(self.slot(p.name, p, src))
             elif isinstance(p, WildcardRef):
                 nodes.append(self.wildcard_node(p, src))
+            elif isinstance(p, Choice) and p.optional:
+                nodes.append(self.optional(p, src, scope.name(p)))
             elif isinstance(p, Choice):
-                nodes.append(self.choice(p, src))
+                nodes.append(self.choice(p, src, scope.name(p)))
             else:  # pragma: no cover
                 raise AssertionError(type(p))
         return _seq(nodes)
 
     # wildcards -------------------------------------------------------------------------
     def wildcard_node(self, ref: WildcardRef, src: Source) -> Node:
-        """The node of ``__pattern__``: one of its lines."""
+        """The node of ``__pattern__``: one of its lines, traced as ``__pattern__`` (and,
+        for a glob, the file as ``__pattern__.file``)."""
         cached = self.wild_nodes.get(ref.pattern)
         if cached is None:
-            lines, texts = self.wildcard(ref, src)
-            if len(lines) == 1 and isinstance(lines[0], Lit) and len(lines[0].text) <= 1000:
-                cached = lines[0]
+            lines = self.lines.get(ref, src)
+            singles, entries = self._wildcard_entries(ref, lines, src) if len(lines) > 1 else (None, None)
+            nodes, _ = self.wildcard(ref, src)
+            if len(nodes) == 1 and isinstance(nodes[0], Lit) and len(nodes[0].text) <= 1000:
+                cached = nodes[0]  # one short line of text: nothing to choose
+            elif len(nodes) == 1:
+                cached = Pick(nodes, [1.0])  # one line, nothing to choose, kept whole (below)
             else:
                 # kept whole: a wildcard used again and again is one shared node,
                 # never copied into each use (__a__ = "__b__ __b__" ... would
                 # otherwise double in size at each level)
-                cached = Pick(lines, [1.0] * len(lines), None, texts, texts)
+                keys = [line.text for line in lines]
+                weights = _line_weights(lines, src, ref.start)
+                cached = Pick(nodes, weights, None, None, keys, entries=entries, singles=singles)
             self.wild_nodes[ref.pattern] = cached
         return cached
 
-    def wildcard(self, ref: WildcardRef, src: Source) -> tuple[list[Node], list[str]]:
-        """The compiled lines of a wildcard and their texts."""
+    def _wildcard_entries(
+        self, ref: WildcardRef, lines: Sequence[ParsedLine], src: Source
+    ) -> tuple[Any, Any]:
+        """Each line's trace entry, the line (``singles``); for a glob, the line and the
+        file it came from (``entries``)."""
+        name = wildcard_name(ref.pattern)
+        texts = tuple(line.value for line in lines)
+        var = Variable(name, "wildcard", texts, src, ref.start, ref, self.line_refs(ref.pattern, lines))
+        self.variable(var, ("__", ref.pattern))
+        singles = tuple((name, Chosen(k, line.value)) for k, line in enumerate(lines))
+        if not any(ch in ref.pattern for ch in "*?["):
+            return singles, None
+        files = list(dict.fromkeys(line.file for line in lines))
+        fname = file_name(name)
+        var = Variable(fname, "file", tuple(files), src, ref.start, ref, group=name)
+        self.variable(var, ("__.file", ref.pattern))
+        file_entries = {f: (fname, Chosen(k, f)) for k, f in enumerate(files)}
+        return None, tuple((e, file_entries[line.file]) for e, line in zip(singles, lines, strict=True))
+
+    def line_refs(self, pattern: str, lines: Sequence[ParsedLine]) -> Lines:
+        """The lines of a pattern as variables keep them (once per pattern)."""
+        refs = self.line_ref_cache.get(pattern)
+        if refs is None:
+            refs = Lines(
+                tuple(line.source.name for line in lines),
+                tuple(line.source.first_line for line in lines),
+                tuple(line.value for line in lines),
+                tuple(line.weight for line in lines),
+            )
+            self.line_ref_cache[pattern] = refs
+        return refs
+
+    def wildcard(self, ref: WildcardRef, src: Source) -> tuple[list[Node], list[ParsedLine]]:
+        """The compiled lines of a wildcard, and the lines."""
         done = self.wild_compiled.get(ref.pattern)
         if done is not None:  # compiled once: {2$$__a__} inside __b__ inside ... stays linear
             return done
@@ -237,71 +328,170 @@ class _Compiler:
         try:
             # a line of plain text is a literal (what parts() makes of it, faster)
             plain_ok = self.depth < MAX_DEPTH
+            scope = Scope(wildcard_name(ref.pattern))  # numbers choices across the lines
             nodes = [
-                Lit(parts[0].value)
-                if plain_ok and len(parts) == 1 and type(parts[0]) is Text
-                else self.parts(parts, line_src)
-                for parts, line_src in lines
+                Lit(line.parts[0].value)
+                if plain_ok and len(line.parts) == 1 and type(line.parts[0]) is Text
+                else self.parts(line.parts, line.source, scope)
+                for line in lines
             ]
         finally:
             self.wild_in_progress.pop()
-        done = (nodes, [line_src.text for _, line_src in lines])
+        done = (nodes, list(lines))
         self.wild_compiled[ref.pattern] = done
         return done
 
     # choices ---------------------------------------------------------------------------
-    def choice(self, choice: Choice, src: Source) -> Node:
-        """``{a|b}``, ``[a]`` or the multi-select ``{2$$a|b|c}``."""
+    def choice(self, choice: Choice, src: Source, name: str) -> Node:
+        """``{a|b}`` or the multi-select ``{2$$a|b|c}``, traced as ``name``."""
         alts = choice.alternatives
         only = alts[0].parts if len(alts) == 1 else ()
-        if len(only) == 1 and isinstance(only[0], WildcardRef):
-            # {2$$__colours__}: choose among the wildcard's values
-            nodes, texts = self.wildcard(only[0], src)
-            weights = [1.0] * len(nodes)
-            keys = list(texts)
+        wild = only[0] if len(only) == 1 and isinstance(only[0], WildcardRef) else None
+        lines: Lines | tuple[()] = ()
+        if wild is not None:  # {2$$__colours__}: choose among the wildcard's lines
+            parsed = self.lines.get(wild, src)
+            lines = self.line_refs(wild.pattern, parsed)
+            keys = [line.text for line in parsed]
+            texts = [line.value for line in parsed]
+            weights = [line.weight for line in parsed]
         else:
-            nodes = [self.parts(a.parts, src) for a in alts]
-            weights = [a.weight for a in alts]
             keys = [a.text for a in alts]
-            texts = [a.text for a in alts]
-        if choice.select is None:
-            if len(nodes) == 1:
-                return nodes[0]
+            texts = [value_text(a, src.text) for a in alts]
+            weights = [a.weight for a in alts]
+        if choice.select is not None:
+            items, counts = self._multi_entries(choice, keys, texts, src, name, lines)
+        elif len(texts) > 1:  # {x} alone has nothing to choose
             if sum(weights) <= 0:
                 raise TemplateError(_NO_WEIGHT, src, choice.start, hint=_NO_WEIGHT_HINT)
-            return Pick(nodes, weights, None, texts, keys)
-        return _multi(nodes, weights, choice.select, keys, src, choice.start)
+            var = Variable(name, "choice", tuple(texts), src, choice.start, choice, lines)
+            self.variable(var, ("{", choice, src))
+        if wild is not None:
+            nodes = self.wildcard(wild, src)[0]
+        else:
+            scope = Scope(name)
+            nodes = [self.parts(a.parts, src, scope) for a in alts]
+        if choice.select is not None:
+            return _multi(nodes, weights, choice.select, keys, src, choice.start, items, counts)
+        if len(nodes) == 1:
+            return nodes[0]
+        return Pick(nodes, weights, name, texts, keys)
 
+    def optional(self, choice: Choice, src: Source, name: str) -> Node:
+        """``[x]`` (traced as ``name`` with the value ``x`` when present) or ``[a|b]``
+        (the value ``a`` or ``b`` when present)."""
+        empty, present = choice.alternatives
+        if not present.text:
+            return Lit("")  # `[ ]`: nothing to choose
+        keys = [empty.text, present.text]
+        inner = merged_choice(choice)
+        scope = Scope(name)
+        if inner is None:
+            texts: tuple[str, ...] = (value_text(present, src.text),)
+        else:
+            texts = tuple(value_text(a, src.text) for a in inner.alternatives)
+        self.variable(Variable(name, "optional", texts, src, choice.start, choice), ("[", choice, src))
+        if inner is None:
+            node = self.parts(present.parts, src, scope)
+            entries = ((), ((name, Chosen(0, texts[0])),))
+            return Pick([Lit(""), node], [empty.weight, present.weight], keys=keys, entries=entries)
+        weights = [a.weight for a in inner.alternatives]
+        if sum(weights) <= 0:
+            raise TemplateError(_NO_WEIGHT, src, inner.start, hint=_NO_WEIGHT_HINT)
+        nodes = [self.parts(a.parts, src, scope) for a in inner.alternatives]
+        node = Pick(nodes, weights, name, texts, [a.text for a in inner.alternatives])
+        return Pick([Lit(""), node], [empty.weight, present.weight], keys=keys)
 
-# ---------------------------------------------------------------------------------------
-# multi-selects
+    def _multi_entries(
+        self,
+        choice: Choice,
+        keys: list[str],
+        texts: list[str],
+        src: Source,
+        name: str,
+        lines: Lines | tuple[()],
+    ) -> tuple[list[tuple[str, Chosen]], list[tuple[str, Chosen]] | None]:
+        """A multi-select's trace entries: one variable per distinct item (present or
+        absent), and the count when it varies."""
+        sel = choice.select
+        assert sel is not None
+        first: dict[str, int] = {}
+        items = []
+        for k, text in enumerate(texts):
+            canonical = first.setdefault(text, k)
+            item = item_name(name, text)
+            items.append((item, Chosen(canonical, text)))
+            if canonical == k:
+                var = Variable(item, "item", (text,), src, choice.start, choice, lines, name, k)
+                self.variable(var, ("+", choice, src, k))
+        distinct = len(set(keys))
+        hi = distinct if sel.high is None else min(sel.high, distinct)
+        if min(sel.low, hi) >= hi:
+            return items, None
+        cname = count_name(name)
+        values = tuple(str(j) for j in range(hi + 1))
+        self.variable(
+            Variable(cname, "count", values, src, choice.start, choice, group=name), ("#", choice, src)
+        )
+        return items, [(cname, Chosen(j, str(j))) for j in range(hi + 1)]
 
 
 def _multi(
-    nodes: list[Node], weights: list[float], sel: Select, keys: list[str], src: Source, start: int
+    nodes: list[Node],
+    weights: list[float],
+    sel: Select,
+    keys: list[str],
+    src: Source,
+    start: int,
+    items: Sequence[tuple[str, Chosen]],
+    counts: Sequence[tuple[str, Chosen]] | None,
 ) -> Node:
     """``{lo-hi$$joiner$$…}`` over compiled alternatives."""
     if sum(weights) <= 0 and sel.low > 0:
         raise TemplateError(_NO_WEIGHT, src, start)
     if all(n.closed for n in nodes):
         try:
-            return Multi(nodes, weights, sel.low, sel.high, sel.joiner, keys)
+            return Multi(nodes, weights, sel.low, sel.high, sel.joiner, keys, items, counts)
         except SpaceTooComplex as exc:
             raise TemplateError(str(exc), src, start) from None
-    return _open_multi(nodes, weights, sel, keys, src, start)
+    return _open_multi(nodes, weights, sel, keys, src, start, items, counts)
+
+
+def _line_weights(lines: Sequence[ParsedLine], src: Source, at: int) -> list[float]:
+    weights = [line.weight for line in lines]
+    if sum(weights) <= 0:
+        raise TemplateError(
+            "every line of the wildcard has weight 0, so none can be chosen",
+            src,
+            at,
+            hint="give at least one line a positive weight",
+        )
+    return weights
+
+
+# ---------------------------------------------------------------------------------------
+# multi-selects
 
 
 def _open_multi(
-    nodes: list[Node], weights: list[float], sel: Select, keys: list[str], src: Source, start: int
+    nodes: list[Node],
+    weights: list[float],
+    sel: Select,
+    keys: list[str],
+    src: Source,
+    start: int,
+    items: Sequence[tuple[str, Chosen]],
+    counts: Sequence[tuple[str, Chosen]] | None,
 ) -> Node:
     """A multi-select whose alternatives use shared slots: a choice among every
-    selection, each weighted as the random sampler would draw it."""
+    selection, each weighted as the random sampler would draw it, and traced as the
+    count (for a range) and the items in order."""
     distinct, merged = _merge_identical(keys, weights)
     n = len(distinct)
     hi = n if sel.high is None else min(sel.high, n)
     lo = min(sel.low, hi)
     options: list[Node] = []
     option_weights: list[float] = []
+    entries: list[tuple[tuple[str, Chosen], ...]] = []
     for k in range(lo, hi + 1):
         for perm in itertools.permutations(distinct, k):
             if len(options) >= MAX_OPEN_MULTI:
@@ -313,7 +503,11 @@ def _open_multi(
                 )
             options.append(_joined(nodes, perm, sel.joiner))
             option_weights.append(_selection_weight(perm, merged, n, hi - lo + 1))
-    return Pick(options, option_weights or [1.0])
+            head = (counts[k],) if counts is not None else ()
+            entries.append(head + tuple(items[idx] for idx in perm))
+    if not options:
+        return Pick([Lit("")], [1.0])
+    return Pick(options, option_weights, entries=tuple(entries))
 
 
 def _merge_identical(keys: list[str], weights: list[float]) -> tuple[list[int], dict[int, float]]:

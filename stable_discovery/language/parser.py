@@ -127,8 +127,12 @@ def _check_size(source: Source, text: str) -> None:
             )
 
 
-# escapes and comments are skipped whole; brackets and newlines are the events
-_BRACKET_EVENTS = re.compile(r"\\[{}\[\]<>|#$_\\]|\\|#[^\n]*|[{}\[\]\n]")
+#: ``{#name:`` and ``[#name:``: a choice or optional part named for the trace (the
+#: ``#`` does not start a comment there)
+NAMED_OPENER = r"[{\[]#[A-Za-z_][A-Za-z0-9_]*:"
+
+# escapes and comments are skipped whole; brackets (named ones too) and newlines are the events
+_BRACKET_EVENTS = re.compile(NAMED_OPENER + r"|\\[{}\[\]<>|#$_\\]|\\|#[^\n]*|[{}\[\]\n]")
 _CLOSER = {"{": "}", "[": "]"}
 
 
@@ -139,7 +143,9 @@ def _check_brackets(source: Source, text: str, newline_closes: bool) -> None:
     pairs = {"}": "{", "]": "["}
     for m in _BRACKET_EVENTS.finditer(text):
         ch = m.group()
-        if len(ch) != 1 or ch == "\\" or ch == "#":
+        if len(ch) > 2 and ch[0] in "{[":
+            ch = ch[0]  # {#name: or [#name: opens like { or [
+        elif len(ch) != 1 or ch == "\\" or ch == "#":
             continue  # an escape, a lone backslash or a comment
         i = m.start()
         if ch == "\n":
@@ -240,6 +246,18 @@ def _select(token_value: str) -> Select:
     return Select(low, int(high) if high else None, joiner)
 
 
+def _opener(value: str, kind: str) -> tuple[str | None, Select | None]:
+    """The name and the multi-select prefix an opening token carries (``{#colour:``,
+    ``{#features: 2$$ and $$``, ``{2$$``, ``{``, ``[``)."""
+    label = None
+    if kind.startswith("NAMED_"):
+        colon = value.index(":")
+        label = value[2:colon]
+        value = "{" + value[colon + 1 :]
+    select = _select(value) if kind.endswith("MULTI") else None
+    return label, select
+
+
 class _Builder:
     """Turns Lark's tree into syntax nodes. Iterative: deep input cannot overflow."""
 
@@ -308,7 +326,7 @@ class _Builder:
         if child.data == "choice":
             opener = child.children[0]
             closer = child.children[-1]
-            select = _select(str(opener)) if opener.type == "MULTI" else None
+            label, select = _opener(str(opener), opener.type)
             if select is not None and select.high is not None and select.high < select.low:
                 raise TemplateError(
                     f"the range {select.low}-{select.high} runs backwards",
@@ -317,10 +335,11 @@ class _Builder:
                     hint=f"write {{{select.high}-{select.low}$$…}}",
                 )
             alts = self.alternatives(child.children[1:-1], opener.end_pos)
-            return Choice(tuple(alts), opener.start_pos, select), closer.end_pos
+            return Choice(tuple(alts), opener.start_pos, select, label=label), closer.end_pos
         if child.data == "optional":
             opener = child.children[0]
             closer = child.children[-1]
+            label, _ = _opener(str(opener), opener.type)
             alts = self.alternatives(child.children[1:-1], opener.end_pos)
             empty = Alternative((), 1.0, "", opener.start_pos)
             if len(alts) == 1:
@@ -331,7 +350,7 @@ class _Builder:
             else:
                 text = self.text[opener.end_pos : closer.start_pos].strip()
                 present = Alternative((Choice(tuple(alts), opener.start_pos),), 1.0, text, opener.end_pos)
-            return Choice((empty, present), opener.start_pos, optional=True), closer.end_pos
+            return Choice((empty, present), opener.start_pos, optional=True, label=label), closer.end_pos
         raise AssertionError(child.data)  # pragma: no cover
 
     # whole files ------------------------------------------------------------------------
@@ -434,7 +453,7 @@ def _line_start(source: Source, pos: int) -> int:
 # ---------------------------------------------------------------------------------------
 # entry points
 
-_COMMENT_OR_ESCAPE = re.compile(r"\\[{}\[\]<>|#$_\\]|#[^\n]*")
+_COMMENT_OR_ESCAPE = re.compile(NAMED_OPENER + r"|\\[{}\[\]<>|#$_\\]|#[^\n]*")
 
 
 def _blank_comments_and_newlines(text: str) -> str:
@@ -442,7 +461,7 @@ def _blank_comments_and_newlines(text: str) -> str:
 
     def repl(m: re.Match[str]) -> str:
         s = m.group(0)
-        return s if s.startswith("\\") else " " * len(s)
+        return s if s[0] != "#" else " " * len(s)
 
     if "#" in text:
         text = _COMMENT_OR_ESCAPE.sub(repl, text)

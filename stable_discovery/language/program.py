@@ -24,6 +24,7 @@ from stable_discovery.language.compiler import SEPARATOR, compile_space
 from stable_discovery.language.definitions import SettingInfo, SlotInfo, definitions_of, settings_specs
 from stable_discovery.language.parser import parse
 from stable_discovery.language.settings import SettingSpec
+from stable_discovery.language.variables import Variable
 from stable_discovery.language.wildcards import WildcardLibrary, read_text_file
 from stable_discovery.space.nodes import Node, OpenSpace, SpaceTooComplex
 
@@ -49,6 +50,8 @@ class Program:
     legacy: LegacyConfig | None = None  # set when loaded from an original JSON config
     wildcard_files: tuple[Path, ...] = ()  # the wildcard files the template reads
     run_settings: frozenset[str] = frozenset()  # settings that steer the run, not each image
+    variables: tuple[Variable, ...] = ()  # every traced variable, in template order
+    base_dir: Path | None = None  # the template's folder (@wildcards is relative to it)
     _space: list[Node | OpenSpace] = field(default_factory=list, repr=False)
 
     def setting(self, name: str, default: Any = None) -> Any:
@@ -88,8 +91,14 @@ def compile_source(
     wildcard_dirs: Sequence[Path] = (),
     extra_settings: Sequence[SettingSpec] = (),
     legacy: LegacyConfig | None = None,
+    *,
+    base_dir: Path | None = None,
+    wildcard_texts: Mapping[Path, str] | None = None,
 ) -> Program:
     """Parse and compile a template source into a :class:`Program`.
+
+    ``base_dir`` is the template's folder (``@wildcards`` is relative to it; default: the
+    current directory); ``wildcard_texts`` stands in for the text of some wildcard files.
 
     The cyclic garbage collector is paused meanwhile: compiling a large template makes
     a great many small objects that stay alive (and next to no cycles), and the
@@ -99,7 +108,7 @@ def compile_source(
     if enabled:
         gc.disable()
     try:
-        return _compile_source(source, wildcard_dirs, extra_settings, legacy)
+        return _compile_source(source, wildcard_dirs, extra_settings, legacy, base_dir, wildcard_texts)
     finally:
         if enabled:
             gc.enable()
@@ -110,6 +119,8 @@ def _compile_source(
     wildcard_dirs: Sequence[Path],
     extra_settings: Sequence[SettingSpec],
     legacy: LegacyConfig | None,
+    base_dir: Path | None,
+    wildcard_texts: Mapping[Path, str] | None,
 ) -> Program:
     if "\x00" in source.text:
         raise TemplateError(
@@ -117,7 +128,8 @@ def _compile_source(
         )
     specs = settings_specs(extra_settings)
     definitions = definitions_of(source, parse(source), specs)
-    library = WildcardLibrary(wildcard_dirs)
+    wildcard_dirs = search_dirs(definitions.settings.get("wildcards"), wildcard_dirs, base_dir)
+    library = WildcardLibrary(wildcard_dirs, wildcard_texts)
     space = compile_space(source, definitions, library)
     return Program(
         source=source,
@@ -132,7 +144,23 @@ def _compile_source(
         legacy=legacy,
         wildcard_files=tuple(library.files_read()),
         run_settings=frozenset(name for name, spec in specs.items() if not spec.per_image),
+        variables=space.variables,
+        base_dir=base_dir,
     )
+
+
+def search_dirs(
+    setting: SettingInfo | None, wildcard_dirs: Sequence[Path], base_dir: Path | None
+) -> tuple[Path, ...]:
+    """The wildcard folders, in search order: ``@wildcards`` (relative to the template's
+    folder) first, then the ones given; each once."""
+    dirs = list(wildcard_dirs)
+    if setting is not None:
+        folder = Path(setting.values[0])
+        if not folder.is_absolute() and base_dir is not None:
+            folder = base_dir / folder
+        dirs.insert(0, folder)
+    return tuple(dict.fromkeys(dirs))
 
 
 def default_wildcard_dirs(path: Path | None) -> tuple[Path, ...]:
@@ -154,8 +182,14 @@ def load(
         from stable_discovery.language.legacy_config import legacy_source
 
         sdp_text, config = legacy_source(Source(str(path), text))
-        return compile_source(Source(str(path) + " (as .sdp)", sdp_text), dirs, extra_settings, legacy=config)
-    return compile_source(Source(str(path), text), dirs, extra_settings)
+        return compile_source(
+            Source(str(path) + " (as .sdp)", sdp_text),
+            dirs,
+            extra_settings,
+            legacy=config,
+            base_dir=path.parent,
+        )
+    return compile_source(Source(str(path), text), dirs, extra_settings, base_dir=path.parent)
 
 
 def loads(

@@ -87,7 +87,7 @@ class _ReferenceCounter:
 
     def _wildcard(self, ref: WildcardRef, src: Source) -> None:
         stack = self.stack
-        for parts, line_src in self.lines.get(ref, src):
+        for parts, line_src, *_ in self.lines.get(ref, src):
             key = line_src.name + ":" + str(line_src.first_line)
             # a slot used in a wildcard line may be used from many places
             if key in self.visited_lines:

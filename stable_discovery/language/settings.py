@@ -139,6 +139,13 @@ BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
         multi=False,
         per_image=False,
     ),
+    SettingSpec(
+        "wildcards",
+        _word(),
+        "a wildcard folder searched before the others (relative to the template's folder)",
+        multi=False,
+        per_image=False,
+    ),
     SettingSpec("steps", _int(1, 1000, "a step count"), "denoising steps", default=50),
     SettingSpec("guidance", _float, "classifier-free guidance scale", default=7.5),
     SettingSpec("size", _size, "WIDTHxHEIGHT, multiples of 8"),

@@ -63,12 +63,17 @@ class Alternative:
 
 @dataclass(frozen=True)
 class Choice:
-    """``{a|b}``, ``{2$$a|b}`` or the optional ``[a|b]`` (``optional`` is True)."""
+    """``{a|b}``, ``{2$$a|b}`` or the optional ``[a|b]`` (``optional`` is True).
+
+    ``label`` is the name given in the template (``{#colour: a|b}``, ``[#hat: x]``): the
+    name its trace entries carry instead of the automatic one (``prompt{1}``).
+    """
 
     alternatives: tuple[Alternative, ...]
     start: int
     select: Select | None = None
     optional: bool = False
+    label: str | None = None
 
 
 #: A part of an alternative.

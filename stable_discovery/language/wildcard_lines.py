@@ -8,31 +8,46 @@ text at once, the common subset by the hand-written parser, the rest by Lark.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.fastparse import parse_bare_fast
 from stable_discovery.language.parser import parse_bare
+from stable_discovery.language.syntax import Alternative, Text, WildcardRef
 from stable_discovery.language.syntax import Node as SyntaxNode
-from stable_discovery.language.syntax import Text, WildcardRef
+from stable_discovery.language.variables import value_text
 from stable_discovery.language.wildcards import WildcardLibrary
 
 __all__ = ["ParsedLine", "WildcardLines", "parse_line"]
 
-#: A wildcard line's parts and where the line is.
-ParsedLine = tuple[tuple[SyntaxNode, ...], Source]
+
+class ParsedLine(NamedTuple):
+    """A wildcard line, parsed: its parts, where it is, its text after the weight, its
+    weight, the wildcard name of the file it comes from (for globs), and its value in the
+    trace (:func:`~stable_discovery.language.variables.value_text`)."""
+
+    parts: tuple[SyntaxNode, ...]
+    source: Source
+    text: str
+    weight: float
+    file: str
+    value: str
+
 
 _SIMPLE_LINE = re.compile(r"[{}\[\]<\\#_]").search
 
 
 def parse_line(text: str, source: Source) -> tuple[SyntaxNode, ...]:
-    """One wildcard line (already stripped): plain text at once, the common subset by
-    the hand-written parser, the rest (and every error) by Lark."""
+    """One wildcard line (already stripped; a weight blanked to spaces): plain text at
+    once, the common subset by the hand-written parser, the rest (and every error) by
+    Lark. Offsets are into ``source.text``, the line as written."""
     if _SIMPLE_LINE(text) is None:
-        return (Text(text, 0),)
+        stripped = text.lstrip()
+        return (Text(stripped, len(text) - len(stripped)),)
     nodes = parse_bare_fast(text)
     if nodes is not None:
         return nodes
-    return parse_bare(source)
+    return parse_bare(source, text)
 
 
 class WildcardLines:
@@ -53,12 +68,17 @@ class WildcardLines:
             raise self._unknown(ref, src)
         lines: list[ParsedLine] = []
         seen: set[str] = set()
-        for _name, path in found:
+        for name, path in found:
             for line in self.library.lines(path):
                 if line.text in seen:
                     continue
                 seen.add(line.text)
-                lines.append((parse_line(line.text, line.source), line.source))
+                parts = parse_line(line.prepared, line.source)
+                value = line.text
+                if "::" in value or "[" in value:
+                    whole = Alternative(parts, 1.0, line.text, len(line.source.text) - len(line.text))
+                    value = value_text(whole, line.source.text)
+                lines.append(ParsedLine(parts, line.source, line.text, line.weight, name, value))
         if not lines:
             raise TemplateError(
                 f"wildcard __{ref.pattern}__ has no lines",

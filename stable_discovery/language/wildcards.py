@@ -1,27 +1,53 @@
 """Wildcard files: ``__name__`` picks one line of ``name.txt`` from the wildcard folders.
 
-Each non-blank line that does not start with ``#`` is a template of its own. Globs
-(``__dir/*__``) take the union of the matching files. Identical lines count once.
+Each non-blank line that does not start with ``#`` is a template of its own. A line may
+start with a weight ``N::`` (relative, default 1), as an alternative may. Globs
+(``__dir/*__``) take the union of the matching files. Identical lines (the text after
+the weight) count once: the first one is kept, with its weight.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from stable_discovery.errors import Source, TemplateError
 
-__all__ = ["WildcardLine", "WildcardLibrary", "read_text_file"]
+__all__ = ["WildcardLine", "WildcardLibrary", "read_text_file", "split_weight", "LINE_WEIGHT"]
+
+
+#: ``N::`` at the start of a wildcard line: the line's weight (the grammar's WEIGHT).
+LINE_WEIGHT = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)[ \t]*::")
 
 
 @dataclass(frozen=True)
 class WildcardLine:
-    """One line of a wildcard file: its text and where it is (for errors)."""
+    """One line of a wildcard file: its text (after the weight), its weight, and where it
+    is (the whole line, weight included, numbered as in its file; for errors)."""
 
     text: str
-    source: Source  # the line alone, numbered as in its file
+    source: Source
+    weight: float = 1.0
+
+    @property
+    def prepared(self) -> str:
+        """The line as the parser reads it: the weight blanked, offsets kept."""
+        body = self.source.text
+        skip = len(body) - len(self.text)
+        return " " * skip + self.text if skip else body
+
+
+def split_weight(line: str) -> tuple[float, str]:
+    """A stripped wildcard line's weight (1 when it has none) and its text after it."""
+    if "::" not in line:
+        return 1.0, line
+    m = LINE_WEIGHT.match(line)
+    if m is None:
+        return 1.0, line
+    return float(m.group().rstrip(":").strip()), line[m.end() :].strip()
 
 
 def read_text_file(path: Path, what: str = "template") -> str:
@@ -66,10 +92,13 @@ def _normalize_newlines(text: str) -> str:
 class WildcardLibrary:
     """The wildcard folders of one template, searched in order."""
 
-    def __init__(self, folders: Iterable[Path | str] = ()) -> None:
+    def __init__(self, folders: Iterable[Path | str] = (), texts: Mapping[Path, str] | None = None) -> None:
+        """``texts`` stands in for the text of some files (the ``exploit`` sampler's
+        weighted lines); they are looked up as usual, then read from here."""
         self.folders: tuple[Path, ...] = tuple(Path(f) for f in folders)
         self._names: dict[str, Path] | None = None
         self._lines: dict[Path, tuple[WildcardLine, ...]] = {}
+        self._texts = dict(texts or {})
 
     def names(self) -> dict[str, Path]:
         """Every wildcard name (relative path without ``.txt``) → its file; first folder wins."""
@@ -96,15 +125,19 @@ class WildcardLibrary:
         cached = self._lines.get(path)
         if cached is not None:
             return cached
-        text = read_text_file(path, "wildcard")
+        given = self._texts.get(path)
+        text = given if given is not None else read_text_file(path, "wildcard")
         seen: set[str] = set()
         out: list[WildcardLine] = []
         for number, raw in enumerate(text.split("\n"), start=1):
             line = raw.strip()
-            if not line or line.startswith("#") or line in seen:
+            if not line or line.startswith("#"):
                 continue
-            seen.add(line)
-            out.append(WildcardLine(line, Source(str(path), line, first_line=number)))
+            weight, body = split_weight(line)
+            if body in seen:
+                continue
+            seen.add(body)
+            out.append(WildcardLine(body, Source(str(path), line, first_line=number), weight))
         result = tuple(out)
         self._lines[path] = result
         return result

@@ -250,6 +250,7 @@ def write_spec_file(folder: Path, spec: ExperimentSpec, created_at: float) -> No
         "backend": spec.backend,
         "overrides": spec.overrides,
         "created_at": created_at,
+        "variables": [list(v) for v in spec.variables],
     }
     text = json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
     write_atomically(folder, SPEC_FILE, text.encode("utf-8"))
@@ -270,6 +271,7 @@ def read_spec_file(folder: Path) -> tuple[ExperimentSpec, float] | None:
             count=int(data["count"]),
             backend=str(data["backend"]),
             overrides={str(k): str(v) for k, v in dict(data["overrides"]).items()},
+            variables=tuple((str(n), str(k)) for n, k in data.get("variables", ())),
         )
         return spec, float(data.get("created_at") or 0.0)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

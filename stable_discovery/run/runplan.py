@@ -146,6 +146,7 @@ def resolve_plan(
         count=count,
         backend=options.backend,
         overrides=dict(options.overrides),
+        variables=tuple((v.name, v.kind) for v in program.variables),
     )
     batch = options.batch if options.batch is not None else program.setting("batch")
     auto = batch == "auto"

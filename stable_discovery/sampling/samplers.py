@@ -20,6 +20,7 @@ from stable_discovery.language.settings import GENERATION_DEFAULTS
 from stable_discovery.sampling.sample import Sample
 from stable_discovery.space.draws import DrawBlock, sample_key, seed_key
 from stable_discovery.space.nodes import draw_function
+from stable_discovery.space.trace import trace_dict
 
 __all__ = [
     "Sampler",
@@ -98,6 +99,9 @@ class SampleBuilder:
         else:
             settings = self._base_view
         negative = parts[1]
+        traced = dict(trace)
+        if len(traced) != len(trace):  # a name made twice: numbered (rare)
+            traced = trace_dict(trace)
         # Sample is a frozen dataclass; filling its __dict__ directly skips the slow
         # frozen __setattr__ path on the hot loop (the result is the same object).
         sample = _new_sample(Sample)
@@ -107,7 +111,7 @@ class SampleBuilder:
             negative=" ".join(negative.split()) if negative else "",
             settings=settings,
             seed=self.image_seed(index) if self.random_seeds else index,
-            trace=dict(trace),
+            trace=traced,
         )
         return sample
 

@@ -78,6 +78,9 @@ class ExperimentSpec:
     count: int
     backend: str
     overrides: dict[str, str]
+    #: the template's traced variables (name, kind), in template order: recorded with
+    #: the experiment, not part of what makes it itself (the template text is)
+    variables: tuple[tuple[str, str], ...] = ()
 
     @property
     def template_hash(self) -> str:
@@ -223,6 +226,7 @@ class Store:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.workspace = Path(workspace)
         self.db_path = self.workspace / DB_FILE
+        self._recorded: dict[int, frozenset[str]] = {}
         self.mode = mode
         self.read_only = mode == "read"
         was_empty = _is_empty(self.db_path)
@@ -447,19 +451,48 @@ class Store:
         existing = self.get(spec.name)
         if existing is None:
             self._write_spec(None, spec)
-            return self._reread(spec.name)
+            return self._with_variables(self._reread(spec.name), spec)
         diffs = self.differences(existing, spec)
         if not diffs:
-            return existing
+            return self._with_variables(existing, spec)
         if existing.done == 0 and not self._has_rows(existing.id):
             # nothing was made under the old spec (e.g. its model could not be loaded):
             # there is nothing to overwrite, so the name takes the new spec
             self._write_spec(existing.id, spec)
-            return self._reread(spec.name)
+            self.db.execute("DELETE FROM variables WHERE experiment_id = ?", (existing.id,))
+            return self._with_variables(self._reread(spec.name), spec)
         raise UsageError(
             f"experiment {spec.name!r} already exists and differs: {'; '.join(diffs)}. "
             f"Nothing was changed. Run it under a new name, e.g. --name {self.free_name(spec.name)}"
         )
+
+    def _with_variables(self, exp: Experiment, spec: ExperimentSpec) -> Experiment:
+        """Record the spec's traced variables, unless the experiment has them already (in
+        the transaction of :meth:`open_experiment`).
+
+        An experiment whose samples were made before variables were recorded traced its
+        slots and sampled settings only: it gets those alone, and keeps recording only
+        those (see :meth:`record_done`), so that its samples stay comparable.
+        """
+        self._recorded.pop(exp.id, None)
+        if not spec.variables or lookups.variable_kinds(self.db, exp.id):
+            return exp
+        variables = spec.variables
+        if self._has_rows(exp.id):
+            variables = tuple((n, k) for n, k in variables if k in ("slot", "setting"))
+        self.db.executemany(
+            "INSERT INTO variables (experiment_id, name, kind, position) VALUES (?, ?, ?, ?)",
+            [(exp.id, name, kind, k) for k, (name, kind) in enumerate(variables)],
+        )
+        return exp
+
+    def recorded_names(self, experiment_id: int) -> frozenset[str] | None:
+        """The variables whose values the experiment records, or None for all of them
+        (no variables recorded with it)."""
+        names = self._recorded.get(experiment_id)
+        if names is None:
+            names = self._recorded[experiment_id] = frozenset(lookups.variable_kinds(self.db, experiment_id))
+        return names or None
 
     def _write_spec(
         self, experiment_id: int | None, spec: ExperimentSpec, created_at: float | None = None
@@ -489,6 +522,7 @@ class Store:
             if self.get(spec.name) is not None:
                 raise UsageError(f"experiment {spec.name!r} is already in {self.db_path}")
             self._write_spec(None, spec, created_at)
+            self._with_variables(self._reread(spec.name), spec)
             self.db.execute("COMMIT")
         except BaseException:
             rollback(self.db)
@@ -496,7 +530,7 @@ class Store:
         return self._reread(spec.name)
 
     def spec_of(self, exp: Experiment) -> ExperimentSpec:
-        """The spec an experiment was stored with."""
+        """The spec an experiment was stored with (and its traced variables)."""
         return ExperimentSpec(
             name=exp.name,
             template_path=exp.template_path,
@@ -507,6 +541,7 @@ class Store:
             count=exp.count,
             backend=exp.backend,
             overrides=dict(exp.overrides),
+            variables=tuple(lookups.variable_kinds(self.db, exp.id).items()),
         )
 
     def _reread(self, name: str) -> Experiment:
@@ -602,8 +637,14 @@ class Store:
         self, experiment_id: int, items: Sequence[tuple[Sample, str, float | None, int | None]]
     ) -> None:
         """Mark samples done, each with its file, seconds and batch size (None: not
-        known, for an image ``sdp repair`` adopted); one transaction."""
+        known, for an image ``sdp repair`` adopted); one transaction.
+
+        The trace entries recorded are those of the experiment's variables (a repeat such
+        as ``__animal__#2`` with its variable): all of them, but for an experiment begun
+        before every choice was traced, whose new samples record what its old ones did.
+        """
         now = time.time()
+        names = self.recorded_names(experiment_id)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.executemany(
@@ -636,6 +677,7 @@ class Store:
                     (experiment_id, sample.index, name, c.index, c.text)
                     for sample, _f, _s, _b in items
                     for name, c in sample.trace.items()
+                    if names is None or lookups.base_name(name) in names
                 ],
             )
             self.db.execute("UPDATE experiments SET updated_at = ? WHERE id = ?", (now, experiment_id))

@@ -16,9 +16,10 @@ ABSENT = -1
 class Filters:
     """Which samples of an experiment a listing shows.
 
-    ``values`` maps a slot or setting name to the choice indices it may take: several
+    ``values`` maps a traced variable's name to the choice indices it may take: several
     choices of one name are alternatives (OR); several names must all match (AND); the
-    choice :data:`ABSENT` matches the samples without the name.
+    choice :data:`ABSENT` matches the samples without the variable (an optional part or
+    a multi-select item left out, a choice not reached).
     ``stars`` is ``"none"`` (unrated) or a minimum from 1 to 5.
     ``words``: each must occur in the prompt (case-insensitive for ASCII letters).
     """

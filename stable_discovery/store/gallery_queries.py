@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stable_discovery.store.filters import ABSENT, Filters
-from stable_discovery.store.lookups import done_count, done_counts, experiment_stamp
+from stable_discovery.store.lookups import (
+    base_name,
+    done_count,
+    done_counts,
+    experiment_stamp,
+    variable_kinds,
+)
 
 __all__ = [
     "END",
@@ -380,11 +386,14 @@ def matching_indices(db: sqlite3.Connection, experiment_id: int, filters: Filter
 
 
 def facets(db: sqlite3.Connection, experiment_id: int, settings: Collection[str]) -> list[dict[str, Any]]:
-    """Each slot and sampled setting of the experiment with the values it took:
-    ``[{"name", "kind": "slot" | "setting", "values": [{"choice", "text", "count"}]}]``,
-    names in the order a sample's trace lists them, values by choice index. ``settings``
-    are the names of the template's settings (``@name``); a slot that some samples lack
-    gets a last value ``{"choice": -1, "text": "", "count", "absent": true}``."""
+    """Each traced variable of the experiment with the values it took:
+    ``[{"name", "kind", "values": [{"choice", "text", "count"}]}]``, names in template
+    order (the order of the experiment's variables; else the order a sample's trace lists
+    them), values by choice index. ``kind`` is the variable's (slot, setting, choice,
+    optional, item, count, wildcard, file); ``settings`` are the names of the template's
+    settings (``@name``), for an experiment recorded before kinds were. A variable (not a
+    setting) that some samples lack gets a last value ``{"choice": -1, "text": "",
+    "count", "absent": true}``."""
     counts = db.execute(
         f"SELECT name, choice, COUNT(*) FROM choices WHERE experiment_id = ? AND {_BY_VALUE} "
         "GROUP BY name, choice",
@@ -410,13 +419,18 @@ def facets(db: sqlite3.Connection, experiment_id: int, settings: Collection[str]
             (experiment_id, name, choice),
         ).fetchone()[0]
         groups.setdefault(name, []).append({"choice": choice, "text": text, "count": count})
+    kinds = variable_kinds(db, experiment_id)
+    position = {name: k for k, name in enumerate(kinds)}
+    names = sorted(
+        groups, key=lambda n: (position.get(base_name(n), len(position)), order.get(n, len(order)), n)
+    )
     done = done_count(db, experiment_id)
     out = []
-    for name in sorted(groups, key=lambda n: (order.get(n, len(order)), n)):
-        kind = "setting" if name in settings else "slot"
+    for name in names:
+        kind = kinds.get(base_name(name)) or ("setting" if name in settings else "slot")
         values = groups[name]
         missing = done - sum(v["count"] for v in values)
-        if missing > 0 and kind == "slot":
+        if missing > 0 and kind != "setting":
             values.append({"choice": ABSENT, "text": "", "count": missing, "absent": True})
         out.append({"name": name, "kind": kind, "values": values})
     return out

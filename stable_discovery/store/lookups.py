@@ -1,5 +1,6 @@
 """Small questions about one experiment, asked of an open connection: its id, its
-timestamps, how many of its samples are done and whether one is.
+timestamps, how many of its samples are done and whether one is, the kinds of its
+traced variables.
 
 :class:`~stable_discovery.store.database.Store` answers them through its methods of the
 same names; the query modules (:mod:`.gallery_queries`, :mod:`.stats_queries`) call them
@@ -8,9 +9,18 @@ with the connection they were given.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
-__all__ = ["experiment_id", "experiment_stamp", "done_count", "done_counts", "is_done"]
+__all__ = [
+    "experiment_id",
+    "experiment_stamp",
+    "done_count",
+    "done_counts",
+    "is_done",
+    "variable_kinds",
+    "base_name",
+]
 
 
 def experiment_id(db: sqlite3.Connection, name: str) -> int | None:
@@ -53,3 +63,21 @@ def is_done(db: sqlite3.Connection, experiment_id: int, idx: int) -> bool:
         (experiment_id, idx),
     ).fetchone()
     return row is not None
+
+
+_REPEAT = re.compile(r"#\d+\Z")
+
+
+def base_name(name: str) -> str:
+    """A trace name without the number of a repeat (``__animal__#2`` → ``__animal__``)."""
+    return _REPEAT.sub("", name) if "#" in name else name
+
+
+def variable_kinds(db: sqlite3.Connection, experiment_id: int) -> dict[str, str]:
+    """The experiment's traced variables, name → kind, in template order (empty for an
+    experiment that was never opened by a version that records them)."""
+    return dict(
+        db.execute(
+            "SELECT name, kind FROM variables WHERE experiment_id = ? ORDER BY position", (experiment_id,)
+        )
+    )

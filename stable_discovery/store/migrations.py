@@ -130,7 +130,29 @@ def m0004_archive_and_recent(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m0005_runs(db: sqlite3.Connection) -> None:
+def m0005_trace_variables(db: sqlite3.Connection) -> None:
+    """The traced variables of each experiment: name, kind (slot, setting, choice,
+    optional, item, count, wildcard, file) and position in the template.
+
+    Written when an experiment is opened; an experiment begun before (its samples trace
+    slots and sampled settings only) gets its slots and settings alone, and keeps
+    recording those, so that its old and new samples stay comparable.
+    """
+    db.execute(
+        """
+        CREATE TABLE variables (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (experiment_id, name)
+        )
+        """
+    )
+
+
+@migration
+def m0006_runs(db: sqlite3.Connection) -> None:
     """Each ``sdp run`` of an experiment is recorded: when it ran, how it was run (the
     speed knobs, the batch sizes that fitted, the encoders: what changes the speed but
     not the images' identity), how many images it made, how fast, and how long the

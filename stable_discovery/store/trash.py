@@ -3,7 +3,7 @@ until ``sdp rm --purge`` empties it, and ``sdp rm --restore`` brings one back.
 
 An entry is a folder ``.trash/<name>.<YYYYmmdd-HHMMSS>/`` holding ``experiment.db`` (a
 SQLite file with the experiment's rows: ``experiments``, ``samples``, ``choices``,
-``ratings``) and ``images/`` (the experiment's folder, moved as it was). Removing copies
+``ratings``, ``variables``) and ``images/`` (the experiment's folder, moved as it was). Removing copies
 the rows into the entry, moves the folder, then deletes the rows in one transaction:
 a crash at any point leaves everything either in the store or in the entry (at worst
 in both), never nowhere. The caller holds the experiment's lock, so no run writes to it
@@ -21,8 +21,18 @@ from pathlib import Path
 
 from stable_discovery.errors import UsageError
 from stable_discovery.store.database import Experiment, Store, StoreError, check_name
+from stable_discovery.store.images import LOCK_FILE, SPEC_FILE, is_temp
 
-__all__ = ["TRASH_DIR", "TrashEntry", "move_to_trash", "trash_entries", "find_entry", "purge", "restore"]
+__all__ = [
+    "TRASH_DIR",
+    "PurgeResult",
+    "TrashEntry",
+    "move_to_trash",
+    "trash_entries",
+    "find_entry",
+    "purge",
+    "restore",
+]
 
 TRASH_DIR = ".trash"
 _ROWS_FILE = "experiment.db"
@@ -34,6 +44,7 @@ _TABLES = (
     ("choices", "experiment_id"),
     ("ratings", "experiment_id"),
     ("runs", "experiment_id"),
+    ("variables", "experiment_id"),
 )
 
 
@@ -154,19 +165,60 @@ def trash_entries(workspace: Path) -> list[TrashEntry]:
     return sorted(entries, key=lambda e: (e.removed_at, e.label))
 
 
-def purge(workspace: Path, entries: list[TrashEntry] | None = None) -> list[TrashEntry]:
-    """Delete trash entries for good (every one when ``entries`` is None); those deleted."""
-    gone = []
+@dataclass(frozen=True)
+class PurgeResult:
+    """What ``purge`` did: the entries deleted, and the files it kept because the store did
+    not write them (they stay in their entry's ``images/`` folder, which stays listed)."""
+
+    deleted: tuple[TrashEntry, ...]
+    kept: tuple[Path, ...]
+
+
+def _recorded_files(entry: TrashEntry) -> set[str]:
+    db = sqlite3.connect(f"file:{entry.path / _ROWS_FILE}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in db.execute("SELECT file FROM samples WHERE file IS NOT NULL")}
+    finally:
+        db.close()
+
+
+def _purge_entry(entry: TrashEntry) -> list[Path]:
+    """Delete what the store wrote in one entry; the other files, kept where they are."""
+    images = entry.path / _IMAGES
+    kept: list[Path] = []
+    if images.is_dir():
+        ours = _recorded_files(entry) | {LOCK_FILE, SPEC_FILE}
+        for path in sorted(images.iterdir()):
+            if path.is_file() and not path.is_symlink() and (path.name in ours or is_temp(path.name)):
+                path.unlink()
+            else:
+                kept.append(path)
+        if not kept:
+            images.rmdir()
+    if not kept:
+        shutil.rmtree(entry.path)
+    return kept
+
+
+def purge(workspace: Path, entries: list[TrashEntry] | None = None) -> PurgeResult:
+    """Delete trash entries for good (every one when ``entries`` is None): the images,
+    rows and files the store wrote. A file it did not write (one the user put in the
+    experiment's folder) is never deleted: it stays in the entry, which stays listed."""
+    deleted: list[TrashEntry] = []
+    kept: list[Path] = []
     for entry in trash_entries(workspace) if entries is None else entries:
         try:
-            shutil.rmtree(entry.path)
-        except OSError as exc:
-            raise StoreError(f"cannot delete {entry.path}: {exc.strerror or exc}") from None
-        gone.append(entry)
+            left = _purge_entry(entry)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot delete {entry.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        if left:
+            kept.extend(left)
+        else:
+            deleted.append(entry)
     trash = Path(workspace) / TRASH_DIR
     if trash.is_dir() and not any(trash.iterdir()):
         trash.rmdir()
-    return gone
+    return PurgeResult(tuple(deleted), tuple(kept))
 
 
 def find_entry(workspace: Path, which: str) -> TrashEntry:
@@ -213,12 +265,6 @@ def _shared_columns(db: sqlite3.Connection, table: str, leave_out: tuple[str, ..
     return ", ".join(c for c in main if c in trash and c not in leave_out)
 
 
-def _in_entry(db: sqlite3.Connection, table: str) -> bool:
-    """Whether the attached trash entry has ``table``."""
-    found = db.execute("SELECT 1 FROM trash.sqlite_master WHERE type = 'table' AND name = ?", (table,))
-    return found.fetchone() is not None
-
-
 def _insert_rows(store: Store, name: str) -> int:
     """Copy the attached entry's rows into the store under ``name`` and a new id."""
     db = store.db
@@ -230,9 +276,9 @@ def _insert_rows(store: Store, name: str) -> int:
         )
         new_id = int(cur.lastrowid or 0)
         for table, _column in _TABLES[1:]:
-            if not _in_entry(db, table):
-                continue  # an entry written before the table existed
             rest = _shared_columns(db, table, ("experiment_id",))
+            if not rest:  # an entry written before the table existed
+                continue
             db.execute(
                 f"INSERT INTO main.{table} (experiment_id, {rest}) SELECT ?, {rest} FROM trash.{table}",
                 (new_id,),

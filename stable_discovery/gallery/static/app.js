@@ -263,9 +263,10 @@
     const box = $("facets");
     const groups = state.facets.map((facet) => {
       const picked = facet.values.filter((v) => state.filters.values.has(`${facet.name}:${v.choice}`)).length;
+      const kind = facet.kind === "slot" || facet.kind === "setting" ? "" : facet.kind + " · ";
       return h("details", { open: facet.values.length > 1 && (facet.values.length <= 12 || picked > 0), "data-name": facet.name },
         h("summary", {}, facetLabel(facet), " ",
-          h("span", { class: "kind" }, `${facet.values.length} value${facet.values.length === 1 ? "" : "s"}`),
+          h("span", { class: "kind" }, `${kind}${facet.values.length} value${facet.values.length === 1 ? "" : "s"}`),
           picked ? h("span", { class: "count" }, ` · ${picked} picked`) : ""),
         h("ul", {}, facet.values.map((v) => {
           const key = `${facet.name}:${v.choice}`;
@@ -550,6 +551,7 @@
         h("span", { class: "idx" }, "#" + item.index, size ? h("span", { class: "size" }, " · " + size) : ""),
         h("span", { class: "badge fav", "aria-hidden": "true" }, "♥"),
         h("span", { class: "badge rej", "aria-hidden": "true" }, "✕"),
+        h("span", { class: "badge stars-badge" }, ""),
         h("span", { class: "cmp-tag" }, ""),
         h("div", { class: "bar" },
           h("span", { class: "stars" }, stars),
@@ -567,6 +569,9 @@
     card.classList.toggle("is-rej", item.rejected);
     card.classList.toggle("rated", !!item.stars || item.favourite || item.rejected);
     card.dataset.stars = item.stars || 0;
+    const badge = card.querySelector(".stars-badge");
+    badge.textContent = item.stars ? "★" + item.stars : "";
+    badge.setAttribute("aria-label", item.stars ? `${item.stars} stars` : "");
     card.querySelectorAll(".star").forEach((b) => b.classList.toggle("lit", Number(b.dataset.n) <= (item.stars || 0)));
     const slot = state.compare.indexOf(item.index);
     card.classList.toggle("is-cmp", slot >= 0);
@@ -1072,7 +1077,8 @@
 
   function rowLabel(v) {
     const name = v.kind === "setting" ? "@" + v.name : v.name;
-    return v.index === -1 ? `${name} (absent)` : `${name}: ${v.text}`;
+    if (v.index === -1) return `${name} (absent)`;
+    return v.kind === "item" ? name : `${name}: ${v.text}`;
   }
 
   function chart(values, base) {
@@ -1123,7 +1129,7 @@
         h("tr", { class: v.significant ? "sig" : "", title: v.index >= 0 ? "Show these images" : "Show the images without it",
                   "data-key": `${v.name}:${v.index}`, onclick: () => filterBy(`${v.name}:${v.index}`) },
           h("td", {}, v.kind === "setting" ? "@" + v.name : v.name),
-          h("td", { class: v.index === -1 ? "absent" : "" }, v.index === -1 ? "(absent)" : v.text || "(empty)"),
+          h("td", { class: v.index === -1 ? "absent" : "" }, v.index === -1 ? "(absent)" : v.kind === "item" ? "(present)" : v.text || "(empty)"),
           h("td", {}, v.images.toLocaleString()),
           h("td", {}, v.favourites.toLocaleString()),
           h("td", {}, pct(v.rate)),
