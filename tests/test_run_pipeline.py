@@ -253,10 +253,6 @@ def test_a_failing_encoder_is_a_clear_error_and_the_other_images_are_kept(tmpl, 
     assert result.done == 12 and store_agrees(tmp_path / "ws") == list(range(12))
 
 
-class SlowWriter(ImageWriter):
-    pass
-
-
 def _slow_stage(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     original = ImageWriter.stage
 
@@ -453,9 +449,10 @@ def test_out_of_memory_errors_are_recognised() -> None:
 
 
 def test_only_out_of_memory_is_retried_and_one_image_that_does_not_fit_fails(tmpl) -> None:
-    (batch,) = [Batch(GenerationKey.of(samples(tmpl, 1)[0]), tuple(samples(tmpl, 8)[:1]) * 1)]
-    with pytest.raises(OutOfMemoryError):
-        list(BatchFitter().generate(SmallGPU(fits=0), batch))
+    (sample,) = samples(tmpl, 1)
+    with pytest.raises(OutOfMemoryError):  # one image that does not fit
+        list(BatchFitter().generate(SmallGPU(fits=0), Batch(GenerationKey.of(sample), (sample,))))
+    batch = Batch(GenerationKey.of(sample), ())
     gpu = SmallGPU(fits=0, error=ValueError)
     with pytest.raises(ValueError):
         list(BatchFitter().generate(gpu, Batch(batch.key, tuple(samples(tmpl, 4)))))

@@ -75,7 +75,8 @@ class BackendLoader:
         return backend
 
     def abandon(self) -> None:
-        """The run does not need the backend: close it (now, or once it is made)."""
+        """The run does not need the backend: close it (now, or once it is made).
+        After :meth:`result` handed the backend over, nothing happens."""
         with self._lock:
             self._abandoned = True
             backend, self._backend = self._backend, None

@@ -173,13 +173,13 @@ def run_experiment(
     watch = observer if observer is not None else RunObserver()
     timing = _Timing(started if started is not None else time.monotonic())
     executor: Executor = parts.executor if parts.executor is not None else LocalExecutor()
-    with ExperimentLock(folder, plan.spec.name):
+    with ExperimentLock(folder, plan.spec.name), ExitStack() as ending:
         loader = _start_loading(store, plan, parts, executor)
+        if loader is not None:  # a backend nobody took (the run ended first) is closed
+            ending.callback(loader.abandon)
         try:
             exp, done = _open(store, plan, folder, watch)
         except BaseException:
-            if loader is not None:
-                loader.abandon()
             if created:
                 _remove_new_folder(folder)
             raise
@@ -188,8 +188,6 @@ def run_experiment(
         recorder = BatchRecorder(store, exp, writer, parts.hooks, options.lora_dirs, encoders=encoders)
         watch.started(dataclasses.replace(exp, done=len(done)), folder)
         if len(done) >= plan.count:
-            if loader is not None:
-                loader.abandon()
             return RunResult(exp.name, plan.count, len(done), 0, 0.0, False)
         interrupted = _generate_recorded(
             store, exp, plan, parts, executor, loader, recorder, done, watch, timing
@@ -371,11 +369,7 @@ def _ready_backend(
         backend = load_backend(parts.backend_factory, plan.options.backend_options, plan.models())
         timing.load_s = time.monotonic() - t0
         return backend
-    try:
-        backend = loader.result()
-    except KeyboardInterrupt:
-        loader.abandon()
-        raise
+    backend = loader.result()  # Ctrl-C meanwhile: run_experiment abandons the loader
     timing.load_s = loader.seconds
     return backend
 
