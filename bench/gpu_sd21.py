@@ -1,4 +1,5 @@
-"""Stable Diffusion 2.1 on a GPU: the naive loop, planner batches, fp16 + SDPA, torch.compile.
+"""Stable Diffusion 2.1 on a GPU: the plain loop, this project's backend, each speed knob,
+``--batch auto``, and ``sdp run`` end to end on the same model.
 
 A pipeline with Stable Diffusion 2.1's real architecture — the UNet, VAE and OpenCLIP-ViT-H
 text encoder configs of ``stabilityai/stable-diffusion-2-1``, hard-coded below — is built
@@ -7,29 +8,41 @@ project's :class:`~stable_discovery.backends.diffusers_backend.DiffusersBackend`
 the ordinary ``from_pretrained`` path. Random weights cost exactly what the real ones
 cost, so the timings stand for the real model (the images are noise).
 
-Rows, at 512x512 and 768x768:
+Rows, at each ``--sizes`` (default 512), 20 DDIM steps, CFG 7.5:
 
-1. ``naive``: the original tool — fp32, classic (matmul + softmax) attention, one image
-   per pipeline call.
-2. ``batched``: the same fp32 pipeline fed by the planner (``plan(samples, B)``).
-3. ``fp16+sdpa``: batches in float16 with PyTorch's fused scaled-dot-product attention.
-4. ``+compile``: the same with ``torch.compile`` on the UNet (compile time reported apart).
+1. ``plain loop``: float16 and PyTorch's fused attention, one image per pipeline call
+   (what most scripts do).
+2. ``reference``: the same in batches of ``--batch`` (8), the planner's batches; every
+   knob row below changes one thing from it, and its images are compared with this
+   row's (max and mean pixel difference, in levels of 255).
+3. One row per knob: channels-last, fused QKV projections, each SDPA kernel (flash,
+   cuDNN, efficient), bfloat16 instead of float16.
+4. ``sdp run`` end to end with the reference settings: the real command (PNG files with
+   metadata, the run store, the writer pipeline), its steady rate from its first
+   recorded batch to its last, against the reference row's rate.
+5. ``--batch auto``: batches of 32 made in the pieces that fit (:class:`BatchFitter`).
+6. ``torch.compile`` (default mode); ``--optimize`` (compile, channels-last, fused QKV);
+   ``--optimize`` with CUDA graphs; ``sdp run --optimize`` end to end. Compile time is
+   reported in the notes (the warm-up pass).
+7. With ``--max-autotune``: compile mode max-autotune (several minutes more); with
+   ``--fp32``: the original tool's fp32 loop with classic attention.
 
 Figures: images/s end to end (text encoder, UNet steps with classifier-free guidance,
 VAE decode, conversion to PIL), best of ``--repeat`` timed passes after a warm-up pass
 with the same shapes. The floor is the UNet's FLOP count per image (one forward counted
-with ``torch.utils.flop_counter.FlopCounterMode`` × steps × 2 for CFG) at the GPU's peak:
-no implementation can beat that rate; "% of peak" is how close a row comes.
+with ``torch.utils.flop_counter.FlopCounterMode`` × steps × 2 for CFG) at the GPU's dense
+fp16 peak: "% of peak" is how close a row comes.
 
-Usage (one command, about 5–8 minutes on an H100)::
+Usage (one command, about 7 minutes on an H100; rows past ``--budget`` seconds are
+skipped and say so)::
 
-    python bench/gpu_sd21.py                          # prints the table
     python bench/gpu_sd21.py --out bench/results/gpu_sd21.md
-    python bench/gpu_sd21.py --smoke                  # CPU check: scaled-down model, tiny sizes
+    python bench/gpu_sd21.py --wheels bench/wheels ...   # install diffusers etc. if missing
+    python bench/gpu_sd21.py --smoke                      # CPU check: scaled-down model, 64 px
 
-``--smoke`` runs everything on CPU with a scaled-down model (same block structure), 64 and
-96 pixels and 2 steps, so the script can be checked without a GPU; it also counts the
-FLOPs of the full-size SD 2.1 UNet on the meta device.
+``--smoke`` runs everything on CPU with a scaled-down model (same block structure), 64
+pixels and 2 steps, so the script can be checked without a GPU (float32 in place of
+float16; the CUDA-only rows say they were skipped; compile uses the ``eager`` backend).
 """
 
 from __future__ import annotations
@@ -158,22 +171,47 @@ PEAKS: list[tuple[str, float, float]] = [
     ("4090", 165.0, 82.6),
 ]
 
-PROMPTS = (
-    "a golden retriever in the rain, oil painting",
-    "a red fox at dawn, photo, 35mm",
-    "an old lighthouse on the moon, watercolor",
-    "a bowl of ramen in a forest, pixel art",
-)
+TEMPLATE = """\
+subject = a golden retriever | a red fox | an old lighthouse | a bowl of ramen
+place = in the rain | at dawn | on the moon | in a forest
+style = oil painting | photo, 35mm | watercolor | pixel art
+prompt = <subject> <place>, <style>
+negative = blurry, low quality
+@steps = 20
+@guidance = 7.5
+@scheduler = ddim
+@seed = 7
+"""
+
+#: The reference row's knobs on a GPU.
+REFERENCE = {"dtype": "float16", "attention": "sdpa"}
+
+
+@dataclass
+class Case:
+    """A row: the backend's knobs, the batch, how it runs (``backend``: the planner's
+    batches; ``auto``: ``--batch auto``; ``sdp-run``: the command end to end)."""
+
+    name: str
+    knobs: dict[str, Any]
+    batch: int
+    kind: str = "backend"
+    cuda_only: bool = False
+    reference: bool = False
+    #: about how long the row takes on an H100 (seconds): a row that would end past the
+    #: budget is skipped, so that one command stays under 8 minutes
+    cost: float = 20.0
 
 
 @dataclass
 class Row:
     size: int
-    mode: str
-    batch: int
+    case: str
+    batch: int | str
     images_per_s: float | None
     note: str = ""
     max_diff: int | None = None
+    mean_diff: float | None = None
 
 
 def log(msg: str) -> None:
@@ -253,47 +291,44 @@ def unet_flops(unet_cfg: dict[str, Any], text_dim: int, size: int) -> int:
     return int(counter.get_total_flops())
 
 
-def make_samples(count: int, size: int, steps: int) -> list[Any]:
-    from stable_discovery.sampling.sample import Sample
+def make_samples(program: Any, model: str, count: int, size: int, steps: int) -> list[Any]:
+    """The samples ``sdp run`` makes of the template with these overrides: every row
+    makes the same images, so any two can be compared."""
+    from stable_discovery.plugins import get_sampler
+    from stable_discovery.run.runplan import RunOptions, resolve_plan
 
-    settings = {
-        "model": "sd21-random",
-        "width": size,
-        "height": size,
-        "steps": steps,
-        "guidance": 7.5,
-        "scheduler": "ddim",
-    }
-    return [
-        Sample(i, PROMPTS[i % len(PROMPTS)], "blurry, low quality", dict(settings), 1000 + i, {})
-        for i in range(count)
-    ]
+    options = RunOptions(
+        "bench", count=count, overrides={"model": model, "size": f"{size}x{size}", "steps": str(steps)}
+    )
+    return list(resolve_plan(program, None, options, get_sampler("random")).todo(set()))
 
 
-def run_images(backend: Any, model: str, samples: list[Any], batch: int) -> list[Any]:
-    """Generate through the planner with batches of ``batch`` (1 = the naive loop)."""
-    from dataclasses import replace
-
+def run_images(backend: Any, samples: list[Any], batch: int, fitter: Any = None) -> list[Any]:
+    """Generate through the planner with batches of ``batch`` (1 = the plain loop); with
+    a fitter, in the pieces that fit (``--batch auto``)."""
     from stable_discovery.run.planner import plan
 
     out: list[Any] = [None] * len(samples)
-    moved = [replace(s, settings={**s.settings, "model": model}) for s in samples]
-    for b in plan(moved, batch):
-        for s, im in zip(b.samples, backend.generate(b), strict=False):
-            out[s.index] = im
+    first = samples[0].index if samples else 0
+    for b in plan(samples, batch):
+        pieces = fitter.generate(backend, b) if fitter is not None else [(b, backend.generate(b), 0.0)]
+        for piece, images, _s in pieces:
+            for s, im in zip(piece.samples, images, strict=True):
+                out[s.index - first] = im
     return out
 
 
 def timed(
-    backend: Any, model: str, samples: list[Any], batch: int, repeat: int, sync: Any
+    backend: Any, samples: list[Any], batch: int, repeat: int, sync: Any, fitter: Any = None
 ) -> tuple[float, list[Any], float]:
-    """(best seconds, images, warm-up seconds). The warm-up runs one batch of the same
-    shape with 2 steps: it pays for allocation, cuDNN choices and compilation."""
+    """(best seconds, images, warm-up seconds). The warm-up makes one batch of the same
+    shape with 2 steps: it pays for allocation, cuDNN's choices, compilation, CUDA graph
+    capture and, with a fitter, finding the batch that fits."""
     from dataclasses import replace
 
     warm = [replace(s, settings={**s.settings, "steps": 2}) for s in samples[:batch]]
     t0 = time.perf_counter()
-    run_images(backend, model, warm, batch)
+    run_images(backend, warm, batch, fitter)
     sync()
     warm_s = time.perf_counter() - t0
     best = float("inf")
@@ -301,45 +336,140 @@ def timed(
     for _ in range(repeat):
         sync()
         t0 = time.perf_counter()
-        images = run_images(backend, model, samples, batch)
+        images = run_images(backend, samples, batch, fitter)
         sync()
         best = min(best, time.perf_counter() - t0)
     return best, images, warm_s
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="CPU check: scaled-down model, 64/96 px, 2 steps")
-    ap.add_argument("--sizes", type=int, nargs="+", help="square sizes (default 512 768; smoke 64 96)")
-    ap.add_argument("--steps", type=int, help="denoising steps (default 20; smoke 2)")
-    ap.add_argument("--count", type=int, help="images per row, a multiple of --batch (default 8; smoke 2)")
-    ap.add_argument("--batch", type=int, help="planner batch size (default 8; smoke 2)")
-    ap.add_argument("--repeat", type=int, default=1, help="timed passes per row; the best counts")
-    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile row")
-    ap.add_argument(
-        "--compile-backend",
-        help="torch.compile backend (default inductor; smoke: eager, "
-        "which traces the UNet without generating code, since inductor on CPU takes minutes)",
-    )
-    ap.add_argument(
-        "--budget",
-        type=float,
-        default=450.0,
-        help="seconds after which remaining rows are skipped (default 450)",
-    )
-    ap.add_argument(
-        "--peak-tflops",
-        type=float,
-        nargs=2,
-        metavar=("FP16", "FP32"),
-        help="the GPU's dense peak TFLOPS (default: looked up by GPU name)",
-    )
-    ap.add_argument(
-        "--workdir", type=Path, help="where the random-weights model is saved (default: a temp folder)"
-    )
-    ap.add_argument("--out", type=Path, help="also write the table as Markdown here")
-    args = ap.parse_args(argv)
+def knob_flags(knobs: dict[str, Any]) -> list[str]:
+    """``sdp run``'s flags for a backend's knobs."""
+    flags: list[str] = []
+    for name, value in knobs.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "attention":
+            continue  # sdpa is the backend's default
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif name == "compile":
+            flags += [flag, "default" if value is True else str(value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
 
+
+def sdp_run(
+    workdir: Path,
+    model: str,
+    size: int,
+    steps: int,
+    batch: int,
+    count: int,
+    knobs: dict[str, Any],
+    device: str,
+) -> tuple[float, str, dict[str, Any]]:
+    """``sdp run`` of the bench template on the model, in this process: (its steady
+    images/s from its first recorded batch to its last, the note, its images by index)."""
+    import contextlib
+    import io
+    import sqlite3
+
+    from PIL import Image
+
+    from stable_discovery.cli.main import main as sdp
+
+    ws = workdir / f"ws-{size}-{len(list(workdir.glob('ws-*')))}"
+    tmpl = workdir / "bench.sdp"
+    tmpl.write_text(TEMPLATE)
+    argv = ["run", str(tmpl), "--model", model, "--workspace", str(ws), "--count", str(count)]
+    argv += [
+        "--batch",
+        str(batch),
+        "--set",
+        f"size={size}x{size}",
+        "--set",
+        f"steps={steps}",
+        "--device",
+        device,
+    ]
+    argv += knob_flags(knobs)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        code = sdp(argv)
+    wall = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"sdp run failed: {err.getvalue().strip().splitlines()[-1]}")
+    db = sqlite3.connect(ws / "discovery.db")
+    stamps = sorted({r[0] for r in db.execute("SELECT created_at FROM samples WHERE status = 'done'")})
+    first = db.execute("SELECT first_image_s FROM runs").fetchone()[0]
+    db.close()
+    # rows of one batch share their commit time: the steady rate leaves the first batch out
+    steady = (count - batch) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+    images = {}
+    for i in range(count):
+        with Image.open(ws / "bench" / f"{i:05d}.png") as im:
+            images[i] = im.convert("RGB")
+    note = f"steady rate (first batch left out); wall {wall:.1f} s with the load; first image {first:.1f} s"
+    return steady, note, images
+
+
+def cases(args: argparse.Namespace, smoke: bool, batch: int) -> list[Case]:
+    """The rows, most important first (the budget skips the last)."""
+    ref = {"dtype": "float32", "attention": "sdpa"} if smoke else dict(REFERENCE)
+    compile_backend = {"compile_backend": args.compile_backend or "eager"} if smoke else {}
+    if args.compile_backend and not smoke:
+        compile_backend = {"compile_backend": args.compile_backend}
+    optimize = {**ref, "optimize": True, **compile_backend}
+    if smoke:
+        optimize["compile"] = "default"  # the CPU preset does not compile
+        optimize["channels_last"] = True
+    out = [
+        Case("plain loop (1 per call)", ref, 1),
+        Case("reference: batched", ref, batch, reference=True),
+        Case("+ channels-last", {**ref, "channels_last": True}, batch),
+        Case("+ fused QKV", {**ref, "fused_qkv": True}, batch),
+        Case("SDPA flash", {**ref, "sdpa": "flash"}, batch),
+        Case("SDPA cuDNN", {**ref, "sdpa": "cudnn"}, batch, cuda_only=True),
+        Case("SDPA efficient", {**ref, "sdpa": "efficient"}, batch, cuda_only=True),
+        Case("bf16 instead of fp16", {**ref, "dtype": "bfloat16"}, batch),
+        Case("sdp run end to end (reference settings)", ref, batch, kind="sdp-run", cost=30.0),
+        Case("--batch auto", ref, batch, kind="auto"),
+        Case(
+            "+ torch.compile (default mode)",
+            {**ref, "compile": "default", **compile_backend},
+            batch,
+            cost=100.0,
+        ),
+        Case("--optimize (compile, channels-last, fused QKV)", optimize, batch, cost=100.0),
+        Case(
+            "--optimize + CUDA graphs", {**optimize, "cuda_graphs": True}, batch, cuda_only=True, cost=110.0
+        ),
+        Case("sdp run end to end, --optimize", optimize, batch, kind="sdp-run", cost=110.0),
+    ]
+    if args.max_autotune:
+        out.append(
+            Case("+ torch.compile max-autotune", {**optimize, "compile": "max-autotune"}, batch, cost=400.0)
+        )
+    if args.fp32:
+        out.append(
+            Case(
+                "original: fp32, classic attention, 1 per call", {"dtype": "float32", "attention": "eager"}, 1
+            )
+        )
+    return out
+
+
+def ensure_packages(wheels: Path | None) -> None:
+    """Install the carried wheels (``--wheels``) when diffusers or its companions do not
+    import (the GPU machine has PyTorch and transformers only)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_models import ensure_packages as install
+
+    install(wheels)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         import torch
     except ImportError:
@@ -348,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.wheels is not None:
+        ensure_packages(args.wheels)
     smoke = args.smoke
     if not smoke and not torch.cuda.is_available():
         print(
@@ -358,174 +490,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    device = "cpu" if smoke else "cuda"
-    sizes = args.sizes or ([64, 96] if smoke else [512, 768])
-    steps = args.steps or (2 if smoke else 20)
-    batch = args.batch or (2 if smoke else 8)
-    count = args.count or batch
-    if count % batch:
-        print("error: --count must be a multiple of --batch (one batch shape per row)", file=sys.stderr)
-        return 2
-    if smoke:
-        torch.set_num_threads(1)
-
-    from stable_discovery.backends.diffusers_backend import DiffusersBackend, quiet_libraries
-
-    quiet_libraries()  # before diffusers' pipelines are imported: transformers warns then
-
-    start = time.perf_counter()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    gpu = torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine())
-    import diffusers
-
-    info = (
-        f"{gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}), diffusers {diffusers.__version__}, "
-        f"{'smoke test on CPU, scaled-down model' if smoke else 'SD 2.1 architecture, random weights'}"
-    )
-    log(info)
-    if args.peak_tflops:
-        peak16, peak32 = args.peak_tflops
-    else:
-        peak16, peak32 = next(((a, b) for name, a, b in PEAKS if name in gpu), (0.0, 0.0))
-
-    # FLOPs per image: one UNet forward per latent × 2 (CFG) × steps
-    unet_cfg, text_dim = (SMOKE_UNET, SMOKE_TEXT["hidden_size"]) if smoke else (SD21_UNET, 1024)
-    flops = {s: unet_flops(unet_cfg, text_dim, s) * 2 * steps for s in sizes}
-    if smoke:  # the real model's figures as well, so they are checked here too
-        for s in (512, 768):
-            f = unet_flops(SD21_UNET, 1024, s)
-            log(
-                f"full SD 2.1 UNet at {s}: {f / 1e12:.3f} TFLOP per forward, "
-                f"{f * 2 * 20 / 1e12:.1f} TFLOP per 20-step image with CFG"
-            )
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sdp-sd21-"))
-    model_dir = workdir / "sd21-random"
-    if not (model_dir / "model_index.json").is_file():
-        t0 = time.perf_counter()
-        build_pipeline(model_dir, smoke, device)
-        log(f"build + save: {time.perf_counter() - t0:.1f} s")
-    model = str(model_dir)
-
-    # the modes: (name, backend knobs, batch)
-    half = (
-        "float32" if smoke else "float16"
-    )  # CPU cannot run SD in float16: smoke keeps the path, not the dtype
-    modes: list[tuple[str, dict[str, Any], int]] = [
-        ("naive (fp32, classic attention, 1 per call)", {"dtype": "float32", "attention": "eager"}, 1),
-        ("batched (fp32, classic attention)", {"dtype": "float32", "attention": "eager"}, batch),
-        (f"{'fp16' if not smoke else 'fp32*'} + SDPA, batched", {"dtype": half, "attention": "sdpa"}, batch),
-    ]
-    if not args.no_compile:
-        modes.append(
-            (
-                f"{'fp16' if not smoke else 'fp32*'} + SDPA + torch.compile, batched",
-                {
-                    "dtype": half,
-                    "attention": "sdpa",
-                    "compile": args.compile_backend or ("eager" if smoke else True),
-                },
-                batch,
-            )
-        )
-
-    rows: list[Row] = []
-    backends: dict[str, Any] = {}
-    samples = {size: make_samples(count, size, steps) for size in sizes}
-    reference: dict[int, list[Any]] = {}
+    bench = Bench(args, torch)
     try:
-        # modes outside, sizes inside: each pipeline is loaded (and compiled) once
-        for name, knobs, bs in modes:
-            for size in sizes:
-                if time.perf_counter() - start > args.budget:
-                    rows.append(Row(size, name, bs, None, "skipped: time budget"))
-                    log(f"{size}  {name}: skipped (time budget)")
-                    continue
-                tag = repr(sorted(knobs.items()))
-                if tag not in backends:
-                    for other in backends.values():  # one pipeline on the GPU at a time
-                        other.close()
-                    backends.clear()
-                    t0 = time.perf_counter()
-                    backends[tag] = DiffusersBackend(device=device, **knobs)
-                    backends[tag].check_available(model)
-                    log(f"loaded {knobs} in {time.perf_counter() - t0:.1f} s")
-                backend = backends[tag]
-                use = bs
-                while True:
-                    try:
-                        seconds, images, warm_s = timed(backend, model, samples[size], use, args.repeat, sync)
-                        break
-                    except Exception as e:  # out of memory (a BackendError) → smaller batches
-                        if "out of" not in str(e).lower() or use == 1:
-                            raise
-                        use //= 2
-                        gc.collect()
-                        log(f"{size}  {name}: out of memory at batch {use * 2}, trying {use}")
-                rate = count / seconds
-                import numpy as np
-
-                arrays = [np.asarray(im, dtype=np.int16) for im in images]
-                diff = None
-                if size not in reference:
-                    reference[size] = arrays
-                else:
-                    diff = max(
-                        int(np.abs(a - r).max()) for a, r in zip(arrays, reference[size], strict=False)
-                    )
-                black = sum(1 for a in arrays if a.max() == 0)  # NaN latents decode to black
-                note = f"warm-up {warm_s:.1f} s" + (f"; {black} black images (NaN)" if black else "")
-                if use != bs:
-                    note += f"; batch {bs} ran out of memory"
-                rows.append(Row(size, name, use, rate, note, diff))
-                log(f"{size}  {name}: {rate:.3f} images/s ({note})")
+        bench.run_all()
     finally:
-        for b in backends.values():
-            b.close()
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    # -- the table -------------------------------------------------------------------------
-    lines = [
-        f"Device: {info}.",
-        f"{count} images per row, {steps} DDIM steps, CFG 7.5; best of {args.repeat} after a warm-up.",
-        "UNet floor: FLOPs per image = one UNet forward (FlopCounterMode) x 2 (CFG) x steps; "
-        f"peak {peak16:g} TFLOPS fp16, {peak32:g} TFLOPS fp32 (dense).",
-        "",
-        "| size | mode | batch | images/s | s/image | speedup | UNet TFLOPS | % of peak | max diff vs naive "
-        "| notes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for size in sizes:
-        base = next((r.images_per_s for r in rows if r.size == size and r.images_per_s), None)
-        for r in (r for r in rows if r.size == size):
-            if r.images_per_s is None:
-                lines.append(f"| {size} | {r.mode} | {r.batch} | – | – | – | – | – | – | {r.note} |")
-                continue
-            achieved = r.images_per_s * flops[size] / 1e12  # UNet TFLOPS actually sustained
-            peak = peak16 if "fp16" in r.mode else peak32
-            pct = f"{100 * achieved / peak:.0f}%" if peak else "–"
-            lines.append(
-                f"| {size} | {r.mode} | {r.batch} | {r.images_per_s:.3f} | {1 / r.images_per_s:.3f} | "
-                f"{r.images_per_s / base:.2f}x | {achieved:.3g} | {pct} | "
-                f"{'–' if r.max_diff is None else r.max_diff} | {r.note} |"
-            )
-        tf = flops[size] / 1e12
-        if peak16:
-            ceiling = (
-                f"{peak16 * 1e12 / flops[size]:.2f} (fp16 peak); "
-                f"{peak32 * 1e12 / flops[size]:.3f} (fp32 peak)"
-            )
-            floor_s = f"{flops[size] / (peak16 * 1e12):.3f} (fp16)"
-        else:
-            ceiling, floor_s = "peak unknown (--peak-tflops)", "–"
-        lines.append(f"| {size} | floor: UNet {tf:.3g} TFLOP per image | | {ceiling} | {floor_s} | | | | | |")
-    if smoke:
-        lines.append("")
-        lines.append("fp32*: --smoke on CPU keeps the fp16 rows' code path but runs them in float32.")
-    lines.append("")
-    lines.append(f"Total time: {time.perf_counter() - start:.0f} s.")
-    table = "\n".join(lines)
+        bench.close()
+    table = bench.table()
     print()
     print(table)
     if args.out:
@@ -536,6 +506,259 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log(f"wrote {args.out}")
     return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="CPU check: scaled-down model, 64 px, 2 steps")
+    ap.add_argument("--sizes", type=int, nargs="+", help="square sizes (default 512; smoke 64)")
+    ap.add_argument("--steps", type=int, help="denoising steps (default 20; smoke 2)")
+    ap.add_argument("--count", type=int, help="images per row, a multiple of --batch (default 16; smoke 4)")
+    ap.add_argument("--batch", type=int, help="planner batch size (default 8; smoke 2)")
+    ap.add_argument("--run-count", type=int, help="images of the sdp run rows (default 64; smoke 8)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed passes per row; the best counts")
+    ap.add_argument("--max-autotune", action="store_true", help="add a compile max-autotune row (minutes)")
+    ap.add_argument("--fp32", action="store_true", help="add the original tool's fp32 loop")
+    ap.add_argument("--compile-backend", help="torch.compile backend (default inductor; smoke: eager)")
+    ap.add_argument(
+        "--only", nargs="+", metavar="WORD", help="only the rows whose name has one of these words"
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=420.0,
+        help="seconds after which remaining rows are skipped (default 420)",
+    )
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        metavar="FP16",
+        help="the GPU's dense fp16 peak TFLOPS (default: looked up by GPU name)",
+    )
+    ap.add_argument("--wheels", type=Path, help="install diffusers/compel/lark wheels from here if missing")
+    ap.add_argument(
+        "--workdir", type=Path, help="where the random-weights model is saved (default: a temp folder)"
+    )
+    ap.add_argument("--out", type=Path, help="also write the table as Markdown here")
+    return ap.parse_args(argv)
+
+
+class Bench:
+    """One bench run: the model built, the rows measured, the table."""
+
+    def __init__(self, args: argparse.Namespace, torch: Any) -> None:
+        import diffusers
+
+        from stable_discovery.backends.diffusers_backend import quiet_libraries
+        from stable_discovery.language.program import loads
+
+        quiet_libraries()  # before diffusers' pipelines are imported: transformers warns then
+        self.args, self.torch, self.smoke = args, torch, args.smoke
+        self.start = time.perf_counter()
+        self.device = "cpu" if self.smoke else "cuda"
+        self.sizes = args.sizes or ([64] if self.smoke else [512])
+        self.steps = args.steps or (2 if self.smoke else 20)
+        self.batch = args.batch or (2 if self.smoke else 8)
+        self.count = args.count or (2 * self.batch)
+        self.run_count = args.run_count or (4 * self.batch if self.smoke else 8 * self.batch)
+        if self.count % self.batch:
+            raise SystemExit("error: --count must be a multiple of --batch (one batch shape per row)")
+        if self.smoke:
+            torch.set_num_threads(1)
+        self.sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+        gpu = (
+            torch.cuda.get_device_name(0)
+            if self.device == "cuda"
+            else (platform.processor() or platform.machine())
+        )
+        self.info = (
+            f"{gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}), "
+            f"diffusers {diffusers.__version__}, "
+            + (
+                "smoke test on CPU, scaled-down model"
+                if self.smoke
+                else "SD 2.1 architecture, random weights"
+            )
+        )
+        log(self.info)
+        self.peak = args.peak_tflops or next((a for name, a, _b in PEAKS if name in gpu), 0.0)
+        unet_cfg, text_dim = (SMOKE_UNET, SMOKE_TEXT["hidden_size"]) if self.smoke else (SD21_UNET, 1024)
+        self.flops = {s: unet_flops(unet_cfg, text_dim, s) * 2 * self.steps for s in self.sizes}
+        if self.smoke:  # the real model's figures as well, so they are checked here too
+            for s in (512, 768):
+                f = unet_flops(SD21_UNET, 1024, s)
+                log(
+                    f"full SD 2.1 UNet at {s}: {f / 1e12:.3f} TFLOP per forward, "
+                    f"{f * 2 * 20 / 1e12:.1f} TFLOP per 20-step image with CFG"
+                )
+        self.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sdp-sd21-"))
+        model_dir = self.workdir / "sd21-random"
+        if not (model_dir / "model_index.json").is_file():
+            t0 = time.perf_counter()
+            build_pipeline(model_dir, self.smoke, self.device)
+            log(f"build + save: {time.perf_counter() - t0:.1f} s")
+        self.model = str(model_dir)
+        self.program = loads(TEMPLATE, name="bench.sdp")
+        self.rows: list[Row] = []
+        self.reference: dict[int, list[Any]] = {}
+        self.backend: Any = None
+        self.backend_knobs: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        if self.args.workdir is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def run_all(self) -> None:
+        for case in cases(self.args, self.smoke, self.batch):
+            if self.args.only and not any(w.lower() in case.name.lower() for w in self.args.only):
+                continue
+            for size in self.sizes:
+                self.run_case(case, size)
+
+    def run_case(self, case: Case, size: int) -> None:
+        cost = 0.0 if self.smoke else case.cost * (size / 512) ** 2
+        if time.perf_counter() - self.start + cost > self.args.budget:
+            self.skip(case, size, f"skipped: would end past the {self.args.budget:.0f} s budget (--budget)")
+        elif case.cuda_only and self.device != "cuda":
+            self.skip(case, size, "skipped: needs CUDA")
+        else:
+            try:
+                self.measure(case, size)
+            except Exception as exc:  # noqa: BLE001 - a row that fails says why; the others go on
+                self.skip(case, size, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+                gc.collect()
+                if self.device == "cuda":
+                    self.torch.cuda.empty_cache()
+
+    def skip(self, case: Case, size: int, why: str) -> None:
+        self.rows.append(Row(size, case.name, case.batch, None, why))
+        log(f"{size}  {case.name}: {why}")
+
+    def backend_for(self, knobs: dict[str, Any]) -> Any:
+        """A backend with these knobs, the model loaded (one pipeline on the device at a time)."""
+        from stable_discovery.backends.diffusers_backend import DiffusersBackend
+
+        if self.backend_knobs == knobs:
+            return self.backend
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+        t0 = time.perf_counter()
+        backend = DiffusersBackend(device=self.device, **knobs)
+        backend.check_available(self.model)
+        log(f"loaded {knobs} in {time.perf_counter() - t0:.1f} s")
+        self.backend, self.backend_knobs = backend, dict(knobs)
+        return backend
+
+    def measure(self, case: Case, size: int) -> None:
+        if case.kind == "sdp-run":
+            if self.backend is not None:  # the command loads its own
+                self.backend.close()
+                self.backend, self.backend_knobs = None, None
+            rate, note, made = sdp_run(
+                self.workdir,
+                self.model,
+                size,
+                self.steps,
+                case.batch,
+                self.run_count,
+                case.knobs,
+                self.device,
+            )
+            images = [made[i] for i in range(self.count)]
+            batch: int | str = case.batch
+        else:
+            backend = self.backend_for(case.knobs)
+            fitter = None
+            samples = make_samples(self.program, self.model, self.count, size, self.steps)
+            planned = case.batch
+            if case.kind == "auto":
+                from stable_discovery.run.autobatch import AUTO_BATCH, BatchFitter
+
+                fitter, planned = BatchFitter(), AUTO_BATCH
+                samples = make_samples(self.program, self.model, 2 * AUTO_BATCH, size, self.steps)
+            seconds, images, warm_s = timed(backend, samples, planned, self.args.repeat, self.sync, fitter)
+            rate = len(samples) / seconds
+            note = f"warm-up {warm_s:.1f} s"
+            batch = case.batch
+            if fitter is not None:
+                found = fitter.found()
+                batch = f"auto: {', '.join(str(v) for v in found.values())}"
+                note += f"; {len(fitter.shrunk)} halvings" if fitter.shrunk else "; 32 fit"
+            images = images[: self.count]
+        self.record(case, size, rate, note, images, batch)
+
+    def record(
+        self, case: Case, size: int, rate: float, note: str, images: list[Any], batch: int | str
+    ) -> None:
+        import numpy as np
+
+        arrays = [np.asarray(im.convert("RGB"), dtype=np.int16) for im in images]
+        black = sum(1 for a in arrays if a.max() == 0)  # NaN latents decode to black
+        if black:
+            note += f"; {black} black images (NaN)"
+        max_diff = mean_diff = None
+        if case.reference:
+            self.reference[size] = arrays
+        elif size in self.reference:
+            ref = self.reference[size]
+            max_diff = max(int(np.abs(a - r).max()) for a, r in zip(arrays, ref, strict=True))
+            mean_diff = float(np.mean([np.abs(a - r).mean() for a, r in zip(arrays, ref, strict=True)]))
+        self.rows.append(Row(size, case.name, batch, rate, note, max_diff, mean_diff))
+        log(f"{size}  {case.name}: {rate:.3f} images/s ({note})")
+
+    def table(self) -> str:
+        peak = self.peak
+        lines = [
+            f"Device: {self.info}.",
+            f"{self.count} images per row ({self.run_count} for sdp run, 64 for --batch auto), "
+            f"{self.steps} DDIM steps, CFG 7.5; best of {self.args.repeat} after a warm-up.",
+            "UNet floor: FLOPs per image = one UNet forward (FlopCounterMode) x 2 (CFG) x steps; "
+            f"dense fp16 peak {peak:g} TFLOPS. Differences: against the reference row's images, "
+            "in levels of 255 (max over pixels and channels; mean).",
+            "",
+            "| size | row | batch | images/s | vs plain loop | vs reference | UNet TFLOPS | % of fp16 peak "
+            "| max diff | mean diff | notes |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for size in self.sizes:
+            rows = [r for r in self.rows if r.size == size]
+            plain = next(
+                (r.images_per_s for r in rows if r.case.startswith("plain") and r.images_per_s), None
+            )
+            ref = next(
+                (r.images_per_s for r in rows if r.case.startswith("reference") and r.images_per_s), None
+            )
+            for r in rows:
+                lines.append(self.line(r, plain, ref))
+            tf = self.flops[size] / 1e12
+            ceiling = (
+                f"{peak * 1e12 / self.flops[size]:.2f} at peak" if peak else "peak unknown (--peak-tflops)"
+            )
+            lines.append(f"| {size} | floor: UNet {tf:.3g} TFLOP per image | | {ceiling} | | | | | | | |")
+        if self.smoke:
+            lines += [
+                "",
+                "Smoke test on a CPU: float32 in place of float16; these figures only show the script works.",
+            ]
+        lines += ["", f"Total time: {time.perf_counter() - self.start:.0f} s."]
+        return "\n".join(lines)
+
+    def line(self, r: Row, plain: float | None, ref: float | None) -> str:
+        if r.images_per_s is None:
+            return f"| {r.size} | {r.case} | {r.batch} | – | – | – | – | – | – | – | {r.note} |"
+        achieved = r.images_per_s * self.flops[r.size] / 1e12
+        pct = f"{100 * achieved / self.peak:.0f}%" if self.peak else "–"
+        vs_plain = f"{r.images_per_s / plain:.2f}x" if plain else "–"
+        vs_ref = f"{r.images_per_s / ref:.2f}x" if ref else "–"
+        mx = "–" if r.max_diff is None else str(r.max_diff)
+        mean = "–" if r.mean_diff is None else f"{r.mean_diff:.2f}"
+        return (
+            f"| {r.size} | {r.case} | {r.batch} | {r.images_per_s:.3f} | {vs_plain} | {vs_ref} | "
+            f"{achieved:.3g} | {pct} | {mx} | {mean} | {r.note} |"
+        )
 
 
 if __name__ == "__main__":

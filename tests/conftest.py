@@ -32,6 +32,7 @@ MARKERS = {
     "test_ray.py::test_tiny_model_on_ray_leaves_the_same_store": ("torch",),
     "test_ray_scheduler.py": ("ray",),  # a stand-in for Ray, but Ray's exception classes
     "test_safety_crash.py": ("slow",),  # kills real and forked runs while the gallery rates
+    "test_speed_knobs.py": ("torch", "slow"),
     "test_wheel.py": ("slow",),  # builds the wheel
 }
 

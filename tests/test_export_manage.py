@@ -192,6 +192,14 @@ def test_export_reports_missing_images(ws: Path, tmp_path: Path, capsys: Any) ->
         assert "00005.png" not in archive.namelist() and "00008.png" in archive.namelist()
 
 
+def test_export_refuses_an_output_suffix_it_does_not_write(ws: Path, tmp_path: Path, capsys: Any) -> None:
+    assert sdp(ws, "export", "pets", "-o", str(tmp_path / "out.json")) == 2
+    assert "FILE.jsonl" in capsys.readouterr().err and not (tmp_path / "out.json").exists()
+    (tmp_path / "shots.v2").mkdir()  # a folder that exists is a folder, whatever its name
+    assert sdp(ws, "export", "pets", "--favourites", "-o", str(tmp_path / "shots.v2")) == 0
+    assert list((tmp_path / "shots.v2").glob("*.png"))
+
+
 # ---------------------------------------------------------------------------------------
 # rm, the trash, mv, archive
 

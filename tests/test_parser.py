@@ -378,7 +378,8 @@ def test_unknown_setting_lists_the_known_ones():
         "@xyzzy = 2",
         1,
         "known settings: @count, @seed, @sampler, @seed_mode, @batch, @wildcards, @wildcard_lines, "
-        "@steps, @guidance, @size, @width, @height, @model, @scheduler, @weighting, @device",
+        "@steps, @guidance, @size, @width, @height, @model, @scheduler, @weighting, @device, @optimize, "
+        "@compile",
     )
 
 
@@ -402,7 +403,11 @@ def test_unknown_setting_with_suggestion():
         ("@height = 9000", "@height: expected a size in pixels from 8 to 8192, got 9000", 11),
         ("@size = 100x100", "@size: sizes must be multiples of 8, got 100", 9),
         ("@size = 768", "@size: expected WIDTHxHEIGHT such as 768x768, got '768'", 9),
-        ("@batch = 0", "@batch: expected a batch size from 1 to 4096, got 0", 10),
+        (
+            "@batch = 0",
+            "@batch: expected a batch size from 1 to 4096, got 0; or auto (the largest batch that fits)",
+            10,
+        ),
         ("@seed_mode = foo", "@seed_mode: expected one of index, random; got 'foo'", 14),
         ("@guidance = -1", "@guidance: expected a non-negative number, got '-1'", 13),
         ("@guidance = nan", "@guidance: expected a non-negative number, got 'nan'", 13),

@@ -19,7 +19,9 @@ from stable_discovery.backends.base import BackendError, Batch, GenerationKey
 from stable_discovery.backends.dummy import DummyBackend
 from stable_discovery.language.program import load
 from stable_discovery.plugins import get_sampler
+from stable_discovery.run.files import EncodedImage, PngSpec
 from stable_discovery.run.ray_scheduler import Scheduler, SchedulerLimits, WorkerPool, span
+from stable_discovery.run.ray_worker import WorkerOptions
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install -e '.[ray]')"
@@ -151,8 +153,9 @@ def scheduler(
     workers: int = 2,
     in_flight: int = 2,
     said: list[str] | None = None,
+    options: WorkerOptions | None = None,
 ) -> Scheduler:
-    pool = WorkerPool(ray, "dummy", {}, None, lambda: {"dummy": DummyBackend}, 0.0)
+    pool = WorkerPool(ray, "dummy", {}, None, lambda: {"dummy": DummyBackend}, 0.0, options)
     for _ in range(workers):
         pool.spawn()
     limits = SchedulerLimits(in_flight_per_worker=in_flight, max_attempts=3)
@@ -210,3 +213,12 @@ def test_a_span_names_a_batch_s_samples(tmp_path) -> None:
     run = Batch(made[0].key, tuple(b.samples[0] for b in made[:4]))
     pair = Batch(made[0].key, (made[1].samples[0], made[5].samples[0]))
     assert (span(run), span(pair), span(Batch(made[0].key, ()))) == ("0–3", "1, 5", "(none)")
+
+
+def test_with_worker_options_workers_send_png_files_the_driver_only_writes(tmp_path) -> None:
+    options = WorkerOptions(PngSpec("zoo", "dummy"))
+    sched = scheduler(FakeRay(), batches(tmp_path, []), options=options)
+    for batch, images, _seconds in sched.results():
+        (image,) = images
+        assert isinstance(image, EncodedImage) and image.data.startswith(b"\x89PNG")
+        assert image.record["index"] == batch.samples[0].index and image.record["experiment"] == "zoo"

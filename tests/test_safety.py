@@ -596,6 +596,24 @@ def test_8_a_damaged_database_is_reported_and_repaired(tmpl: Path, tmp_path: Pat
     assert images(ws / "c") == pictures
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_8_repair_survives_damage_to_any_early_page(tmpl: Path, tmp_path: Path, seed: int) -> None:
+    """Pages 2-5 hold the schema's tables (experiments among them): whatever SQLite then
+    fails to read, repair rebuilds the store and says what it found in one line."""
+    ws = tmp_path / "ws"
+    assert run(tmpl, ws, "--name", "c", "--count", "20", "--set", "size=8x8")[0] == 0
+    with open(ws / "discovery.db", "r+b") as f:
+        f.seek((2 + seed) * 4096)
+        f.write(random.Random(seed).randbytes(2 * 4096))
+    code, out, err = sdp("repair", "--workspace", str(ws))
+    no_bug(err)
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert "was damaged" in first and "sdp repair" not in out, out
+    assert "20 images given their rows" in out
+    assert "20/20" in sdp("runs", "--workspace", str(ws))[1]
+
+
 # ---------------------------------------------------------------------------------------
 # 9. out-of-range input: 400s and usage errors
 

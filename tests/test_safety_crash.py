@@ -196,11 +196,13 @@ def _instrument(kill_at: int) -> None:
     from stable_discovery.store.database import Store
 
     steps = [0]
+    counting = threading.Lock()  # images are written on the run's encoder threads too
 
     def step() -> None:
-        steps[0] += 1
-        if steps[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+        with counting:
+            steps[0] += 1
+            if steps[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def around(owner: Any, name: str) -> None:
         original = getattr(owner, name)

@@ -392,7 +392,7 @@ def test_a_fresh_store_has_the_schema_the_previous_version_made(tmp_path: Path) 
     old, new = schema(tmp_path / "old"), schema(tmp_path / "new")
     assert new == old
     tables = {name for kind, name, _, _ in new["objects"] if kind == "table"}
-    assert tables == {"_migrations", "experiments", "samples", "choices", "ratings", "variables"}
+    assert tables == {"_migrations", "experiments", "samples", "choices", "ratings", "variables", "runs"}
     assert [c[1] for c in new["columns"]["variables"]] == ["experiment_id", "name", "kind", "position"]
     assert [c[1] for c in new["columns"]["choices"]] == ["experiment_id", "idx", "name", "choice", "text"]
     sql = {name: sql for _, name, _, sql in new["objects"]}

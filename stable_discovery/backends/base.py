@@ -13,7 +13,7 @@ from stable_discovery.sampling.sample import Sample
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
-__all__ = ["GenerationKey", "Batch", "Backend", "BackendError"]
+__all__ = ["GenerationKey", "Batch", "Backend", "BackendError", "OutOfMemory"]
 
 
 class BackendError(SdpError):
@@ -23,6 +23,12 @@ class BackendError(SdpError):
     """
 
     exit_code = 1
+
+
+class OutOfMemory(BackendError):
+    """A batch did not fit in the device's memory. ``sdp run --batch auto`` catches it
+    and makes the batch in halves; otherwise the user is told to use a smaller batch.
+    A backend that raises it has given the memory of the failed attempt back."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@
 * A1111 prompt weighting (``(word:1.3)``, ``BREAK``, long prompts in 75-token chunks) for
   SD 1.x/2.x and SDXL, through compel (:mod:`.encoders`), unless ``@weighting = none``.
 * The batch's scheduler name picks the scheduler class; its config is the model's own.
-* fp16 on CUDA, fp32 on CPU; PyTorch's fused attention (SDPA) by default.
+* fp16 on CUDA, fp32 on CPU; PyTorch's fused attention (SDPA) by default. Speed knobs
+  (:mod:`.speed`: ``torch.compile``, CUDA graphs, channels-last, fused QKV
+  projections, the attention kernel) and ``optimize``, a preset of them for the device.
 * One ``torch.Generator`` per image, seeded with the sample's seed and passed as a list,
   so an image depends only on its own sample, never on its batch.
 * A model that cannot be loaded raises :class:`BackendError` with a short message that
@@ -30,13 +32,15 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stable_discovery.backends.base import BackendError, Batch
+from stable_discovery.backends.base import BackendError, Batch, OutOfMemory
 from stable_discovery.backends.families import (
     SINGLE_FILE_SUFFIXES,
     ModelInfo,
@@ -49,6 +53,7 @@ from stable_discovery.backends.families import (
 )
 from stable_discovery.backends.pipelines import FamilyRunner, group_inputs, runner_for
 from stable_discovery.backends.quiet import quiet_libraries
+from stable_discovery.backends.speed import Knobs, apply_knobs, attention_kernel, compile_mode, preset, unfuse
 from stable_discovery.backends.tiny import is_tiny, tiny_folder_name, tiny_loras_path, tiny_model_path
 from stable_discovery.language.loras import LORA_TAG, LoraLibrary, split_lora_tags
 
@@ -132,21 +137,29 @@ def check_dependencies() -> None:
     _modules()
 
 
+#: One thread at a time imports torch and diffusers: ``sdp run`` imports them on a thread
+#: of its own while the template compiles, and the backend's loader may ask meanwhile.
+#: diffusers replaces its module with a lazy one at the end of its import; a second
+#: thread let in half-way would keep the first, which lacks the lazy names.
+_IMPORTING = threading.Lock()
+
+
 def _modules() -> tuple[Any, Any]:
     """(torch, diffusers), imported quietly, or a BackendError saying how to install them."""
-    try:
-        import torch
-    except ImportError as e:
-        raise BackendError(f"the diffusers backend needs PyTorch ({e}); {_INSTALL_HINT}") from None
-    try:
-        import diffusers
-        import transformers  # noqa: F401 - imported only to check that it is installed
-    except ImportError as e:
-        raise BackendError(
-            f"the diffusers backend needs diffusers and transformers ({e}); {_INSTALL_HINT}"
-        ) from None
-    quiet_libraries()
-    return torch, diffusers
+    with _IMPORTING:
+        try:
+            import torch
+        except ImportError as e:
+            raise BackendError(f"the diffusers backend needs PyTorch ({e}); {_INSTALL_HINT}") from None
+        try:
+            import diffusers  # noqa: F401 - the module object is taken from sys.modules below
+            import transformers  # noqa: F401 - imported only to check that it is installed
+        except ImportError as e:
+            raise BackendError(
+                f"the diffusers backend needs diffusers and transformers ({e}); {_INSTALL_HINT}"
+            ) from None
+        quiet_libraries()
+    return torch, sys.modules["diffusers"]
 
 
 def _offline() -> bool:
@@ -220,6 +233,8 @@ class _Loaded:
     #: the (name, weight) set now applied; None until the first batch
     active: tuple[tuple[str, float], ...] | None = None
     library: LoraLibrary | None = None
+    #: the speed knobs applied to this model (:func:`.speed.apply_knobs`)
+    applied: dict[str, Any] = field(default_factory=dict)
 
 
 class DiffusersBackend:
@@ -233,10 +248,19 @@ class DiffusersBackend:
         attention: ``"sdpa"`` (PyTorch's fused scaled-dot-product attention, the
             default), ``"eager"`` (plain matmul + softmax), ``"xformers"`` or ``"default"``
             (whatever diffusers picks).
-        compile: ``torch.compile`` the UNet (slow first batch of each shape, faster after;
-            worth it for long runs on a GPU). ``True`` uses the default backend
-            (inductor); a string names another ``torch.compile`` backend (``"eager"``,
-            ``"aot_eager"``, ``"cudagraphs"``, …).
+        compile: ``torch.compile`` the denoiser (slow first batch of each shape, faster
+            after; worth it for long runs on a GPU): ``True``/``"default"``,
+            ``"max-autotune"``, or ``False``/``"off"``.
+        compile_backend: the ``torch.compile`` backend (``"inductor"``; ``"eager"`` and
+            ``"aot_eager"`` check the path on a CPU without generating code).
+        cuda_graphs: replay the compiled denoiser as CUDA graphs (implies ``compile``).
+        channels_last: UNet and VAE in channels-last memory format (``None``: on with
+            ``compile`` on CUDA).
+        fused_qkv: fuse the attention's query/key/value projections.
+        sdpa: the fused attention's kernel: ``"auto"``, ``"flash"``, ``"cudnn"``,
+            ``"efficient"`` or ``"math"``.
+        optimize: the preset of knobs for the device (:func:`.speed.preset`); knobs
+            given explicitly win over it.
         threads: torch's intra-op CPU threads (``torch.set_num_threads``); ``None`` takes
             ``$SDP_TORCH_THREADS``, else, on a CPU, half the cores (at least one): all
             cores oversubscribe a machine that does anything else (bench/RESULTS.md);
@@ -261,13 +285,19 @@ class DiffusersBackend:
         device: str = "auto",
         dtype: str | None = None,
         attention: str = "sdpa",
-        compile: bool | str = False,
+        compile: bool | str | None = None,
         threads: int | None = None,
         generator_device: str = "device",
         local_files_only: bool | None = None,
         lora_dirs: Sequence[str] = (),
         max_models: int | None = None,
         single_file_config: str | None = None,
+        compile_backend: str = "inductor",
+        cuda_graphs: bool | None = None,
+        channels_last: bool | None = None,
+        fused_qkv: bool | None = None,
+        sdpa: str | None = None,
+        optimize: bool = False,
     ) -> None:
         if attention not in _ATTENTION:
             raise BackendError(f"unknown attention {attention!r}; known: {', '.join(_ATTENTION)}")
@@ -283,6 +313,20 @@ class DiffusersBackend:
         self.dtype_name = dtype
         self.attention = attention
         self.compile = compile
+        self.optimize = bool(optimize)
+        #: the knobs asked for (None: not given; ``optimize`` may fill them)
+        self._asked: dict[str, Any] = {
+            # an explicit off wins over the preset: kept as "off" until the knobs are made
+            "compile": (compile_mode(compile) or "off") if compile is not None else None,
+            "cuda_graphs": cuda_graphs,
+            "channels_last": channels_last,
+            "fused_qkv": fused_qkv,
+            "sdpa": sdpa,
+        }
+        Knobs.of(**self._knobs_given(), compile_backend=compile_backend)  # checked now
+        self.compile_backend = compile_backend
+        #: the knobs in use, once the device is known
+        self.knobs_in_use: Knobs | None = None
         self.threads = threads
         self.generator_device = generator_device
         self.local_files_only = local_files_only
@@ -323,8 +367,24 @@ class DiffusersBackend:
                 "float16 needs a GPU: PyTorch on CPU cannot run Stable Diffusion in half precision. "
                 "Use float32 (the default on CPU) or a CUDA device"
             )
+        self.knobs_in_use = self._knobs_for(torch, device)
         self._torch, self._diffusers = torch, diffusers
         self._device, self._dtype = device, getattr(torch, name)
+
+    def _knobs_given(self) -> dict[str, Any]:
+        return {k: v for k, v in self._asked.items() if v is not None}
+
+    def _knobs_for(self, torch: Any, device: Any) -> Knobs:
+        """The knobs for ``device``: those given, the rest from the preset when
+        ``optimize``, checked against the device."""
+        chosen: dict[str, Any] = {}
+        if self.optimize:
+            capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+            chosen.update(preset(device.type, capability))
+        chosen.update(self._knobs_given())
+        return Knobs.of(**chosen, compile_backend=self.compile_backend).for_device(
+            device.type, self.attention
+        )
 
     def _thread_count(self, dev: str) -> int | None:
         """torch's CPU threads: as asked, else ``$SDP_TORCH_THREADS``, else half the cores
@@ -350,11 +410,32 @@ class DiffusersBackend:
         self._setup()
         return str(self._dtype).replace("torch.", "")
 
+    @property
+    def prefers_auto_batch(self) -> bool:
+        """On a GPU, ``sdp run`` makes the largest batches that fit (``--batch auto``)
+        unless told a batch size."""
+        return self.device.startswith("cuda")
+
+    def knobs(self) -> dict[str, Any]:
+        """How this backend runs, for the run's record: device (and GPU), precision,
+        attention, the speed knobs, and what each loaded model got."""
+        self._setup()
+        torch = self._torch
+        out: dict[str, Any] = {"device": self.device, "dtype": self.dtype, "attention": self.attention}
+        if self._device.type == "cuda":
+            out["gpu"] = torch.cuda.get_device_name(self._device)
+        out["optimize"] = self.optimize
+        if self.knobs_in_use is not None:
+            out.update(self.knobs_in_use.record())
+        out["models"] = {m: dict(loaded.applied) for m, loaded in self._loaded.items()}
+        return out
+
     def prepare(self, models: Sequence[str]) -> None:
         """Make sure every model a run needs can be loaded before any work, so a model
         that cannot be reached fails the run at once (``sdp run`` calls this). Every
         model is found (folder, file, or the Hub's ``model_index.json``) and, as many
         as may be kept loaded, loaded."""
+        self._setup()  # torch and diffusers first, under the import lock (tiny models need them)
         for model in models:
             self._resolve(model)
         for model in list(models)[: self.max_models or len(models)]:
@@ -449,10 +530,10 @@ class DiffusersBackend:
         pipe = self._to_device(model, pipe)
         pipe.set_progress_bar_config(disable=True)
         self._set_attention(pipe)
-        if self.compile:
-            self._compile_unet(pipe)
+        knobs = self.knobs_in_use if self.knobs_in_use is not None else Knobs()
+        applied = apply_knobs(self._torch, pipe, knobs, self._device.type)
         ours = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""
-        loaded = _Loaded(pipe, runner, pipe.scheduler.config, ours)
+        loaded = _Loaded(pipe, runner, pipe.scheduler.config, ours, applied=applied)
         self._loaded[model] = loaded
         self.model_loads += 1
         return loaded
@@ -532,19 +613,6 @@ class DiffusersBackend:
                 pipe.enable_xformers_memory_efficient_attention()
             except Exception as e:  # noqa: BLE001 - ModuleNotFoundError, or xformers without CUDA
                 raise BackendError(f"attention 'xformers' is not available: {_first_line(e)}") from None
-
-    def _compile_unet(self, pipe: Any) -> None:
-        """``torch.compile`` the denoiser, the UNet or the transformer (channels-last on
-        CUDA for a UNet)."""
-        torch = self._torch
-        attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
-        denoiser = getattr(pipe, attr)
-        if self._device.type == "cuda" and attr == "unet":
-            denoiser.to(memory_format=torch.channels_last)
-        # static shapes: a run has one or two batch shapes (full and last partial
-        # batch); each gets its own specialised graph instead of a slower dynamic one
-        backend = self.compile if isinstance(self.compile, str) else "inductor"
-        setattr(pipe, attr, torch.compile(denoiser, backend=backend, dynamic=False))
 
     def _load_error(
         self, model: str, source: str, local: bool, offline: bool, exc: BaseException
@@ -628,6 +696,11 @@ class DiffusersBackend:
                 f"{family.label} models such as {model!r} take no LoRA in diffusers; remove the "
                 f"<lora:…> tags ({', '.join(n for n, _w in loras)}) or compare with another model"
             )
+        if loras and "denoiser" in loaded.applied.get("fused_qkv", ()):
+            # a LoRA's layers sit on the separate projections: the fused ones would skip them
+            unfuse(pipe)
+            loaded.applied["fused_qkv"] = [p for p in loaded.applied["fused_qkv"] if p != "denoiser"]
+            loaded.applied["unfused"] = "the denoiser's QKV projections, for LoRAs"
         for name, _weight in loras:
             if name not in loaded.adapters:
                 self._load_lora(model, loaded, name)
@@ -695,8 +768,9 @@ class DiffusersBackend:
         gen_device = "cpu" if self.generator_device == "cpu" else self._device
         generators = [torch.Generator(device=gen_device).manual_seed(int(s.seed)) for s in batch.samples]
         images: list[Any] = [None] * len(batch.samples)
+        kernel = self.knobs_in_use.sdpa if self.knobs_in_use is not None else "auto"
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), attention_kernel(torch, kernel):
                 inputs = loaded.runner.inputs(prompts, negatives, key.weighting == "a1111")
                 for positions, group in group_inputs(inputs):
                     out = loaded.pipe(
@@ -712,10 +786,11 @@ class DiffusersBackend:
                     for i, image in zip(positions, out.images, strict=True):
                         images[i] = image
         except torch.cuda.OutOfMemoryError:
+            images.clear()
             torch.cuda.empty_cache()
-            raise BackendError(
+            raise OutOfMemory(
                 f"out of GPU memory generating {len(batch.samples)} images of "
-                f"{key.width}x{key.height} with {key.model!r}; use a smaller --batch"
+                f"{key.width}x{key.height} with {key.model!r}; use a smaller --batch (or --batch auto)"
                 + (", or --max-models 1" if len(self._loaded) > 1 else "")
             ) from None
         return images

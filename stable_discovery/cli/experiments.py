@@ -19,6 +19,8 @@ __all__ = ["add_commands"]
 
 
 def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
+    if getattr(args, "name", None):
+        return _runs_of(args, out)
     with open_store(args) as store:
         exps = store.experiments()
         missing = {e.name: store.scan(e).missing for e in exps}
@@ -39,6 +41,56 @@ def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
                     f"`sdp repair {e.name} --regen` or resuming the run makes them again\n"
                 )
     return 0
+
+
+def _runs_of(args: argparse.Namespace, out: TextIO) -> int:
+    """``sdp runs NAME``: each run of one experiment, with how it was run."""
+    import time
+
+    with open_store(args) as store:
+        exp = store.require(args.name)
+        runs = store.runs_of(exp)
+    if args.json:
+        for r in runs:
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+        return 0
+    if not runs:
+        out.write(f"{exp.name}: no run recorded (runs are recorded since stable-discovery 0.3)\n")
+        return 0
+    rows = [("STARTED", "OUTCOME", "NEW", "IMG/S", "FIRST IMAGE", "HOW")]
+    for r in runs:
+        seconds = r["seconds"] or 0.0
+        rows.append(
+            (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])),
+                r["outcome"],
+                str(r["generated"]),
+                f"{r['generated'] / seconds:.2f}" if seconds > 0 else "-",
+                f"{r['first_image_s']:.1f} s" if r["first_image_s"] is not None else "-",
+                _how(r["settings"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() + "\n")
+    return 0
+
+
+def _how(settings: dict[str, Any]) -> str:
+    """A run's settings in a few words: executor, batch, encoders, device, precision and
+    the speed knobs that were on."""
+    knobs = settings.get("knobs") or {}
+    words = [str(settings.get("executor", "local")), f"batch {settings.get('batch')}"]
+    fitted = settings.get("batch_sizes") or {}
+    words += [f"{size} per call ({slot})" for slot, size in fitted.items()]
+    words.append(f"encoders {settings.get('encoders')}")
+    words += [str(v) for v in (knobs.get("gpu") or knobs.get("device"), knobs.get("dtype")) if v]
+    if knobs.get("compile"):
+        words.append(f"compile {knobs['compile']}" + (" + CUDA graphs" if knobs.get("cuda_graphs") else ""))
+    words += [name.replace("_", "-") for name in ("channels_last", "fused_qkv") if knobs.get(name)]
+    if knobs.get("sdpa") not in (None, "auto"):
+        words.append(f"sdpa {knobs['sdpa']}")
+    return ", ".join(words)
 
 
 def _run_json(e: Any, missing: int) -> dict[str, Any]:
@@ -87,6 +139,10 @@ def _runs_table(exps: list[Any], missing: dict[str, Any], out: TextIO) -> None:
 
 
 def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    if args.save and not args.regen:
+        raise UsageError(
+            "--save writes a regenerated image: use it with --regen (sdp show NAME I --regen --save)"
+        )
     with open_store(args) as store:
         exp = store.require(args.name)
         rec = store.record(exp, args.index)
@@ -192,6 +248,8 @@ def _print_repair(report: Any, out: TextIO) -> None:
         out.write(
             f"{plural(report.marks_restored, 'mark')} (favourites, stars, rejections) read back from it\n"
         )
+    elif report.set_aside is not None:
+        out.write("no favourites, stars or rejections could be read back from it\n")
     for r in report.experiments:
         words = _repair_words(r)
         out.write(f"{r.name}: " + ("; ".join(words) if words else "whole") + "\n")
@@ -241,9 +299,14 @@ def _regen_options(args: argparse.Namespace, exp: Any) -> dict[str, Any]:
 
 def add_commands(sub: Any) -> None:
     """Add the store's commands to the ``sdp`` parser."""
-    p = sub.add_parser("runs", help="list experiments (archived ones marked)")
+    p = sub.add_parser(
+        "runs", help="list experiments (archived ones marked), or the runs of one with how each was run"
+    )
+    p.add_argument("name", nargs="?", help="an experiment: list its runs (speed knobs, batch, first image)")
     add_workspace_arg(p)
-    p.add_argument("--json", action="store_true", help="one JSON object per line, one per experiment")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per line, one per experiment (or run)"
+    )
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", help="print one sample's full record")

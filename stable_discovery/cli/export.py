@@ -31,10 +31,20 @@ def _stars(text: str) -> int:
 
 def output_kind(output: str) -> str:
     """``zip``, ``csv``, ``jsonl`` (by the file's suffix; ``-``: JSON Lines on stdout) or
-    ``folder``."""
+    ``folder`` (a name without a suffix, or a folder that exists). Any other suffix is
+    refused: ``-o out.json`` meant a file, not a folder named ``out.json``."""
     if output == "-":
         return "jsonl"
-    return _FILE_KINDS.get(Path(output).suffix.lower(), "folder")
+    path = Path(output)
+    kind = _FILE_KINDS.get(path.suffix.lower())
+    if kind is not None:
+        return kind
+    if path.suffix and not path.is_dir():
+        raise UsageError(
+            f"-o {output}: sdp export writes a folder, FILE.zip, FILE.csv or FILE.jsonl, not "
+            f"{path.suffix} (for a folder with that name, create it first)"
+        )
+    return "folder"
 
 
 def _choice_of(facet: dict[str, Any], value: str) -> list[int]:
@@ -214,7 +224,7 @@ def add_commands(sub: Any) -> None:
         "--output",
         required=True,
         metavar="DIR|FILE.zip|FILE.csv|FILE.jsonl",
-        help="where to write; the kind follows the suffix (anything else is a folder)",
+        help="where to write; the kind follows the suffix (a name without one is a folder)",
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--favourites", action="store_true", help="only favourites")

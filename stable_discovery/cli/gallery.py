@@ -107,6 +107,17 @@ def cmd_gallery(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _token_origin(args: argparse.Namespace) -> str:
+    """Where the shared gallery's token came from, for the line that prints the link."""
+    if args.token:
+        return "the token given with --token"
+    import os
+
+    if os.environ.get(ENV_TOKEN):
+        return f"the token in ${ENV_TOKEN}"
+    return f"a new token each start; --token or ${ENV_TOKEN} keeps one"
+
+
 def _token(args: argparse.Namespace) -> str:
     """The shared gallery's token: --token, else $SDP_GALLERY_TOKEN, else a new one."""
     import os
@@ -144,8 +155,7 @@ def _announce(args: argparse.Namespace, server: Any, workspace: Any, out: TextIO
     out.write(
         f"gallery of {workspace}, shared on {args.host}: anyone with this link can {what}:\n"
         f"  {link}\n"
-        f"(a new token each start; --token or ${ENV_TOKEN} keeps one; --read-only lets viewers "
-        "look without rating; Ctrl+C to stop)\n"
+        f"({_token_origin(args)}; --read-only lets viewers look without rating; Ctrl+C to stop)\n"
     )
     out.flush()
     return f"http://127.0.0.1:{server.port}/?token={server.access.token}" if args.host == "0.0.0.0" else link

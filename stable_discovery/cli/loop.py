@@ -150,6 +150,11 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n")
     else:
         out.write(format_table(report, args.limit))
+        if report.images and not report.favourites:
+            sys.stderr.write(
+                "no winners yet: every rate is 0%. Mark favourites first (the gallery's f, or "
+                "sdp fav NAME INDEX…), or count stars with --min-stars N\n"
+            )
     return 0
 
 

@@ -88,6 +88,9 @@ def _fault(args: argparse.Namespace, exc: Exception) -> str | None:
 
 
 def entry_point() -> None:  # pragma: no cover - console script wrapper
+    from stable_discovery.cli.clock import mark_process_start
+
+    mark_process_start()
     sys.exit(main())
 
 

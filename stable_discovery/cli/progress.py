@@ -90,6 +90,13 @@ class ProgressObserver(RunObserver):
         if self.bar is not None:
             self.bar.update(done - self.bar.done)
 
+    def shrunk(self, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stderr
+        if self.bar is not None and self.bar.tty:
+            stream.write("\r\x1b[K")  # the bar's line; it is drawn again at the next batch
+        stream.write(f"batch auto: {text}\n")
+        stream.flush()
+
     def generated(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -27,18 +27,22 @@ __all__ = ["add_commands"]
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from stable_discovery import plugins
+    from stable_discovery.cli.clock import command_started
     from stable_discovery.run.executors import make_executor
     from stable_discovery.run.runner import RunOptions, RunParts
     from stable_discovery.run.runplan import resolve_plan
     from stable_discovery.store.database import ENV_WORKSPACE, workspace_path
 
+    started = command_started()
+    backend = args.backend if args.backend is not None else "diffusers"
+    if backend == "diffusers" and getattr(args, "executor", "local") != "ray":
+        _import_in_background()  # torch and diffusers load while the template compiles
     # samplers that read the store (exploit) look where this run writes
     os.environ[ENV_WORKSPACE] = str(workspace_path(args.workspace))
     program = load_template(args)
     sampler = template_sampler(program, args.sampler)
     specs = _setting_specs()
     overrides = _overrides(args, specs)
-    backend = args.backend if args.backend is not None else "diffusers"
     sink_factories = _sink_factories(args.sink or [])
     dirs = lora_dirs(args)
     check_loras(program, dirs, run_models(program, args.model))
@@ -46,6 +50,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         name=_experiment_name(args),
         backend=backend,
         batch=args.batch,
+        encoders=args.encoders,
         count=args.count,
         seed=args.seed,
         sampler=args.sampler,
@@ -77,10 +82,33 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     # bad input (a seed or count the store cannot hold) is refused before the store is made
     resolve_plan(program, template_path, options, sampler, specs)
     _check_folder(args, options.name)
-    return _finish(args, _run(args, program, template_path, options, parts))
+    return _finish(args, _run(args, program, template_path, options, parts, started))
 
 
-def _run(args: argparse.Namespace, program: Any, template_path: str | None, options: Any, parts: Any) -> Any:
+def _import_in_background() -> None:
+    """Import torch and diffusers on a daemon thread, so that loading the model, which
+    needs them, starts with them already there."""
+    import threading
+
+    def warm() -> None:
+        from stable_discovery.backends.diffusers_backend import check_dependencies
+
+        try:
+            check_dependencies()
+        except Exception:  # noqa: BLE001 - the run reports a missing package when it needs it
+            pass
+
+    threading.Thread(target=warm, name="sdp-import", daemon=True).start()
+
+
+def _run(
+    args: argparse.Namespace,
+    program: Any,
+    template_path: str | None,
+    options: Any,
+    parts: Any,
+    started: float | None = None,
+) -> Any:
     """Run the experiment in the workspace's store (made when missing); a fault of the
     machine comes out as one line with the command that resumes."""
     from stable_discovery.cli.progress import RunReport
@@ -89,7 +117,7 @@ def _run(args: argparse.Namespace, program: Any, template_path: str | None, opti
     report = RunReport()
     with open_store(args, "create") as store:
         try:
-            return run_experiment(store, program, template_path, options, parts, report)
+            return run_experiment(store, program, template_path, options, parts, report, started=started)
         except Exception as exc:  # a fault of the machine gets the resume command; the rest is re-raised
             found = _run_fault(args, exc, store, report)
             if found is None:
@@ -130,13 +158,25 @@ def _run_fault(args: argparse.Namespace, exc: Exception, store: Any, report: Any
     )
 
 
-def _batch(text: str) -> int:
+def _batch(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"a batch is 1 to 4096 images (or auto), not {value}")
+    return value
+
+
+def _encoders(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"a batch is 1 to 4096 images, not {value}")
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"encoders are 0 to 64 threads, not {value}")
     return value
 
 
@@ -148,10 +188,12 @@ def _backend_options(
     of them: giving one of those flags with another backend is an error (``@device`` in
     a template is left to the diffusers backend, so a quick ``--backend dummy`` run of
     the same template works)."""
+    speed = _speed_options(args, program)
     given = {
         "--device": args.device,
         "--max-models": args.max_models,
         "--model-config": args.model_config,
+        **{_SPEED_FLAGS[k]: v for k, v in speed.items() if getattr(args, k, None) is not None},
     }
     if backend != "diffusers":
         flags = [flag for flag, value in given.items() if value is not None]
@@ -168,7 +210,32 @@ def _backend_options(
         options["max_models"] = args.max_models
     if args.model_config is not None:
         options["single_file_config"] = str(Path(args.model_config).expanduser().absolute())
+    options.update(speed)
     return options
+
+
+#: The diffusers backend's speed options: argument name → flag.
+_SPEED_FLAGS = {
+    "optimize": "--optimize",
+    "compile": "--compile",
+    "compile_backend": "--compile-backend",
+    "cuda_graphs": "--cuda-graphs",
+    "channels_last": "--channels-last",
+    "fused_qkv": "--fused-qkv",
+    "sdpa": "--sdpa",
+    "dtype": "--dtype",
+}
+
+
+def _speed_options(args: argparse.Namespace, program: Any) -> dict[str, Any]:
+    """The speed knobs given on the command line (else ``@optimize``, ``@compile``), as
+    the diffusers backend's arguments."""
+    found = {k: getattr(args, k, None) for k in _SPEED_FLAGS}
+    if found["optimize"] is None and program.setting("optimize") is not None:
+        found["optimize"] = program.setting("optimize") == "on"
+    if found["compile"] is None and program.setting("compile") is not None:
+        found["compile"] = program.setting("compile")
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _setting_specs() -> dict[str, Any]:
@@ -220,8 +287,13 @@ def _finish(args: argparse.Namespace, result: Any) -> int:
         sys.stderr.write(f"stopped: {result.done} of {result.count} done. Resume with:\n  {again}\n")
         return 130
     rate = result.generated / result.seconds if result.seconds > 0 else 0.0
+    first = ""
+    if result.first_image_s is not None:
+        first = f"; first image {result.first_image_s:.1f} s after the command"
+        if result.load_s is not None and result.load_s >= 0.1:
+            first += f", of which {result.load_s:.1f} s loading the backend"
     sys.stderr.write(
-        f"done: {result.done} of {result.count} images ({result.generated} new, {rate:.2f} img/s)\n"
+        f"done: {result.done} of {result.count} images ({result.generated} new, {rate:.2f} img/s{first})\n"
     )
     return 0
 
@@ -246,7 +318,18 @@ def add_commands(sub: Any) -> None:
     add_model_args(p)
     p.add_argument("--count", type=nonneg, metavar="N", help="number of images (default: @count)")
     p.add_argument(
-        "--batch", type=_batch, metavar="B", help="images per backend call (default: @batch, else 4)"
+        "--batch",
+        type=_batch,
+        metavar="B",
+        help="images per backend call, or auto: the largest batch that fits in the GPU's memory, "
+        "found per model and size (default: @batch, else auto on a GPU, 4 elsewhere)",
+    )
+    p.add_argument(
+        "--encoders",
+        type=_encoders,
+        metavar="N",
+        help="threads that encode and write PNG files while the next batch is generated "
+        "(default: half the cores, 2 to 8; 0: write between batches)",
     )
     p.add_argument("--seed", type=integer, help="sampler seed (default: @seed)")
     p.add_argument("--sampler", metavar="NAME", help=SAMPLER_HELP)
@@ -276,5 +359,58 @@ def add_commands(sub: Any) -> None:
         metavar="N",
         help="with --executor ray: how many workers (default: one per GPU; else per CPU, at most 4)",
     )
+    _add_speed_args(p)
     add_workspace_arg(p)
     p.set_defaults(func=cmd_run)
+
+
+def _add_speed_args(p: argparse.ArgumentParser) -> None:
+    """The diffusers backend's speed knobs (docs/performance.md)."""
+    g = p.add_argument_group(
+        "speed (diffusers backend; the same images, faster: docs/performance.md)",
+    )
+    g.add_argument(
+        "--optimize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the knobs that pay on this device: on an NVIDIA GPU, torch.compile, channels-last and "
+        "fused QKV projections; on a CPU none (default: @optimize, else off); knobs given below win",
+    )
+    g.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=("off", "default", "max-autotune"),
+        help="torch.compile the UNet or transformer: default (the mode without a value) or "
+        "max-autotune (minutes more to compile); off (default: @compile, else off)",
+    )
+    g.add_argument("--compile-backend", metavar="NAME", help="torch.compile's backend (default inductor)")
+    g.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay the compiled denoiser as CUDA graphs (implies --compile; pays for small batches)",
+    )
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="UNet and VAE in channels-last memory format (default: on with --compile on a GPU)",
+    )
+    g.add_argument(
+        "--fused-qkv",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fuse each attention's query, key and value projections",
+    )
+    g.add_argument(
+        "--sdpa",
+        choices=("auto", "flash", "cudnn", "efficient", "math"),
+        help="the fused attention's kernel (default auto: PyTorch picks; cudnn and efficient need CUDA)",
+    )
+    g.add_argument(
+        "--dtype",
+        choices=("auto", "float16", "bfloat16", "float32"),
+        help="precision (default auto: float16 on a GPU, float32 on a CPU); bfloat16 gives "
+        "slightly different images",
+    )

@@ -69,6 +69,15 @@ def _dimension(text: str) -> int:
     return value
 
 
+def _batch(text: str) -> int | str:
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return _int(1, 4096, "a batch size")(text)
+    except SettingValueError as exc:
+        raise SettingValueError(f"{exc}; or auto (the largest batch that fits)") from None
+
+
 _SIZE = re.compile(r"(\d+)\s*[xX×]\s*(\d+)")
 
 
@@ -124,7 +133,11 @@ BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
         per_image=False,
     ),
     SettingSpec(
-        "batch", _int(1, 4096, "a batch size"), "images per backend call", multi=False, per_image=False
+        "batch",
+        _batch,
+        "images per backend call, or auto: the largest batch that fits in memory",
+        multi=False,
+        per_image=False,
     ),
     SettingSpec(
         "wildcards",
@@ -159,6 +172,20 @@ BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
         "device",
         _word(),
         "where the diffusers backend runs: auto, cpu, cuda, cuda:N, mps",
+        multi=False,
+        per_image=False,
+    ),
+    SettingSpec(
+        "optimize",
+        _word(("on", "off")),
+        "the diffusers backend's speed knobs chosen for the device (on) or none (off)",
+        multi=False,
+        per_image=False,
+    ),
+    SettingSpec(
+        "compile",
+        _word(("off", "default", "max-autotune")),
+        "torch.compile the diffusers backend's denoiser: off, default or max-autotune",
         multi=False,
         per_image=False,
     ),

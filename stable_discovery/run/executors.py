@@ -11,15 +11,35 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from stable_discovery.backends.base import Backend, Batch
 from stable_discovery.errors import UsageError
+from stable_discovery.run.autobatch import BatchFitter, Shrunk
+from stable_discovery.run.files import PngSpec
 
-__all__ = ["EXECUTORS", "Executor", "Generated", "LocalExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "ExecutorSetup", "Generated", "LocalExecutor", "make_executor"]
 
 #: What an executor yields for each batch: (the batch, its images, seconds it took).
+#: The images are PIL images, or :class:`~stable_discovery.run.files.EncodedImage` PNG
+#: files made where they were generated. A batch may come back in several pieces
+#: (``--batch auto``), each yielded as a batch of its own.
 Generated = tuple[Batch, list[Any], float]
+
+
+@dataclass(frozen=True)
+class ExecutorSetup:
+    """What the driver tells an executor before a run (its ``setup`` method, when it has
+    one): how the experiment's PNG files are made (an executor that generates in other
+    processes encodes them there with ``png``), the LoRA folders (for the files' LoRA
+    hashes), whether batches are fitted to the device's memory (``--batch auto``), and
+    where to say that a batch did not fit (in this process only)."""
+
+    png: PngSpec
+    lora_dirs: tuple[str, ...] = ()
+    auto_batch: bool = False
+    notice: Callable[[Shrunk], None] | None = field(default=None, compare=False)
 
 
 class Executor(Protocol):
@@ -27,7 +47,8 @@ class Executor(Protocol):
     is given, in any order; the driver writes files and rows, so resume and exactly-once
     hold whatever the executor. ``stop`` set asks it to stop taking new batches. An
     executor with ``drains_on_stop = True`` then yields the batches it has in flight (the
-    driver writes them) before it ends; others are left at once."""
+    driver writes them) before it ends; others are left at once. An executor may have a
+    ``setup(ExecutorSetup)`` method, called before ``run``."""
 
     needs_local_backend: bool
 
@@ -39,10 +60,22 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """The default: one backend in this process, one batch at a time."""
+    """The default: one backend in this process, one batch at a time (with
+    ``--batch auto``, in the pieces that fit: :class:`~.autobatch.BatchFitter`)."""
 
+    name = "local"
     needs_local_backend = True
     drains_on_stop = False
+
+    def __init__(self) -> None:
+        self.fitter: BatchFitter | None = None
+
+    def setup(self, setup: ExecutorSetup) -> None:
+        self.fitter = BatchFitter(setup.notice) if setup.auto_batch else None
+
+    def batch_sizes(self) -> dict[str, int]:
+        """With ``--batch auto``: the most images one call made, per model and size."""
+        return self.fitter.found() if self.fitter is not None else {}
 
     def run(
         self, backend: Backend | None, batches: Iterator[Batch], stop: threading.Event
@@ -50,9 +83,12 @@ class LocalExecutor:
         if backend is None:
             raise ValueError("the local executor needs a backend")
         for batch in batches:
-            t0 = time.perf_counter()
-            images = list(backend.generate(batch))
-            yield batch, images, time.perf_counter() - t0
+            if self.fitter is not None:
+                yield from self.fitter.generate(backend, batch)
+            else:
+                t0 = time.perf_counter()
+                images = list(backend.generate(batch))
+                yield batch, images, time.perf_counter() - t0
             if stop.is_set():
                 return
 

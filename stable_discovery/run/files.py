@@ -36,8 +36,10 @@ from stable_discovery.store.images import (
 )
 
 __all__ = [
+    "EncodedImage",
     "ExperimentLock",
     "ImageWriter",
+    "PngSpec",
     "image_name",
     "image_record",
     "lock_holders",
@@ -291,15 +293,60 @@ def image_record(experiment: str, sample: Sample, backend: str) -> dict[str, Any
 
 
 @dataclass(frozen=True)
+class EncodedImage:
+    """An image already encoded as its PNG file, both metadata chunks in it, where it was
+    generated (a Ray worker): the driver only writes ``data``. ``record`` is the image's
+    record (:func:`image_record`), ``size`` its (width, height)."""
+
+    data: bytes
+    record: dict[str, Any]
+    size: tuple[int, int]
+
+    def image(self) -> Any:
+        """The image, opened lazily from the bytes (pixels are decoded on first use)."""
+        from PIL import Image
+
+        return Image.open(io.BytesIO(self.data))
+
+
+@dataclass(frozen=True)
+class PngSpec:
+    """How an experiment's images become PNG files: its name and backend go into each
+    image's record. Small and picklable: Ray workers get it to encode where they
+    generate."""
+
+    experiment: str
+    backend: str
+
+    def encode(
+        self, sample: Sample, image: Any, model_name: str, lora_hashes: Mapping[str, str] | None = None
+    ) -> EncodedImage:
+        """The PNG file of ``sample``'s image: the A1111 parameters (``lora_hashes``:
+        name → A1111 short hash) and the project's record, compression level 1."""
+        record = image_record(self.experiment, sample, self.backend)
+        params = a1111_parameters(
+            sample.prompt, sample.negative, sample.settings, sample.seed, model_name, lora_hashes
+        )
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", pnginfo=png_info(params, record), compress_level=1)
+        return EncodedImage(buffer.getvalue(), record, (int(image.size[0]), int(image.size[1])))
+
+
+@dataclass(frozen=True)
 class ImageWriter:
     """Writes an experiment's images into its folder, each with both metadata chunks:
     :meth:`stage` under the temporary name, :meth:`publish` into place once the rows
-    are recorded (:meth:`write` does both, for an image whose row is already done)."""
+    are recorded (:meth:`write` does both, for an image whose row is already done).
+    Staging is safe from several threads at once (each image has its own file)."""
 
     folder: Path
     experiment: str
     backend: str
     count: int
+
+    @property
+    def png(self) -> PngSpec:
+        return PngSpec(self.experiment, self.backend)
 
     def stage(
         self,
@@ -310,18 +357,18 @@ class ImageWriter:
         *,
         fname: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """Encode the image of ``sample`` and write it under the temporary name of
-        ``fname`` (default: its image name): (its file name, its record).
-        ``lora_hashes`` (name → A1111 short hash) go into its parameters."""
+        """Encode the image of ``sample`` (unless it is an :class:`EncodedImage`) and
+        write it under the temporary name of ``fname`` (default: its image name): (its
+        file name, its record). ``lora_hashes`` (name → A1111 short hash) go into its
+        parameters."""
         fname = fname or image_name(sample.index, self.count)
-        record = image_record(self.experiment, sample, self.backend)
-        params = a1111_parameters(
-            sample.prompt, sample.negative, sample.settings, sample.seed, model_name, lora_hashes
+        encoded = (
+            image
+            if isinstance(image, EncodedImage)
+            else self.png.encode(sample, image, model_name, lora_hashes)
         )
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", pnginfo=png_info(params, record), compress_level=1)
-        stage_bytes(self.folder, fname, buffer.getbuffer())
-        return fname, record
+        stage_bytes(self.folder, fname, encoded.data)
+        return fname, encoded.record
 
     def publish(self, fnames: Iterable[str]) -> None:
         """Rename staged images into place."""

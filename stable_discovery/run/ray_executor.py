@@ -22,8 +22,12 @@ only turns a batch into pixels. What this module adds:
   Nothing was written for a lost batch, so nothing is lost or written twice.
 * ``stop`` set (Ctrl-C): no new batch is submitted; the batches in flight are
   drained and written, then the run stops.
-* Images come back as raw pixel buffers (mode, size, bytes; PNG for palette images) and
-  become PIL images in the driver.
+* Images come back as the experiment's PNG files, encoded with their metadata on the
+  workers (the driver's :class:`~.executors.ExecutorSetup` says how): the driver only
+  writes bytes and rows, so one driver keeps up with many GPUs. Without a setup (a
+  caller of :meth:`RayExecutor.run` of its own), as raw pixel buffers that become PIL
+  images in the driver.
+* ``--batch auto``: each worker makes each batch in the pieces that fit in its GPU.
 
 The pieces: :mod:`.ray_worker` (the worker actor, images on the wire) and
 :mod:`.ray_scheduler` (the pool of workers, the scheduling of batches on them).
@@ -46,10 +50,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 from stable_discovery.backends.base import Backend, Batch
 from stable_discovery.errors import SdpError, UsageError
 from stable_discovery.run.ray_scheduler import Scheduler, SchedulerLimits, WorkerPool, first_line
-from stable_discovery.run.ray_worker import BackendLookup, BatchWorker, pack_image, unpack_image
+from stable_discovery.run.ray_worker import (
+    BackendLookup,
+    BatchWorker,
+    WorkerOptions,
+    pack_image,
+    unpack_image,
+)
 
 if TYPE_CHECKING:
-    from stable_discovery.run.executors import Generated
+    from stable_discovery.run.executors import ExecutorSetup, Generated
 
 __all__ = [
     "RayExecutor",
@@ -143,6 +153,7 @@ class RayExecutor:
         startup_warning_s: after this long with no worker started, say so once.
     """
 
+    name = "ray"
     needs_local_backend = False
     #: Tells the driver to keep reading after Ctrl-C: the batches in flight are written.
     drains_on_stop = True
@@ -193,6 +204,7 @@ class RayExecutor:
         self._started_ray = False
         self._pool: WorkerPool | None = None
         self._scheduler: Scheduler | None = None
+        self._options: WorkerOptions | None = None
 
     @property
     def workers_lost(self) -> int:
@@ -308,6 +320,11 @@ class RayExecutor:
 
     # -- the protocol ------------------------------------------------------------------
 
+    def setup(self, setup: ExecutorSetup) -> None:
+        """Workers encode the experiment's PNG files themselves (and fit batches to
+        their GPU with ``--batch auto``)."""
+        self._options = WorkerOptions(setup.png, tuple(setup.lora_dirs), setup.auto_batch)
+
     def describe_model(self, model: str) -> str:
         """The model as a worker's backend described it for the batches it made (which
         is what the same backend in this process would write)."""
@@ -344,7 +361,13 @@ class RayExecutor:
             n, per_gpu = self._plan_workers()
             shipped = self._ship_factory()
             pool = WorkerPool(
-                ray, self.backend_name, self.backend_options, shipped, self.backend_lookup, per_gpu
+                ray,
+                self.backend_name,
+                self.backend_options,
+                shipped,
+                self.backend_lookup,
+                per_gpu,
+                self._options,
             )
             self._pool = pool
             for _ in range(n):

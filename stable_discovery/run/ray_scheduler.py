@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from stable_discovery.backends.base import BackendError, Batch
 from stable_discovery.errors import SdpError
-from stable_discovery.run.ray_worker import BackendLookup, BatchWorker, unpack_image
+from stable_discovery.run.files import EncodedImage
+from stable_discovery.run.ray_worker import BackendLookup, BatchWorker, WorkerOptions, unpack_image
 
 if TYPE_CHECKING:
     from stable_discovery.run.executors import Generated
@@ -82,6 +83,7 @@ class WorkerPool:
         shipped_factory: bytes | None,
         backend_lookup: BackendLookup | None,
         per_gpu: float,
+        options: WorkerOptions | None = None,
     ) -> None:
         self.ray = ray
         self.backend_name = backend_name
@@ -89,6 +91,7 @@ class WorkerPool:
         self.shipped_factory = shipped_factory
         self.backend_lookup = backend_lookup
         self.per_gpu = per_gpu
+        self.options = options
         self.workers: list[RayWorker] = []
         #: Actors started so far, the lost included.
         self.spawned = 0
@@ -102,7 +105,7 @@ class WorkerPool:
         if self.per_gpu > 0:
             opts["num_gpus"] = self.per_gpu
         handle = self._actor_cls.options(**opts).remote(
-            self.backend_name, self.backend_options, self.shipped_factory, self.backend_lookup
+            self.backend_name, self.backend_options, self.shipped_factory, self.backend_lookup, self.options
         )
         self.spawned += 1
         worker = RayWorker(handle, self.spawned)
@@ -281,7 +284,8 @@ class Scheduler:
         except self.ray_error as exc:
             raise BackendError(f"a Ray worker failed: {first_line(str(exc))}") from None
         self.models.setdefault(task.batch.key.model, described)
-        return task.batch, [unpack_image(p) for p in packed], seconds
+        images = [p if isinstance(p, EncodedImage) else unpack_image(p) for p in packed]
+        return task.batch, images, seconds
 
     # -- losses ------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """The Ray side of ``--executor ray``: :class:`BatchWorker` (made a Ray actor when a run
-starts) holds one backend, loaded once, and turns batches into images packed for the
-trip back to the driver (:func:`pack_image`, :func:`unpack_image`).
+starts) holds one backend, loaded once, and turns batches into the experiment's PNG
+files, encoded with their metadata on the worker (:class:`WorkerOptions`), so that the
+driver only writes bytes and rows; without options, into images packed for the trip
+back (:func:`pack_image`, :func:`unpack_image`).
 
 Ray itself is imported only inside a worker, never when this module is imported.
 """
@@ -12,11 +14,15 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from stable_discovery.backends.base import Backend, BackendError, Batch
+from stable_discovery.run.autobatch import BatchFitter
+from stable_discovery.run.files import PngSpec
+from stable_discovery.run.recording import LoraHashes
 
-__all__ = ["BackendLookup", "BatchWorker", "pack_image", "unpack_image"]
+__all__ = ["BackendLookup", "BatchWorker", "WorkerOptions", "pack_image", "unpack_image"]
 
 #: The backends installed where it is called, by name (``stable_discovery.plugins.backends``);
 #: sent to each worker, pickled by reference, and called there.
@@ -48,8 +54,21 @@ def unpack_image(packed: tuple[Any, ...]) -> Any:
         return im.copy()
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a run asks of every worker: encode each image as its PNG file with ``png``
+    (the LoRA hashes of its parameters found in ``lora_dirs`` on the worker's machine,
+    where its backend finds the LoRAs), and with ``auto_batch`` make each batch in the
+    pieces that fit in the worker's GPU (remembered by the worker)."""
+
+    png: PngSpec
+    lora_dirs: tuple[str, ...] = ()
+    auto_batch: bool = False
+
+
 class BatchWorker:
-    """Holds one backend, loaded once, and turns batches into packed images.
+    """Holds one backend, loaded once, and turns batches into PNG files (with
+    :class:`WorkerOptions`) or packed images.
 
     The backend is found by name among the worker machine's own backends
     (``backend_lookup``, called on the worker); one it does not know (registered at run
@@ -62,12 +81,16 @@ class BatchWorker:
         backend_options: dict[str, Any],
         shipped_factory: bytes | None,
         backend_lookup: BackendLookup | None = None,
+        options: WorkerOptions | None = None,
     ) -> None:
         self.backend_name = backend_name
         self.backend_options = dict(backend_options)
         self.shipped_factory = shipped_factory
         self.backend_lookup = backend_lookup
+        self.options = options
         self.backend: Backend | None = None
+        self.fitter = BatchFitter() if options is not None and options.auto_batch else None
+        self.hashes = LoraHashes(options.lora_dirs if options is not None else ())
 
     def _backend(self) -> Backend:
         if self.backend is None:
@@ -113,13 +136,23 @@ class BatchWorker:
             "gpus": [str(g) for g in ray.get_gpu_ids()],
         }
 
-    def generate(self, batch: Batch) -> tuple[list[tuple[Any, ...]], float, str]:
-        """(packed images, seconds, the batch's model as the backend describes it)."""
+    def generate(self, batch: Batch) -> tuple[list[Any], float, str]:
+        """(the images as PNG files, or packed; seconds; the batch's model as the
+        backend describes it)."""
         backend = self._backend()
         t0 = time.perf_counter()
-        images = list(backend.generate(batch))
+        if self.fitter is not None:
+            images = [im for _piece, made, _s in self.fitter.generate(backend, batch) for im in made]
+        else:
+            images = list(backend.generate(batch))
         seconds = time.perf_counter() - t0
-        return [pack_image(im) for im in images], seconds, backend.describe_model(batch.key.model)
+        described = backend.describe_model(batch.key.model)
+        if self.options is None:
+            return [pack_image(im) for im in images], seconds, described
+        png = self.options.png
+        hashes = self.hashes(batch.key.model, [n for n, _w in batch.key.loras])
+        encoded = [png.encode(s, im, described, hashes) for s, im in zip(batch.samples, images, strict=True)]
+        return encoded, seconds, described
 
     def describe_model(self, model: str) -> str:
         return self._backend().describe_model(model)

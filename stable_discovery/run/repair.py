@@ -113,16 +113,25 @@ def _open(workspace: Path) -> tuple[Store, str | None, Path | None]:
     except StoreFault as exc:
         if exc.kind not in ("damaged", "not-a-store"):
             raise
-        problem = [str(exc)]
+        problem = ["not a readable SQLite database" if exc.kind == "not-a-store" else "SQLite cannot read it"]
     else:
-        if state is None and not store.experiment_names():
-            state = "empty"
-        problem = damage(store)
+        problem = damage(store)  # first: reading a damaged file may fail anywhere
         if not problem:
+            if state is None and not store.experiment_names():
+                state = "empty"
             return store, state, None
         store.close()
     aside = set_aside(workspace)
-    return Store(workspace, mode="create", guard=False), "damaged (" + "; ".join(problem[:3]) + ")", aside
+    return Store(workspace, mode="create", guard=False), _damaged(problem), aside
+
+
+def _damaged(problem: list[str]) -> str:
+    """A one-line account of what SQLite found wrong (its check lists every page)."""
+    first = " ".join(problem[0].split())
+    first = first if len(first) <= 100 else first[:99] + "…"
+    if len(problem) == 1:
+        return f"damaged ({first})"
+    return f"damaged (SQLite's check found {len(problem)} problems, the first: {first})"
 
 
 def _experiment_names(store: Store, workspace: Path, names: Sequence[str]) -> list[str]:

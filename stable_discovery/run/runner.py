@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, cast
 from stable_discovery.backends.base import Backend, Batch
 from stable_discovery.errors import UsageError
 from stable_discovery.language.program import Program
-from stable_discovery.run.executors import Executor, LocalExecutor
+from stable_discovery.run.autobatch import AUTO_BATCH
+from stable_discovery.run.executors import Executor, ExecutorSetup, LocalExecutor
 from stable_discovery.run.files import (
     ExperimentLock,
     ImageWriter,
@@ -39,8 +40,9 @@ from stable_discovery.run.files import (
     write_spec_file,
 )
 from stable_discovery.run.interrupt import StopOnSigint
+from stable_discovery.run.loading import BackendLoader, load_backend
 from stable_discovery.run.planner import plan_by_model
-from stable_discovery.run.recording import BatchRecorder, LoraHashes, RunHooks, Sink
+from stable_discovery.run.recording import BatchRecorder, LoraHashes, RunHooks, Sink, default_encoders
 from stable_discovery.run.runplan import (
     RunOptions,
     RunPlan,
@@ -105,7 +107,7 @@ class RunObserver:
     method does nothing here: a subclass overrides those it needs."""
 
     def started(self, experiment: Experiment, folder: Path) -> None:
-        """The experiment is open, locked and swept; nothing is loaded yet
+        """The experiment is open, locked and swept; the backend may still be loading
         (``experiment.done`` counts the done samples whose images are in place)."""
 
     def missing(self, experiment: Experiment, names: list[str]) -> None:
@@ -113,6 +115,10 @@ class RunObserver:
 
     def generating(self, done: int, total: int) -> None:
         """The backend is ready; the first batch is about to be made."""
+
+    def shrunk(self, text: str) -> None:
+        """``--batch auto``: a batch did not fit in memory (``text`` says which, and the
+        size tried from then on)."""
 
     def progress(self, done: int, total: int) -> None:
         """A batch was recorded: ``done`` of ``total`` images are done."""
@@ -124,12 +130,28 @@ class RunObserver:
 
 @dataclass(frozen=True)
 class RunResult:
+    """What a run did. ``seconds`` runs from the start of :func:`run_experiment` (or the
+    ``started`` it was given) to its end; ``first_image_s`` to the first image recorded
+    (None when none was), ``load_s`` is the time the backend took to load its models
+    (None without a local backend)."""
+
     experiment: str
     count: int
     done: int
     generated: int
     seconds: float
     interrupted: bool
+    first_image_s: float | None = None
+    load_s: float | None = None
+
+
+@dataclass
+class _Timing:
+    """When things happened in a run, in ``time.monotonic()`` seconds."""
+
+    started: float
+    load_s: float | None = None
+    first_image_s: float | None = None
 
 
 def run_experiment(
@@ -139,14 +161,22 @@ def run_experiment(
     options: RunOptions,
     parts: RunParts,
     observer: RunObserver | None = None,
+    *,
+    started: float | None = None,
 ) -> RunResult:
     """Generate every sample of an experiment that is not done yet (or whose image is
-    missing)."""
+    missing). ``started`` (a ``time.monotonic()`` reading, default now) is when the
+    command began, for the time to the first image. The backend loads on a thread of
+    its own while the experiment is opened and swept."""
     plan = resolve_plan(program, template_path, options, parts.sampler, parts.setting_specs)
     folder, created = _make_folder(store, plan.spec.name)
     watch = observer if observer is not None else RunObserver()
-    started = time.monotonic()
-    with ExperimentLock(folder, plan.spec.name):
+    timing = _Timing(started if started is not None else time.monotonic())
+    executor: Executor = parts.executor if parts.executor is not None else LocalExecutor()
+    with ExperimentLock(folder, plan.spec.name), ExitStack() as ending:
+        loader = _start_loading(store, plan, parts, executor)
+        if loader is not None:  # a backend nobody took (the run ended first) is closed
+            ending.callback(loader.abandon)
         try:
             exp, done = _open(store, plan, folder, watch)
         except BaseException:
@@ -154,21 +184,30 @@ def run_experiment(
                 _remove_new_folder(folder)
             raise
         writer = ImageWriter(folder, exp.name, options.backend, plan.count)
-        recorder = BatchRecorder(store, exp, writer, parts.hooks, options.lora_dirs)
-        try:
-            watch.started(dataclasses.replace(exp, done=len(done)), folder)
-            if len(done) >= plan.count:
-                return RunResult(exp.name, plan.count, len(done), 0, 0.0, False)
-            interrupted = _generate(plan, parts, recorder, done, watch)
-        except KeyboardInterrupt:
-            interrupted = True  # Ctrl-C twice, or before generation began: stop now
+        encoders = options.encoders if options.encoders is not None else default_encoders()
+        recorder = BatchRecorder(store, exp, writer, parts.hooks, options.lora_dirs, encoders=encoders)
+        watch.started(dataclasses.replace(exp, done=len(done)), folder)
+        if len(done) >= plan.count:
+            return RunResult(exp.name, plan.count, len(done), 0, 0.0, False)
+        interrupted = _generate_recorded(
+            store, exp, plan, parts, executor, loader, recorder, done, watch, timing
+        )
     total_done = store.done_count(exp.id)
     if parts.hooks is not None:
         parts.hooks.run_finished(
             experiment=exp.name, done=total_done, count=plan.count, interrupted=interrupted
         )
-    seconds = time.monotonic() - started
-    return RunResult(exp.name, plan.count, total_done, recorder.generated, seconds, interrupted)
+    seconds = time.monotonic() - timing.started
+    return RunResult(
+        exp.name,
+        plan.count,
+        total_done,
+        recorder.generated,
+        seconds,
+        interrupted,
+        timing.first_image_s,
+        timing.load_s,
+    )
 
 
 def _make_folder(store: Store, name: str) -> tuple[Path, bool]:
@@ -216,37 +255,139 @@ def _open(store: Store, plan: RunPlan, folder: Path, watch: RunObserver) -> tupl
     return exp, done
 
 
+def _start_loading(store: Store, plan: RunPlan, parts: RunParts, executor: Executor) -> BackendLoader | None:
+    """Start loading the backend, unless the executor brings its own or the experiment
+    is known to be complete (then no model is loaded for nothing; should images turn
+    out to be missing, the backend is loaded when they are made)."""
+    if not executor.needs_local_backend:
+        return None
+    known = store.get(plan.spec.name)
+    if known is not None and known.done >= plan.count:
+        return None
+    return BackendLoader(parts.backend_factory, dict(plan.options.backend_options), plan.models())
+
+
+def _generate_recorded(
+    store: Store,
+    exp: Experiment,
+    plan: RunPlan,
+    parts: RunParts,
+    executor: Executor,
+    loader: BackendLoader | None,
+    recorder: BatchRecorder,
+    done: set[int],
+    watch: RunObserver,
+    timing: _Timing,
+) -> bool:
+    """:func:`_generate`, recorded in the store's record of runs (how it was run, what
+    it made, how it ended); whether a stop was asked for."""
+    settings = _run_settings(plan, executor, recorder)
+    run_id = store.start_run(exp.id, settings)
+    outcome = "failed"
+    try:
+        interrupted = _generate(plan, parts, executor, loader, recorder, done, watch, timing, settings)
+        outcome = "stopped" if interrupted else "done"
+    except KeyboardInterrupt:
+        interrupted = True  # Ctrl-C twice, or before generation began: stop now
+        outcome = "stopped"
+    finally:
+        try:
+            store.finish_run(
+                run_id,
+                outcome=outcome,
+                generated=recorder.generated,
+                seconds=time.monotonic() - timing.started,
+                first_image_s=timing.first_image_s,
+                settings=settings,
+            )
+        except Exception:  # noqa: BLE001 - the record of the run must not hide its outcome
+            pass
+    return interrupted
+
+
+def _run_settings(plan: RunPlan, executor: Executor, recorder: BatchRecorder) -> dict[str, Any]:
+    """How a run is run, for its record: what changes the speed, not the images."""
+    return {
+        "executor": getattr(executor, "name", type(executor).__name__),
+        "batch": "auto" if plan.auto_batch else plan.batch_size,
+        "encoders": recorder.encoders,
+        "backend": plan.options.backend,
+        "backend_options": {k: v for k, v in plan.options.backend_options.items() if k != "lora_dirs"},
+    }
+
+
 def _generate(
-    plan: RunPlan, parts: RunParts, recorder: BatchRecorder, done: set[int], watch: RunObserver
+    plan: RunPlan,
+    parts: RunParts,
+    executor: Executor,
+    loader: BackendLoader | None,
+    recorder: BatchRecorder,
+    done: set[int],
+    watch: RunObserver,
+    timing: _Timing,
+    settings: dict[str, Any],
 ) -> bool:
     """Generate and record what is not done; whether a stop was asked for. The SIGINT
     handler, the sinks and the backend are put back or closed, in that order, however
-    it ends."""
+    it ends; ``settings`` (the run's record) gets the backend's knobs and the batch
+    sizes found."""
     stop = threading.Event()
-    executor: Executor = parts.executor if parts.executor is not None else LocalExecutor()
     with ExitStack() as resources:
-        backend = (
-            parts.backend_factory(**plan.options.backend_options) if executor.needs_local_backend else None
-        )
+        backend = _ready_backend(plan, parts, executor, loader, timing)
         if backend is not None:
             resources.callback(backend.close)
-            _prepare(backend, plan)
-        plan = _with_model_defaults(plan, backend if backend is not None else executor)
+            settings["knobs"] = dict(getattr(backend, "knobs", dict)())
+        source = backend if backend is not None else executor
+        plan = _with_batch_default(_with_model_defaults(plan, source), source)
+        settings["batch"] = "auto" if plan.auto_batch else plan.batch_size
+        _setup(executor, plan, recorder, watch)
         resources.enter_context(recorder)
-        recorder.open_sinks(parts.sink_factories[name] for name in plan.options.sinks)
+        names = plan.options.sinks
+        recorder.open_sinks([parts.sink_factories[name] for name in names], names)
         resources.enter_context(StopOnSigint(stop))
         batches = plan_by_model(
             lambda: plan.todo(done), plan.models(), plan.batch_size, plan.options.max_models
         )
-        _drive(executor, backend, batches, stop, recorder, watch, len(done), plan.count)
+        try:
+            _drive(executor, backend, batches, stop, recorder, watch, len(done), plan.count, timing)
+        finally:
+            sizes = getattr(executor, "batch_sizes", None)
+            if sizes is not None and sizes():
+                settings["batch_sizes"] = sizes()
     return stop.is_set()
 
 
-def _prepare(backend: Backend, plan: RunPlan) -> None:
-    """Let a backend that can load the run's models before the first batch do so."""
-    prepare = getattr(backend, "prepare", None)
-    if prepare is not None:
-        prepare(plan.models())
+def _ready_backend(
+    plan: RunPlan, parts: RunParts, executor: Executor, loader: BackendLoader | None, timing: _Timing
+) -> Backend | None:
+    """The run's backend, loaded (waiting for the loader), or None for an executor
+    that brings its own."""
+    if not executor.needs_local_backend:
+        return None
+    if loader is None:
+        t0 = time.monotonic()
+        backend = load_backend(parts.backend_factory, plan.options.backend_options, plan.models())
+        timing.load_s = time.monotonic() - t0
+        return backend
+    backend = loader.result()  # Ctrl-C meanwhile: run_experiment abandons the loader
+    timing.load_s = loader.seconds
+    return backend
+
+
+def _setup(executor: Executor, plan: RunPlan, recorder: BatchRecorder, watch: RunObserver) -> None:
+    """Tell an executor that takes a setup how the files are made and batches sized."""
+    setup = getattr(executor, "setup", None)
+    if setup is None:
+        return
+    writer = recorder.writer
+    setup(
+        ExecutorSetup(
+            png=writer.png,
+            lora_dirs=recorder.lora_dirs,
+            auto_batch=plan.auto_batch,
+            notice=lambda shrunk: watch.shrunk(str(shrunk)),
+        )
+    )
 
 
 def _with_model_defaults(plan: RunPlan, source: Any) -> RunPlan:
@@ -259,6 +400,14 @@ def _with_model_defaults(plan: RunPlan, source: Any) -> RunPlan:
     return dataclasses.replace(plan, model_defaults={m: d for m, d in found.items() if d})
 
 
+def _with_batch_default(plan: RunPlan, source: Any) -> RunPlan:
+    """``--batch auto`` when neither the command nor the template sets a batch and the
+    backend (or executor) prefers it (``prefers_auto_batch``: a GPU)."""
+    if plan.batch_given or not getattr(source, "prefers_auto_batch", False):
+        return plan
+    return dataclasses.replace(plan, batch_size=AUTO_BATCH, auto_batch=True)
+
+
 def _drive(
     executor: Executor,
     backend: Backend | None,
@@ -268,20 +417,34 @@ def _drive(
     watch: RunObserver,
     done: int,
     total: int,
+    timing: _Timing,
 ) -> None:
     """Hand the batches to the executor and record what it yields, until it ends or
-    ``stop`` is set (an executor that drains yields its batches in flight first)."""
+    ``stop`` is set (an executor that drains yields its batches in flight first). The
+    recorder writes a batch while the next one is generated."""
     describe = backend.describe_model if backend is not None else executor.describe_model
     drains = bool(getattr(executor, "drains_on_stop", False))
     hashes = LoraHashes(recorder.lora_dirs)
     watch.generating(done, total)
     for batch, images, seconds in executor.run(backend, batches, stop):
         lora_hashes = hashes(batch.key.model, [n for n, _w in batch.key.loras])
-        done += recorder.record(batch, images, seconds, describe(batch.key.model), lora_hashes)
-        watch.progress(done, total)
+        recorded = recorder.submit(batch, images, seconds, describe(batch.key.model), lora_hashes)
+        if recorded:
+            done += recorded
+            _first_image(timing)
+            watch.progress(done, total)
         if stop.is_set() and not drains:
             break
+    recorded = recorder.finish()
+    if recorded:
+        _first_image(timing)
+        watch.progress(done + recorded, total)
     watch.generated()
+
+
+def _first_image(timing: _Timing) -> None:
+    if timing.first_image_s is None:
+        timing.first_image_s = time.monotonic() - timing.started
 
 
 def regenerate(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from stable_discovery.errors import UsageError
 from stable_discovery.language.program import Program
+from stable_discovery.run.autobatch import AUTO_BATCH
 from stable_discovery.sampling.sample import Sample
 from stable_discovery.store.database import MAX_INT, ExperimentSpec, check_name
 
@@ -32,11 +33,12 @@ __all__ = [
     "DEFAULT_BATCH",
 ]
 
-#: Images per backend call without ``--batch`` and ``@batch``.
+#: Images per backend call without ``--batch`` and ``@batch`` (on a CPU: a GPU backend
+#: prefers ``auto``, the largest batch that fits).
 DEFAULT_BATCH = 4
 
 #: Settings that ``--set`` does not take (they have options of their own).
-_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch", "device")
+_NOT_OVERRIDABLE = ("count", "seed", "sampler", "batch", "device", "optimize", "compile")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class RunOptions:
 
     name: str
     backend: str = "diffusers"
-    batch: int | None = None
+    #: images per backend call, or ``"auto"`` (the largest batch that fits in memory)
+    batch: int | str | None = None
     count: int | None = None
     seed: int | None = None
     sampler: str | None = None
@@ -57,6 +60,10 @@ class RunOptions:
     #: keep at most this many models loaded: the run goes through its models this many
     #: at a time, so that each is still loaded once (``None``: all at once)
     max_models: int | None = None
+    #: threads that encode and write the PNG files while the next batch is generated
+    #: (0: the generating thread writes, one batch at a time; ``None``: half the cores,
+    #: 2 to 8)
+    encoders: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,10 @@ class RunPlan:
     #: per model, the settings its family defaults to (``sdp run`` asks the backend once
     #: the models are found); they fill what neither the template nor ``--set`` sets
     model_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: ``--batch auto``: batches of ``batch_size`` are made in the pieces that fit
+    auto_batch: bool = False
+    #: whether ``--batch`` or ``@batch`` says the batch (else the backend may choose auto)
+    batch_given: bool = False
 
     def todo(self, done: set[int]) -> Iterator[Sample]:
         """The samples not done yet, in order, with the overrides and the model's
@@ -137,16 +148,28 @@ def resolve_plan(
         overrides=dict(options.overrides),
         variables=tuple((v.name, v.kind) for v in program.variables),
     )
+    batch = options.batch if options.batch is not None else program.setting("batch")
+    auto = batch == "auto"
     return RunPlan(
         program=program,
         options=options,
         sampler=sampler,
         seed=seed,
         count=count,
-        batch_size=options.batch or int(program.setting("batch", 0) or 0) or DEFAULT_BATCH,
+        batch_size=AUTO_BATCH if auto else _batch_size(batch),
         spec=spec,
         overrides=parsed_overrides(options.overrides, specs),
+        auto_batch=auto,
+        batch_given=batch is not None,
     )
+
+
+def _batch_size(batch: Any) -> int:
+    if batch is None:
+        return DEFAULT_BATCH
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
+        raise UsageError(f"a batch is 1 to 4096 images, or auto; not {batch!r}")
+    return batch
 
 
 def resolve_count(program: Program, sampler: Sampler, requested: int | None) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 from stable_discovery.errors import UsageError
 from stable_discovery.sampling.sample import Chosen, Sample
-from stable_discovery.store import lookups
+from stable_discovery.store import lookups, runlog
 from stable_discovery.store.faults import StoreError, StoreFault, fault
 from stable_discovery.store.images import (
     FolderScan,
@@ -392,6 +392,19 @@ class Store:
         if stamp is None:
             raise StoreError(f"no experiment with id {experiment_id} in {self.db_path}")
         return stamp
+
+    # the record of each run -------------------------------------------------------------
+    def start_run(self, experiment_id: int, settings: dict[str, Any]) -> int:
+        """Record that a run of the experiment starts, with how it is run; its id."""
+        return runlog.start_run(self.db, experiment_id, settings)
+
+    def finish_run(self, run_id: int, **ended: Any) -> None:
+        """Record how run ``run_id`` ended (:func:`.runlog.finish_run`)."""
+        runlog.finish_run(self.db, run_id, **ended)
+
+    def runs_of(self, exp: Experiment) -> list[dict[str, Any]]:
+        """The experiment's runs, oldest first."""
+        return runlog.runs_of(self.db, exp.id)
 
     def done_count(self, experiment_id: int) -> int:
         return lookups.done_count(self.db, experiment_id)

@@ -151,6 +151,31 @@ def m0005_trace_variables(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m0006_runs(db: sqlite3.Connection) -> None:
+    """Each ``sdp run`` of an experiment is recorded: when it ran, how it was run (the
+    speed knobs, the batch sizes that fitted, the encoders: what changes the speed but
+    not the images' identity), how many images it made, how fast, and how long the
+    first image took.
+    """
+    db.execute(
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            settings TEXT NOT NULL,
+            generated INTEGER NOT NULL DEFAULT 0,
+            seconds REAL,
+            first_image_s REAL,
+            outcome TEXT NOT NULL DEFAULT 'running'
+        )
+        """
+    )
+    db.execute("CREATE INDEX runs_by_experiment ON runs (experiment_id, started_at)")
+
+
 def rollback(db: sqlite3.Connection) -> None:
     """Roll back the transaction in progress, if SQLite has not already done so (it
     does by itself on a full disk, and a second ``ROLLBACK`` would hide why)."""

@@ -43,6 +43,7 @@ _TABLES = (
     ("samples", "experiment_id"),
     ("choices", "experiment_id"),
     ("ratings", "experiment_id"),
+    ("runs", "experiment_id"),
     ("variables", "experiment_id"),
 )
 

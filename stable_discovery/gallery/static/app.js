@@ -551,6 +551,7 @@
         h("span", { class: "idx" }, "#" + item.index, size ? h("span", { class: "size" }, " · " + size) : ""),
         h("span", { class: "badge fav", "aria-hidden": "true" }, "♥"),
         h("span", { class: "badge rej", "aria-hidden": "true" }, "✕"),
+        h("span", { class: "badge stars-badge" }, ""),
         h("span", { class: "cmp-tag" }, ""),
         h("div", { class: "bar" },
           h("span", { class: "stars" }, stars),
@@ -568,6 +569,9 @@
     card.classList.toggle("is-rej", item.rejected);
     card.classList.toggle("rated", !!item.stars || item.favourite || item.rejected);
     card.dataset.stars = item.stars || 0;
+    const badge = card.querySelector(".stars-badge");
+    badge.textContent = item.stars ? "★" + item.stars : "";
+    badge.setAttribute("aria-label", item.stars ? `${item.stars} stars` : "");
     card.querySelectorAll(".star").forEach((b) => b.classList.toggle("lit", Number(b.dataset.n) <= (item.stars || 0)));
     const slot = state.compare.indexOf(item.index);
     card.classList.toggle("is-cmp", slot >= 0);
