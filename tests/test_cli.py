@@ -421,7 +421,7 @@ def test_bad_option_value_exits_2(capsys):
 
 def test_convert_without_a_file(capsys):
     code, _, err = run(capsys, "convert")
-    assert code == 2 and "give the JSON generator config" in err
+    assert code == 2 and "give the file to convert: a JSON generator config" in err
 
 
 # ---------------------------------------------------------------------------------------

@@ -319,6 +319,20 @@ def test_converted_templates_give_dynamicprompts_prompts(template, peer_data):
     assert mine == expected, sdp_text
 
 
+def test_a_converted_template_reads_its_wildcard_files_as_dynamicprompts_does(tmp_path):
+    folder = write(tmp_path, {"faces.txt": "<o> <o>\nName[1]\n}:-)\n{happy|sad} face\n"})
+    sdp_text, _ = from_dynamicprompts(Source("t.txt", "a __faces__ [x]"))
+    assert "@wildcard_lines = literal\n" in sdp_text
+    program = loads(sdp_text, wildcard_dirs=[folder])
+    mine = {s.prompt for s in COMB.samples(program, 0, program.count(), 0)}
+    assert (
+        mine
+        == theirs("a __faces__ [x]", folder, squash=" ")
+        == {"a <o> <o> [x]", "a Name[1] [x]", "a }:-) [x]", "a happy face [x]", "a sad face [x]"}
+    )
+    assert "@wildcard_lines" not in from_dynamicprompts(Source("t.txt", "a {b|c}"))[0]
+
+
 def test_convert_writes_slots_and_refuses_with_the_original_place(tmp_path, capsys):
     src = write(
         tmp_path, {"t.txt": "${animal=!{cat|dog}} a [small] ${animal}\n{a |b}c\n", "bad.txt": "ok\n {~a|b}"}

@@ -139,8 +139,18 @@ def test_errors_in_yaml_and_json_are_located(tmp_path):
             "n.yaml": "x:\n  - {text: t, weight: heavy}\n",
             "broken.yaml": "a: [b\n",
             "broken.json": '{"a": ["b",]}',
+            "brace.yaml": "flow: ['a }']\nblock:\n  - b }\n",
+            "indented.txt": "  \t c }\n",
         },
     )
+    for name, where in [
+        ("flow", "brace.yaml:1:11"),
+        ("block", "brace.yaml:3:7"),
+        ("indented", "indented.txt:1:7"),
+    ]:
+        with pytest.raises(TemplateError) as err:  # a line's errors point at its column in the file
+            loads(f"__{name}__", wildcard_dirs=[d])
+        assert err.value.location == f"{d / where}", name
     assert expand("__good__", d) == ["a"]
     with pytest.raises(TemplateError) as err:
         loads("__bad__", wildcard_dirs=[d])
@@ -187,9 +197,42 @@ def test_a_file_read_as_data(tmp_path):
 
 
 def test_front_matter_decides_for_a_file(tmp_path):
-    d = write(tmp_path, {"data.txt": "# sdp: literal\n[x] <y>\n", "tpl.txt": "#sdp:template\n[x]\n"})
-    assert expand("__data__", d) == ["[x] <y>"]
-    assert expand("__tpl__", d, literal=True) == ["", "x"]
+    d = write(
+        tmp_path,
+        {
+            "data.txt": "# sdp: literal\n[x] <y>\n",
+            "tpl.txt": "#sdp:template\n[x]\n",
+            "d.yaml": "# sdp: literal\nyd: ['[x] <y>']\n",
+            "t.yaml": "# sdp: template\nyt: ['[x]']\n",
+        },
+    )
+    assert expand("__data__", d) == expand("__yd__", d) == ["[x] <y>"]
+    assert expand("__tpl__", d, literal=True) == expand("__yt__", d, literal=True) == ["", "x"]
+
+
+def test_check_warns_about_brackets_in_a_wildcard_file_read_as_a_template_by_default(tmp_path):
+    """dynamicprompts' packs mean `Name[1]` as text: where nothing says how to read a file,
+    its first optional part is warned about (once per file), with how to read it as data."""
+    d = write(
+        tmp_path,
+        {
+            "names.txt": "plain\nName[1]\nstalwart [dated]\n",
+            "more.yaml": "more: ['x {a|[b]}']\n",
+            "chosen.txt": "# sdp: template\nName[1]\n",
+            "a1111.txt": "[cat|dog]\n",
+        },
+    )
+    program = loads("__names__ __more__ __chosen__ __a1111__", wildcard_dirs=[d])
+    found = sorted((w.source.where(w.offset), w.message.split(" is ")[0]) for w in program.warnings)
+    assert found == [
+        (f"{d / 'a1111.txt'}:1:1", "[cat|dog]"),  # said once, as A1111's alternation
+        (f"{d / 'more.yaml'}:1:14", "[b]"),
+        (f"{d / 'names.txt'}:2:5", "[1]"),
+    ]
+    assert all(
+        "--wildcards-literal" in (w.hint or "") for w in program.warnings if "a1111" not in w.source.name
+    )
+    assert not loads("__names__", wildcard_dirs=[d], wildcards_literal=True).warnings
 
 
 def test_the_setting_reads_wildcards_as_data(tmp_path):

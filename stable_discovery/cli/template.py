@@ -122,7 +122,8 @@ def _write_variables(program: Any, out: TextIO) -> None:
     width = min(max(len(label) for label in labels), 40) + 2
     kinds = max(len(v.kind) for v in variables) + 2
     for label, var in zip(labels, variables, strict=True):
-        out.write(f"  {label.ljust(width)}{var.kind.ljust(kinds)}{_values_text(var)}\n")
+        # a name longer than the column still keeps two spaces before its kind
+        out.write(f"  {label.ljust(width - 2)}  {var.kind.ljust(kinds)}{_values_text(var)}\n")
     if any(_automatic(v) for v in variables):
         out.write(
             "  ({N} and [N] in a name count the choices and optional parts where it stands;\n"

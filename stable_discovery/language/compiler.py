@@ -93,7 +93,7 @@ class CompiledSpace:
     shared_slots: tuple[str, ...]  # referenced more than once: bound once per sample
     sampled_settings: tuple[str, ...]  # settings with several values, in the tree
     variables: tuple[Variable, ...] = ()  # every traced variable, in template order
-    warnings: tuple[TemplateWarning, ...] = ()  # optional parts that look like A1111's
+    warnings: tuple[TemplateWarning, ...] = ()  # optional parts that look like A1111 (or data)
 
 
 def compile_space(
@@ -123,9 +123,15 @@ def compile_space(
         raise TemplateError(str(exc), source, slots["prompt"].start) from None
     check_limits(root, source, slots["prompt"].start)
     shared = tuple(n for n, c in refcount.items() if c > 1)
-    return CompiledSpace(
-        root, tuple(comp.used), shared, sampled, tuple(comp.variables.values()), tuple(comp.warnings)
-    )
+    # a wildcard line's [a|b] that looks like A1111's is warned about once, as A1111's
+    warned = {_where(w) for w in comp.warnings}
+    warnings = tuple(comp.warnings) + tuple(w for w in lines.warnings if _where(w) not in warned)
+    return CompiledSpace(root, tuple(comp.used), shared, sampled, tuple(comp.variables.values()), warnings)
+
+
+def _where(warning: TemplateWarning) -> str | None:
+    src, offset = warning.source, warning.offset
+    return None if src is None or offset is None else src.where(offset)
 
 
 def _untraced(definitions: Definitions) -> set[str]:

@@ -9,7 +9,9 @@ takes them for comments: at the start, or right after a construct); the lines ar
 joined (a template is one line of a definitions file); a variable set with ``!``
 (``${animal=!{cat|dog}}``, chosen once) becomes the slot ``animal = cat | dog`` and its
 uses ``<animal>``. The wrap command, the variables set without ``!`` and everything else
-are written as they are: this language reads them the same.
+are written as they are: this language reads them the same. A template that uses
+wildcards gets ``@wildcard_lines = literal``: its wildcard files are read as
+dynamicprompts reads them (``<…>``, ``[…]`` and a lone brace are text).
 
 What has no equivalent here is refused, at its place in the dynamicprompts template
 (:mod:`.peer`): the sampling methods ``~`` and ``@``, wildcard parameters, a variable in
@@ -41,6 +43,7 @@ class _Converter:
     source: Source
     slots: dict[str, str] = field(default_factory=dict)  # ${x=!…}: x → its definition
     warnings: list[TemplateWarning] = field(default_factory=list)
+    wildcards: bool = False  # the template refers to wildcards
 
     @property
     def text(self) -> str:
@@ -197,6 +200,7 @@ class _Converter:
         bad = _NAME_BAD.search(path)
         if bad is not None:
             raise self.error(f"{bad.group()!r} cannot be part of a wildcard name here", i + 2 + bad.start())
+        self.wildcards = True
         return "__" + path + "__", end + 2
 
     def wrap(self, i: int) -> tuple[str, int]:
@@ -286,6 +290,8 @@ def from_dynamicprompts(source: Source) -> tuple[str, list[TemplateWarning]]:
     assert end == len(source.text)
     prompt = " ".join(prompt.split())
     lines = [f"# {source.name}, converted from dynamicprompts (sdp convert --from dynamicprompts)"]
+    if conv.wildcards:  # as dynamicprompts reads them: <…>, […] and a lone brace are text
+        lines.append("@wildcard_lines = literal")
     lines.extend(f"{name} = {definition}" for name, definition in conv.slots.items())
     lines.append(f"prompt = {_unweighted(prompt)}".rstrip())
     return "\n".join(lines) + "\n", conv.warnings

@@ -19,10 +19,10 @@ from array import array
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from stable_discovery.errors import Source, TemplateError
+from stable_discovery.errors import Source, TemplateError, TemplateWarning
 from stable_discovery.language.fastparse import parse_bare_fast
 from stable_discovery.language.parser import parse_bare
-from stable_discovery.language.syntax import Alternative, Choice, Select, Text, WildcardRef
+from stable_discovery.language.syntax import Alternative, Choice, Select, Text, WildcardRef, Wrap
 from stable_discovery.language.syntax import Node as SyntaxNode
 from stable_discovery.language.variables import value_text
 from stable_discovery.language.wildcards import FileLines, Lookup, WildcardFile, WildcardLibrary
@@ -229,11 +229,15 @@ class WildcardLines:
     """The distinct parsed lines of each pattern, from one template's wildcard folders.
 
     ``notes`` (when a list is given) collects the lines of files read as data that a
-    template would read differently (``sdp check --verbose``)."""
+    template would read differently (``sdp check --verbose``); ``warnings`` the first
+    optional part ``[…]`` of each file read as a template only because nothing said how
+    to read it (dynamicprompts' packs mean ``Name[1]`` as text)."""
 
     def __init__(self, library: WildcardLibrary, notes: list[ReadNote] | None = None) -> None:
         self.library = library
         self.notes = notes
+        self.warnings: list[TemplateWarning] = []
+        self._warned: set[str] = set()
         self._sets: dict[str, LineSet] = {}
 
     def lookup(self, ref: WildcardRef, src: Source) -> Lookup:
@@ -317,6 +321,8 @@ class WildcardLines:
             if entry.folder and "__" in text:
                 parts = _in_folder(parts, entry.folder)
             lines.parsed[k] = parts
+            if "[" in text and not file_lines.chosen and not literal:
+                self._warn_optional(file_lines, parts, src)
             if "::" in text or "[" in text:
                 value = value_text(Alternative(parts, 1.0, text, len(src.text) - len(text)), src.text)
                 if value != text:
@@ -325,6 +331,29 @@ class WildcardLines:
                     values[k] = value
         if values is not None:
             lines.values = values
+
+    def _warn_optional(self, file_lines: FileLines, parts: tuple[SyntaxNode, ...], src: Source) -> None:
+        """Warn (once per file) about an optional part in a wildcard line read as a
+        template by default: dynamicprompts' packs mean ``Name[1]`` as text."""
+        if file_lines.name in self._warned:
+            return
+        choice = _first_optional(parts)
+        if choice is None:
+            return
+        self._warned.add(file_lines.name)
+        text = choice.alternatives[-1].text
+        shown = f"[{text if len(text) <= 40 else text[:39] + '…'}]"
+        self.warnings.append(
+            TemplateWarning(
+                f"{shown} is an optional part here (a wildcard line is a template): absent, or its text; "
+                "dynamicprompts reads brackets in a wildcard file as text (the first such line of this file)",
+                src,
+                choice.start,
+                hint="if this file is data, read it so: --wildcards-literal, @wildcard_lines = literal, or "
+                "`# sdp: literal` on its first line; `# sdp: template` there keeps its optional parts "
+                "without this warning",
+            )
+        )
 
     def _note(self, lines: LineSet, k: int, text: str) -> None:
         assert self.notes is not None
@@ -366,3 +395,20 @@ def _described(entry: WildcardFile) -> str:
     if entry.key is None:
         return str(entry.path)
     return f"{entry.path} (key {'/'.join(entry.key) or 'list'})"
+
+
+def _first_optional(parts: tuple[SyntaxNode, ...]) -> Choice | None:
+    """The first optional part ``[…]`` among ``parts``, nested ones included."""
+    for part in parts:
+        if isinstance(part, Choice):
+            if part.optional:
+                return part
+            for alt in part.alternatives:
+                found = _first_optional(alt.parts)
+                if found is not None:
+                    return found
+        elif isinstance(part, Wrap):
+            found = _first_optional(part.wrapper + part.inner)
+            if found is not None:
+                return found
+    return None

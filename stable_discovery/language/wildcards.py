@@ -140,7 +140,8 @@ class FileLines:
     """The distinct lines of one wildcard, as columns: their texts (after the weight,
     stripped), line numbers and weights (None: all 1); ``raws`` the line as written where
     it differs from its text (it has a weight); ``literal`` whether the file is read as
-    data (see docs/language.md, Wildcard files that are data)."""
+    data (see docs/language.md, Wildcard files that are data), ``chosen`` whether its
+    first line says so (``# sdp: literal`` or ``# sdp: template``)."""
 
     name: str  # the file, as errors name it
     texts: list[str]
@@ -148,6 +149,7 @@ class FileLines:
     weights: array | None
     raws: dict[int, str] = field(default_factory=dict)
     literal: bool = False
+    chosen: bool = False
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -162,11 +164,12 @@ class FileLines:
 class _Builder:
     """Collects the distinct lines of one wildcard."""
 
-    def __init__(self, name: str, literal: bool) -> None:
-        self.lines = FileLines(name, [], array("l"), None, literal=literal)
+    def __init__(self, name: str, literal: bool, chosen: bool = False) -> None:
+        self.lines = FileLines(name, [], array("l"), None, literal=literal, chosen=chosen)
         self.seen: set[str] = set()
 
-    def add(self, raw: str, number: int, weight: float | None = None) -> None:
+    def add(self, raw: str, number: int, weight: float | None = None, column: int = 1) -> None:
+        """Line ``raw`` (stripped) at ``number``, its first character at ``column``."""
         if weight is None:
             weight, body = split_weight(raw)
         else:
@@ -182,7 +185,9 @@ class _Builder:
             lines.weights = array("d", [1.0]) * k
         if lines.weights is not None:
             lines.weights.append(weight)
-        if body is not raw and body != raw:
+        if column > 1:  # errors in the line point at its column in the file
+            lines.raws[k] = " " * (column - 1) + raw
+        elif body is not raw and body != raw:
             lines.raws[k] = raw
 
 
@@ -217,7 +222,7 @@ class WildcardLibrary:
         self._lines: dict[WildcardFile, FileLines] = {}
         self._texts = dict(texts or {})
         self._structured: dict[Path, dict[tuple[str, ...], Any]] = {}
-        self._structured_literal: dict[Path, bool] = {}
+        self._structured_literal: dict[Path, bool | None] = {}
         self._lookups: dict[tuple[str, str], Lookup] = {}
         #: names given by two files of one wildcard folder (a .txt and a YAML key)
         self.duplicates: dict[str, list[WildcardFile]] = {}
@@ -294,7 +299,7 @@ class WildcardLibrary:
             try:
                 text = read_text_file(path, "wildcard")
                 first = text.lstrip("\n").split("\n", 1)[0]
-                self._structured_literal[path] = bool(front_matter(first))
+                self._structured_literal[path] = front_matter(first)
                 done = read_structured(str(path), text, suffix)
             except TemplateError as exc:
                 self.broken.append(exc)
@@ -382,21 +387,22 @@ class WildcardLibrary:
             line = raw.strip()
             if builder is None and line:
                 matter = front_matter(line)
-                builder = _Builder(str(path), self.literal if matter is None else matter)
+                builder = _Builder(str(path), self.literal if matter is None else matter, matter is not None)
             if not line or line.startswith("#"):
                 continue
             assert builder is not None
-            builder.add(line, number)
+            builder.add(line, number, None, 1 if raw[0] not in " \t" else len(raw) - len(raw.lstrip()) + 1)
         return builder.lines if builder is not None else _Builder(str(path), self.literal).lines
 
     def _structured_lines(self, entry: WildcardFile) -> FileLines:
         items = self._structured.get(entry.path, {}).get(entry.key or (), [])
         if isinstance(items, TemplateError):
             raise items
-        matter = self._structured_literal.get(entry.path, False)
-        builder = _Builder(str(entry.path), True if matter else self.literal)
+        matter = self._structured_literal.get(entry.path)
+        builder = _Builder(str(entry.path), self.literal if matter is None else matter, matter is not None)
         for item in items:
-            builder.add(item.text.strip(), item.line, item.weight)
+            text = item.text.strip()
+            builder.add(text, item.line, item.weight, item.column + item.text.find(text[:1]))
         return builder.lines
 
     def files_read(self) -> list[Path]:
