@@ -100,3 +100,37 @@ def test_wildcards_demo_uses_the_wildcards_beside_it(
     monkeypatch.chdir(tmp_path)  # no wildcards/ here: the folder beside the template is used
     assert main(["sample", str(EXAMPLES / "wildcards-demo.sdp"), "-n", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_the_dynamicprompts_example_loads_as_data_and_converts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/dynamicprompts/: read as a template, its emoticons are an error that says
+    how to read the pack as data; read as data it checks, and its conversion gives the
+    prompts dynamicprompts gives."""
+    pytest.importorskip("dynamicprompts")
+    from dynamicprompts.generators import RandomPromptGenerator
+    from dynamicprompts.wildcards import WildcardManager
+
+    from stable_discovery.language.program import load
+    from stable_discovery.plugins import get_sampler
+
+    folder = EXAMPLES / "dynamicprompts"
+    template = folder / "prompt.txt"
+    assert main(["check", str(template)]) == 2
+    err = capsys.readouterr().err
+    assert "emoticons.txt:3:1: error: '}' without a matching '{'" in err and "--wildcards-literal" in err
+    assert main(["check", str(template), "--wildcards-literal"]) == 0
+    assert "warning: [cat|dog] is an optional part here" in capsys.readouterr().err
+    converted = tmp_path / "prompt.sdp"
+    assert main(["convert", "--from", "dynamicprompts", str(template), "-o", str(converted)]) == 0
+    program = load(converted, wildcard_dirs=[folder / "wildcards"])
+    ours = {s.prompt for s in get_sampler("combinatorial").samples(program, 0, program.count(), 0)}
+    assert len(ours) == program.count() == 160
+    # a fresh generator for each prompt: dynamicprompts sets ${animal=!…} once per generator
+    manager, text = WildcardManager(folder / "wildcards"), template.read_text(encoding="utf-8")
+    theirs = set()
+    for seed in range(120):
+        (prompt,) = RandomPromptGenerator(manager, seed=seed).generate(text, 1)
+        theirs.add(" ".join(prompt.split()))
+    assert len(theirs) > 50 and theirs <= ours

@@ -344,6 +344,9 @@ def test_convert_writes_slots_and_refuses_with_the_original_place(tmp_path, caps
     assert "alternative here ends with spaces" in capsys.readouterr().err
     assert main(["convert", "--from", "dynamicprompts", str(src / "bad.txt")]) == 2
     assert f"{src / 'bad.txt'}:2:2: error: '~'" in capsys.readouterr().err
+    (src / "jinja.txt").write_text("a {{ c }}\n{% for c in ['red', 'blue'] %}b{% endfor %}", encoding="utf-8")
+    assert main(["convert", "--from", "dynamicprompts", str(src / "jinja.txt")]) == 2
+    assert f"{src / 'jinja.txt'}:2:1: error: '{{%' starts a Jinja2 statement" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ __all__ = ["from_dynamicprompts"]
 _ESCAPABLE = set("{}[]<>|#$_\\%~@!")
 _SLOT_LIKE = re.compile(r"<[A-Za-z_][A-Za-z0-9_]*>")
 _VARIANT_HEAD = re.compile(r"\{[ \t\n]*([~@!])?(?:(\d+-\d+|\d+-|-\d+|\d+)\$\$(?:([^${}]+)\$\$)?)?[ \t\n]*")
+_JINJA = re.compile(r"\{%[^\n]*?%\}")
 _VARIABLE = re.compile(r"\$\{[ \t\n]*([A-Za-z_-][A-Za-z0-9_-]*)[ \t\n]*(?:(\??=)(!)?|(:)|(?=\}))[ \t\n]*")
 _WEIGHT = re.compile(r"[ \t\n]*(?:\d+(?:\.\d*)?|\.\d+)[ \t]*::")
 _NAME_BAD = re.compile(r"[\[\]<>\\]")
@@ -110,6 +111,8 @@ class _Converter:
             return self.variable(i, ctx)
         if text.startswith("%{", i):
             return self.wrap(i)
+        if text.startswith("{%", i) and _JINJA.match(text, i):
+            raise peer.refuse_jinja(i, self.source)
         if text[i] == "{":
             return self.variant(i)
         if text.startswith("__", i):

@@ -129,6 +129,19 @@ def _check_variables(source: Source, text: str) -> None:
             raise peer.refuse_bad_variable(m.start(), source)
 
 
+_JINJA = re.compile(r"\\.|#[^\n]*|\{%[^\n]*?%\}")
+
+
+def _check_jinja(source: Source, text: str) -> None:
+    """``{% for … %}``: a Jinja2 statement (dynamicprompts' Jinja templates) would be read
+    here as a choice of its text; refused instead."""
+    if "{%" not in text:
+        return
+    for m in _JINJA.finditer(text):
+        if m.group().startswith("{%"):
+            raise peer.refuse_jinja(m.start(), source)
+
+
 def _check_size(source: Source, text: str) -> None:
     if sum(text.count(ch) for ch in _SPECIAL_CHARS) <= MAX_SPECIAL:
         return
@@ -582,6 +595,7 @@ def parse(source: Source) -> ParsedTemplate:
     """Parse a template file: definitions, or one bare template when it has none."""
     from lark.exceptions import LarkError
 
+    _check_jinja(source, source.text)
     if not is_definitions_file(source.text):
         return ParsedTemplate((), parse_bare(source))
     _check_size(source, source.text)

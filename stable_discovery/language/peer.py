@@ -11,6 +11,7 @@ way (docs/language.md, Coming from dynamicprompts).
 * ``%{wrapper$$inner}`` is a :class:`~.syntax.Wrap`; ``${name=value}``,
   ``${name=!value}``, ``${name}``, ``${name:default}`` are :class:`~.syntax.VarSet` and
   :class:`~.syntax.VarRef` (resolved by :mod:`.definitions` and the compiler).
+* ``{% … %}``, a statement of dynamicprompts' Jinja2 templates, is refused.
 """
 
 from __future__ import annotations
@@ -124,6 +125,18 @@ def variable_name(value: str, start: int, source: Source) -> tuple[str, bool]:
             hint=f"rename it, for instance {name.replace('-', '_')}",
         )
     return name, m.group(4) is not None
+
+
+def refuse_jinja(start: int, source: Source) -> TemplateError:
+    """``{% … %}``: a statement of dynamicprompts' Jinja2 templates."""
+    return TemplateError(
+        "'{%' starts a Jinja2 statement (dynamicprompts' Jinja templates); this language has no "
+        "Jinja mode, and would read it as a choice",
+        source,
+        start,
+        hint="write the loop as a choice or a multi-select ({red|blue}, {2$$red|blue|green}) or a "
+        "slot; for the text itself write \\{% … %\\}",
+    )
 
 
 def refuse_bad_variable(start: int, source: Source) -> TemplateError:
