@@ -1,4 +1,4 @@
-"""Differential test against dynamicprompts 0.31 (docs/language.md, Compatibility with dynamicprompts).
+"""Differential test against dynamicprompts 0.31 (docs/language.md, Coming from dynamicprompts).
 
 On generated templates in the common syntax subset (variants, weights, multi-select with
 ranges and joiners, wildcards), the *set* of combinatorial expansions is the same. Both
@@ -214,7 +214,7 @@ def test_known_difference_repeated_text_inside_a_multi_select(folder):
 
 
 def test_places_where_dynamicprompts_breaks_work_here(folder):
-    # literal $ and %, escapes, __ inside a LoRA name: docs/language.md, Compatibility with dynamicprompts
+    # literal $ and %, escapes, __ inside a LoRA name: docs/language.md, Coming from dynamicprompts
     assert ours("50% off, $5", folder) == {"50%off,$5"}
     assert ours("\\{a\\} {b|c}", folder) == {"{a}b", "{a}c"}
     assert ours("<lora:add_detail__v2:0.5> {b|c}", folder) == {

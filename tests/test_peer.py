@@ -240,6 +240,8 @@ def test_emoticons_and_brackets_are_text_in_a_file_read_as_data(peer_data):
         ("${my-var=!x}", 3, "contains '-'"),
         ("__{a|b}/{c|d}__", 9, "one choice"),
         ("a } b", 3, "without a matching"),
+        ("${k=!x} a __animals/${k}__", 21, "a wildcard name that uses a variable"),
+        ("a {% for k in x %}b{% endfor %}", 3, "Jinja2 statement"),
     ],
 )
 def test_what_has_no_equivalent_is_refused_at_its_place(template, col, words, peer_data):
@@ -247,6 +249,14 @@ def test_what_has_no_equivalent_is_refused_at_its_place(template, col, words, pe
     assert err.source is not None and err.offset is not None
     assert err.source.line_col(err.offset) == (1, col), err.format()
     assert words in err.message and err.hint
+
+
+def test_a_variable_in_a_wildcard_name_is_refused_in_a_wildcard_file_too(tmp_path):
+    d = write(tmp_path, {"vw.txt": "fish\nin __a/${x}__\n"})
+    for literal in (False, True):
+        with pytest.raises(TemplateError) as err:
+            loads("${x=!b} __vw__", wildcard_dirs=[d], wildcards_literal=literal)
+        assert err.value.location == f"{d / 'vw.txt'}:2:8"
 
 
 def test_a_name_below_the_top_in_several_places_lists_them(tmp_path):

@@ -45,14 +45,16 @@ def add_template_args(p: argparse.ArgumentParser, allow_text: bool = True) -> No
         metavar="DIR",
         action="append",
         type=Path,
-        help="a wildcard folder (repeatable; default: wildcards/ beside the template)",
+        help="a wildcard folder of .txt, .yaml/.yml and .json wildcard files, links followed "
+        "(repeatable; default: wildcards/ beside the template)",
     )
     p.add_argument(
         "--wildcards-literal",
         action="store_true",
-        help="read wildcard files as data, as dynamicprompts does: only {…}, __…__, weights and "
-        "# comments are special; <…>, […] and unmatched braces are text (as @wildcard_lines = "
-        "literal; a file's first line `# sdp: template` or `# sdp: literal` decides for it)",
+        help="read wildcard files as data, as dynamicprompts does: only {…}, __…__, ${…}, %%{…}, "
+        "weights and # comments are special; <…>, […], backslashes and unmatched braces are text "
+        "(as @wildcard_lines = literal; a file's first line `# sdp: template` or `# sdp: literal` "
+        "decides for it)",
     )
 
 

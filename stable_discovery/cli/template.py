@@ -270,7 +270,8 @@ def add_commands(sub: Any) -> None:
         choices=("config", "dynamicprompts"),
         default="config",
         help="what FILE is: an original JSON generator config (default), or a dynamicprompts "
-        "template (its A1111 brackets escaped, ${x=!…} variables as slots, comments left out)",
+        "template (its A1111 brackets escaped, ${x=!…} variables as slots, comments left out, "
+        "its wildcard files read as data: @wildcard_lines = literal)",
     )
     p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     p.add_argument("--force", action="store_true", help="replace an existing output file")

@@ -194,12 +194,7 @@ class _Converter:
         if "(" in path:
             raise peer.refuse_params(text[i : end + 2], i, self.source)
         if "${" in path:
-            raise self.error(
-                "a wildcard name that uses a variable has no equivalent here (a variable is bound once "
-                "for the whole prompt, a wildcard is looked up once)",
-                i + 2 + path.index("${"),
-                hint="list the names in a choice: {__a/x__|__a/y__}, or a slot of them",
-            )
+            raise peer.refuse_variable_in_name(i + 2 + path.index("${"), self.source)
         bad = _NAME_BAD.search(path)
         if bad is not None:
             raise self.error(f"{bad.group()!r} cannot be part of a wildcard name here", i + 2 + bad.start())

@@ -119,6 +119,11 @@ _SPECIAL = re.compile(r"[{}\[\]|<_\\]")
 _BAD_VARIABLE = re.compile(r"\$\$|\$\{(?![ \t]*[A-Za-z_][A-Za-z0-9_-]*[ \t]*(?:\??=|:|\}))|\\.")
 
 
+_NAME_CHAR = r"(?:[^\s_{}\[\]|<>\\#$%()]|[ \t]|_(?!_))"
+#: ``__animals/${kind}__``: a wildcard name with a variable in it (dynamicprompts reads it so)
+_VARIABLE_IN_NAME = re.compile(rf"\\.|__(?![ \t]){_NAME_CHAR}*(\$\{{)[^{{}}\n]*\}}{_NAME_CHAR}*(?<![ \t])__")
+
+
 def _check_variables(source: Source, text: str) -> None:
     """A ``${`` that starts none of dynamicprompts' variable forms is refused here, with
     a hint, before the grammar finds no token for it."""
@@ -127,6 +132,9 @@ def _check_variables(source: Source, text: str) -> None:
     for m in _BAD_VARIABLE.finditer(text):
         if m.group() not in ("$$",) and m.group()[0] == "$":
             raise peer.refuse_bad_variable(m.start(), source)
+    for m in _VARIABLE_IN_NAME.finditer(text):
+        if m.group(1) is not None:  # not an escape
+            raise peer.refuse_variable_in_name(m.start(1), source)
 
 
 _JINJA = re.compile(r"\\.|#[^\n]*|\{%[^\n]*?%\}")

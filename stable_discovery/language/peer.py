@@ -127,6 +127,17 @@ def variable_name(value: str, start: int, source: Source) -> tuple[str, bool]:
     return name, m.group(4) is not None
 
 
+def refuse_variable_in_name(at: int, source: Source) -> TemplateError:
+    """``__animals/${kind}__``: a wildcard name built from a variable."""
+    return TemplateError(
+        "a wildcard name that uses a variable has no equivalent here (a variable is bound once "
+        "for the whole prompt, a wildcard is looked up once)",
+        source,
+        at,
+        hint="list the names in a choice: {__a/x__|__a/y__}, or __a/{x|y}__",
+    )
+
+
 def refuse_jinja(start: int, source: Source) -> TemplateError:
     """``{% … %}``: a statement of dynamicprompts' Jinja2 templates."""
     return TemplateError(

@@ -150,7 +150,7 @@ BUILTIN_SETTINGS: tuple[SettingSpec, ...] = (
         "wildcard_lines",
         _word(("template", "literal")),
         "how wildcard files are read: template (default) or literal (data: only {…}, __…__, "
-        "weights and # comments are special)",
+        "${…}, %{…}, weights and # comments are special)",
         multi=False,
         default="template",
         per_image=False,

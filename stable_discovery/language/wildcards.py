@@ -219,6 +219,7 @@ class WildcardLibrary:
         self.literal = literal
         self._names: dict[str, WildcardFile] | None = None
         self._dirs: set[str] = set()
+        self._by_last: dict[str, list[str]] = {}  # a name's last part → the names below the top
         self._lines: dict[WildcardFile, FileLines] = {}
         self._texts = dict(texts or {})
         self._structured: dict[Path, dict[tuple[str, ...], Any]] = {}
@@ -252,6 +253,8 @@ class WildcardLibrary:
                 parts = name.split("/")
                 for i in range(1, len(parts)):
                     self._dirs.add("/".join(parts[:i]))
+                if len(parts) > 1:
+                    self._by_last.setdefault(parts[-1], []).append(name)
         return self._names
 
     def _scan(self, top: Path) -> Iterator[tuple[str, WildcardFile]]:
@@ -346,7 +349,7 @@ class WildcardLibrary:
         names = self.names()
         if not any(ch in pattern for ch in "*?["):
             tail = "/" + pattern
-            return [n for n in names if n.endswith(tail)]
+            return [n for n in self._by_last.get(pattern.rsplit("/", 1)[-1], ()) if n.endswith(tail)]
         from bisect import bisect_left
 
         rx = re.compile(fnmatch.translate(pattern))
