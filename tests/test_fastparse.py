@@ -250,7 +250,7 @@ def test_nodes_of_a_typical_line():
         "  {a}  ",
         " x {a} y ",
         "{ a b }",
-        "a$b {x$$y}",
+        "a$b {x$y}",
         "{" * MAX_NESTING + "x" + "}" * MAX_NESTING,
     ],
 )
@@ -269,6 +269,8 @@ def test_examples_equal_lark(text):
         "a\nb",
         "{2$$a|b}",
         "{1-2$$ and $$a|b}",
+        "a$b {x$$y}",
+        "{-$$a|b}",
         "{a",
         "a}",
         "{a}}",

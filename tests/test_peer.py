@@ -242,6 +242,7 @@ def test_emoticons_and_brackets_are_text_in_a_file_read_as_data(peer_data):
         ("a } b", 3, "without a matching"),
         ("${k=!x} a __animals/${k}__", 21, "a wildcard name that uses a variable"),
         ("a {% for k in x %}b{% endfor %}", 3, "Jinja2 statement"),
+        ("a {-$$x|y}", 3, "is not a multi-select"),
     ],
 )
 def test_what_has_no_equivalent_is_refused_at_its_place(template, col, words, peer_data):

@@ -17,7 +17,7 @@ with the same offsets, weights, trimming and merging of text. It covers:
 
 On anything else it returns ``None`` and the caller falls back to Lark, so every error
 message still comes from one place: ``[`` ``]`` (optional parts), backslashes, ``#``,
-newlines, multi-selects ``{2$$…}``, dynamicprompts' forms (``${…}``, ``%{…}``,
+newlines, ``$$`` (multi-selects ``{2$$…}`` and malformed ones), dynamicprompts' forms (``${…}``, ``%{…}``,
 ``{~…}``, ``__~name__``, ``__a/{b|c}__``, ``__name(x=y)__``), unbalanced braces, nesting deeper than
 :data:`parser.MAX_NESTING`, or more text than :data:`parser.MAX_SPECIAL` characters.
 
@@ -71,9 +71,9 @@ def _read_weight(text: str, i: int) -> tuple[float, int]:
     return float(w.group().strip()[:-2].strip()), w.end()
 
 
-# characters outside the subset: optional parts, escapes, comments, newlines, and the
-# variables ${…} and wraps %{…} of dynamicprompts
-_outside = re.compile(r"[\[\]\\#\n]|[$%]\{").search
+# characters outside the subset: optional parts, escapes, comments, newlines, the
+# variables ${…} and wraps %{…} of dynamicprompts, and '$$' (a multi-select's mark)
+_outside = re.compile(r"[\[\]\\#\n]|[$%]\{|\$\$").search
 # the next character with a meaning; '|' is text outside braces
 _next_top = re.compile(r"[{}<_]").search
 _next_in = re.compile(r"[{}|<_]").search

@@ -124,6 +124,10 @@ _NAME_CHAR = r"(?:[^\s_{}\[\]|<>\\#$%()]|[ \t]|_(?!_))"
 _VARIABLE_IN_NAME = re.compile(rf"\\.|__(?![ \t]){_NAME_CHAR}*(\$\{{)[^{{}}\n]*\}}{_NAME_CHAR}*(?<![ \t])__")
 
 
+#: ``{-$$a|b}``, ``{$$a|b}``, ``{1-2-3$$…}``: '$$' where a multi-select's count would be
+_BAD_MULTI = re.compile(r"[-\d \t]*\$\$")
+
+
 def _check_variables(source: Source, text: str) -> None:
     """A ``${`` that starts none of dynamicprompts' variable forms is refused here, with
     a hint, before the grammar finds no token for it."""
@@ -402,6 +406,16 @@ class _Builder:
         if opener.type.startswith("SAMPLED_"):
             method = str(opener).lstrip("{ \t")[0]
             peer.sampling_method(method, self.source, opener.start_pos, "choice")
+        if opener.type == "LBRACE":
+            bad = _BAD_MULTI.match(self.text, opener.end_pos)
+            if bad is not None:
+                raise TemplateError(
+                    f"'{{{bad.group().strip()}' is not a multi-select: '$$' after '{{' comes after a count "
+                    "(2$$, 1-3$$, -3$$, 2-$$)",
+                    self.source,
+                    opener.start_pos,
+                    hint="write the count, {2$$a|b}, or \\$\\$ for the text '$$'",
+                )
         label, select = _opener(str(opener), opener.type)
         if select is not None and select.high is not None and select.high < select.low:
             raise TemplateError(
