@@ -53,7 +53,7 @@ from stable_discovery.backends.families import (
 )
 from stable_discovery.backends.pipelines import FamilyRunner, group_inputs, runner_for
 from stable_discovery.backends.quiet import quiet_libraries
-from stable_discovery.backends.speed import Knobs, apply_knobs, attention_kernel, compile_mode, preset, unfuse
+from stable_discovery.backends.speed import Knobs, apply_knobs, compile_mode, preset, unfuse
 from stable_discovery.backends.tiny import is_tiny, tiny_folder_name, tiny_loras_path, tiny_model_path
 from stable_discovery.language.loras import LORA_TAG, LoraLibrary, split_lora_tags
 
@@ -768,9 +768,8 @@ class DiffusersBackend:
         gen_device = "cpu" if self.generator_device == "cpu" else self._device
         generators = [torch.Generator(device=gen_device).manual_seed(int(s.seed)) for s in batch.samples]
         images: list[Any] = [None] * len(batch.samples)
-        kernel = self.knobs_in_use.sdpa if self.knobs_in_use is not None else "auto"
         try:
-            with torch.inference_mode(), attention_kernel(torch, kernel):
+            with torch.inference_mode():
                 inputs = loaded.runner.inputs(prompts, negatives, key.weighting == "a1111")
                 for positions, group in group_inputs(inputs):
                     out = loaded.pipe(

@@ -19,8 +19,10 @@ knob               what it does
                    projections (key and value for cross-attention), in the UNet or
                    transformer and the VAE; turned off for a model once it uses a LoRA,
                    whose layers sit on the separate projections
-``sdpa``           which kernel PyTorch's fused attention uses: ``auto`` (PyTorch picks),
-                   ``flash``, ``cudnn``, ``efficient`` (CUDA) or ``math``
+``sdpa``           which kernel PyTorch's fused attention uses in the denoiser: ``auto``
+                   (PyTorch picks), ``flash``, ``cudnn``, ``efficient`` (CUDA) or
+                   ``math``; the VAE and the text encoders keep PyTorch's choice (the
+                   VAE's one attention head of 512 channels is beyond flash and cuDNN)
 =================  =========================================================================
 
 Precision (``dtype``: float16, bfloat16, float32) is the backend's own argument. None
@@ -34,7 +36,8 @@ torch is imported by the backend; the functions here get it as an argument.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -151,14 +154,15 @@ def compile_mode(value: bool | str | None) -> str | None:
 
 def preset(device_type: str, capability: tuple[int, int] | None) -> dict[str, Any]:
     """``--optimize``: the knobs for a device. On an NVIDIA GPU of compute capability
-    7.0 or more (Volta and later: tensor cores): ``torch.compile`` (default mode),
-    channels-last and fused QKV projections, the attention kernel left to PyTorch
-    (these are diffusers' own recipe for speed); CUDA graphs stay off (at the batch
-    sizes ``--batch auto`` finds, the arithmetic, not launching kernels, takes the
-    time). Elsewhere nothing: on a CPU none of the knobs measured faster
+    7.0 or more (Volta and later: tensor cores): ``torch.compile`` (default mode, with
+    channels-last, which goes with it on CUDA), the attention kernel left to PyTorch.
+    Fused QKV projections stay off (measured slower on an H100, eager and compiled:
+    ``bench/RESULTS.md``), and so do CUDA graphs (no faster at the batch sizes
+    ``--batch auto`` finds: the arithmetic, not launching kernels, takes the time).
+    Elsewhere nothing: on a CPU none of the knobs measured faster
     (``docs/performance.md``), and compiling takes minutes there."""
     if device_type == "cuda" and capability is not None and capability >= (7, 0):
-        return {"compile": "default", "channels_last": True, "fused_qkv": True}
+        return {"compile": "default"}
     return {}
 
 
@@ -179,6 +183,9 @@ def apply_knobs(torch: Any, pipe: Any, knobs: Knobs, device_type: str) -> dict[s
         if vae is not None:
             vae.to(memory_format=torch.channels_last)
         applied["channels_last"] = True
+    if knobs.sdpa != "auto" and denoiser is not None:
+        _scope_attention_kernel(torch, denoiser, knobs.sdpa)
+        applied["sdpa"] = knobs.sdpa
     if knobs.compile is not None and denoiser is not None:
         setattr(pipe, denoiser_attr, torch.compile(denoiser, **knobs.compile_options()))
         applied["compile"] = {"mode": knobs.compile, **knobs.compile_options()}
@@ -219,6 +226,19 @@ def unfuse(pipe: Any) -> bool:
     return True
 
 
+def _scope_attention_kernel(torch: Any, module: Any, kernel: str) -> None:
+    """Make ``module``'s forward pass run with the attention ``kernel`` (and nothing
+    outside it: the VAE and the text encoders keep PyTorch's choice)."""
+    forward = module.forward
+
+    @functools.wraps(forward)
+    def scoped(*args: Any, **kwargs: Any) -> Any:
+        with attention_kernel(torch, kernel):
+            return forward(*args, **kwargs)
+
+    module.forward = scoped
+
+
 @contextlib.contextmanager
 def attention_kernel(torch: Any, kernel: str) -> Iterator[None]:
     """Within the block, PyTorch's fused attention uses ``kernel`` (``auto``: its own
@@ -230,11 +250,3 @@ def attention_kernel(torch: Any, kernel: str) -> Iterator[None]:
 
     with sdpa_kernel([getattr(SDPBackend, _SDPA_NAMES[kernel])]):
         yield
-
-
-def describe(knobs: Knobs, applied: Mapping[str, Any]) -> str:
-    """One line for a log: the knobs that are on."""
-    parts = [f"{k}={v}" for k, v in applied.items()]
-    if knobs.sdpa != "auto":
-        parts.append(f"sdpa={knobs.sdpa}")
-    return ", ".join(parts) or "none"
