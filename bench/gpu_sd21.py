@@ -33,8 +33,9 @@ with the same shapes. The floor is the UNet's FLOP count per image (one forward 
 with ``torch.utils.flop_counter.FlopCounterMode`` × steps × 2 for CFG) at the GPU's dense
 fp16 peak: "% of peak" is how close a row comes.
 
-Usage (one command, about 7 minutes on an H100; rows past ``--budget`` seconds are
-skipped and say so)::
+Usage (one command: every row but ``--max-autotune`` and ``--fp32`` took 234 s on an H100,
+the model built and compiled twice; rows that would end past ``--budget`` seconds are
+skipped and say so; ``--only``/``--skip`` pick rows by words of their names)::
 
     python bench/gpu_sd21.py --out bench/results/gpu_sd21.md
     python bench/gpu_sd21.py --wheels bench/wheels ...   # install diffusers etc. if missing
@@ -688,6 +689,7 @@ class Bench:
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+        self.torch._dynamo.reset()  # each row compiles afresh (no cache limit reached, no reuse)
         t0 = time.perf_counter()
         backend = DiffusersBackend(device=self.device, **knobs)
         backend.check_available(self.model)
@@ -700,6 +702,7 @@ class Bench:
             if self.backend is not None:  # the command loads its own
                 self.backend.close()
                 self.backend, self.backend_knobs = None, None
+            self.torch._dynamo.reset()
             rate, note, made = sdp_run(
                 self.workdir,
                 self.model,

@@ -175,7 +175,7 @@ def test_unknown_knob_values_are_refused_at_once() -> None:
 
 
 def test_the_preset_picks_knobs_for_the_device() -> None:
-    assert preset("cuda", (9, 0)) == {"compile": "default"}  # channels-last comes with compile on CUDA
+    assert preset("cuda", (9, 0)) == {"compile": "default"}
     assert preset("cuda", (6, 1)) == {}
     assert preset("cpu", None) == {}  # no knob measured faster on a CPU
     # explicit knobs win over the preset; CUDA graphs imply compile

@@ -254,8 +254,7 @@ class DiffusersBackend:
         compile_backend: the ``torch.compile`` backend (``"inductor"``; ``"eager"`` and
             ``"aot_eager"`` check the path on a CPU without generating code).
         cuda_graphs: replay the compiled denoiser as CUDA graphs (implies ``compile``).
-        channels_last: UNet and VAE in channels-last memory format (``None``: on with
-            ``compile`` on CUDA).
+        channels_last: UNet and VAE in channels-last memory format (``None``: off).
         fused_qkv: fuse the attention's query/key/value projections.
         sdpa: the fused attention's kernel: ``"auto"``, ``"flash"``, ``"cudnn"``,
             ``"efficient"`` or ``"math"``.
@@ -531,7 +530,7 @@ class DiffusersBackend:
         pipe.set_progress_bar_config(disable=True)
         self._set_attention(pipe)
         knobs = self.knobs_in_use if self.knobs_in_use is not None else Knobs()
-        applied = apply_knobs(self._torch, pipe, knobs, self._device.type)
+        applied = apply_knobs(self._torch, pipe, knobs)
         ours = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""
         loaded = _Loaded(pipe, runner, pipe.scheduler.config, ours, applied=applied)
         self._loaded[model] = loaded

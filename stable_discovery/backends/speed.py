@@ -12,9 +12,8 @@ knob               what it does
 ``cuda_graphs``    replay the compiled denoiser as CUDA graphs (inductor's
                    ``reduce-overhead``): pays where kernel launches, not arithmetic,
                    take the time (small images, small batches); CUDA only
-``channels_last``  UNet and VAE weights and activations in channels-last memory format,
-                   which tensor-core convolutions prefer (on with ``compile`` on CUDA
-                   unless turned off)
+``channels_last``  UNet and VAE weights and activations in channels-last memory format
+                   (off unless asked: slower on an H100 with SD 2.1, eager and compiled)
 ``fused_qkv``      one matrix multiply for an attention's query, key and value
                    projections (key and value for cross-attention), in the UNet or
                    transformer and the VAE; turned off for a model once it uses a LoRA,
@@ -76,7 +75,7 @@ _FALSE = {False, None, "", "0", "false", "no", "off"}
 @dataclass(frozen=True)
 class Knobs:
     """The speed knobs of a backend (see the module docstring); ``None`` for
-    ``channels_last`` means on with ``compile`` on CUDA, off otherwise."""
+    ``channels_last`` means off."""
 
     compile: str | None = None
     compile_backend: str = "inductor"
@@ -154,9 +153,9 @@ def compile_mode(value: bool | str | None) -> str | None:
 
 def preset(device_type: str, capability: tuple[int, int] | None) -> dict[str, Any]:
     """``--optimize``: the knobs for a device. On an NVIDIA GPU of compute capability
-    7.0 or more (Volta and later: tensor cores): ``torch.compile`` (default mode, with
-    channels-last, which goes with it on CUDA), the attention kernel left to PyTorch.
-    Fused QKV projections stay off (measured slower on an H100, eager and compiled:
+    7.0 or more (Volta and later: tensor cores): ``torch.compile`` (default mode), the
+    attention kernel left to PyTorch. Channels-last and fused QKV projections stay off
+    (each measured slower on an H100 with SD 2.1, eager and compiled:
     ``bench/RESULTS.md``), and so do CUDA graphs (no faster at the batch sizes
     ``--batch auto`` finds: the arithmetic, not launching kernels, takes the time).
     Elsewhere nothing: on a CPU none of the knobs measured faster
@@ -166,7 +165,7 @@ def preset(device_type: str, capability: tuple[int, int] | None) -> dict[str, An
     return {}
 
 
-def apply_knobs(torch: Any, pipe: Any, knobs: Knobs, device_type: str) -> dict[str, Any]:
+def apply_knobs(torch: Any, pipe: Any, knobs: Knobs) -> dict[str, Any]:
     """Apply the knobs to a loaded pipeline (attention processors already set); what
     was applied, for the run's record."""
     applied: dict[str, Any] = {}
@@ -174,10 +173,7 @@ def apply_knobs(torch: Any, pipe: Any, knobs: Knobs, device_type: str) -> dict[s
     denoiser = getattr(pipe, denoiser_attr, None)
     if knobs.fused_qkv:
         applied["fused_qkv"] = _fuse(pipe, denoiser)
-    channels_last = knobs.channels_last
-    if channels_last is None:
-        channels_last = knobs.compile is not None and device_type == "cuda"
-    if channels_last and denoiser_attr == "unet" and denoiser is not None:
+    if knobs.channels_last and denoiser_attr == "unet" and denoiser is not None:
         denoiser.to(memory_format=torch.channels_last)
         vae = getattr(pipe, "vae", None)
         if vae is not None:
