@@ -51,10 +51,17 @@ from stable_discovery.backends.families import (
     lora_dirs_for,
     own_lora_names,
 )
+from stable_discovery.backends.hub import HubUnreachable, hub_unreachable
 from stable_discovery.backends.pipelines import FamilyRunner, group_inputs, runner_for
 from stable_discovery.backends.quiet import quiet_libraries
 from stable_discovery.backends.speed import Knobs, apply_knobs, compile_mode, preset, unfuse
-from stable_discovery.backends.tiny import is_tiny, tiny_folder_name, tiny_loras_path, tiny_model_path
+from stable_discovery.backends.tiny import (
+    TINY_MODELS,
+    is_tiny,
+    tiny_folder_name,
+    tiny_loras_path,
+    tiny_model_path,
+)
 from stable_discovery.language.loras import LORA_TAG, LoraLibrary, split_lora_tags
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,6 +176,21 @@ def _offline() -> bool:
     )
 
 
+def _not_a_model(model: str) -> str:
+    """The message for a ``--model`` that is no folder, file, tiny model or Hub id."""
+    import difflib
+
+    known = [*TINY_MODELS, DEFAULT_MODEL]
+    close = difflib.get_close_matches(model, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"cannot load model {model!r}: no such folder or file, not one of the built-in tiny "
+        f"models ({', '.join(TINY_MODELS)}), and not a Hugging Face model id (owner/name, such "
+        f"as {DEFAULT_MODEL}). {hint}A folder in the diffusers layout or a .safetensors file "
+        "works too"
+    )
+
+
 def _looks_like_path(model: str) -> bool:
     """A name that can only be a folder (a Hugging Face id is ``name`` or ``owner/name``)."""
     return (
@@ -184,7 +206,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
+        nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
         if nxt is None:
             break
         exc = nxt
@@ -338,6 +360,8 @@ class DiffusersBackend:
         #: how many times a model was loaded, and a LoRA file (tests count them)
         self.model_loads = 0
         self.lora_loads = 0
+        #: Hub models loaded from the cache alone (the Hub did not answer)
+        self._cache_only: set[str] = set()
         self._torch: Any = None
         self._diffusers: Any = None
         self._device: Any = None
@@ -495,16 +519,27 @@ class DiffusersBackend:
                 "diffusers layout (model_index.json), a single-file checkpoint (.safetensors), a "
                 f"Hugging Face model id such as {DEFAULT_MODEL}, or --model tiny (no network needed)"
             )
+        if "/" not in model:
+            raise BackendError(_not_a_model(model))
         return self._find_on_hub(model), model
 
     def _find_on_hub(self, model: str) -> ModelInfo:
         """A Hub model's family from its ``model_index.json`` (from the cache, or
-        downloaded: a small file)."""
-        offline = self._offline()
-        try:
-            from huggingface_hub import hf_hub_download
+        downloaded: a small file). When the Hub does not answer at once, the model comes
+        from the cache or not at all (no half a minute of retries)."""
+        from huggingface_hub import hf_hub_download
 
-            index = hf_hub_download(model, "model_index.json", local_files_only=offline)
+        offline = self._offline()
+        unreachable = None if offline else hub_unreachable(model)
+        try:
+            if unreachable is not None:
+                try:
+                    index = hf_hub_download(model, "model_index.json", local_files_only=True)
+                except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), a bad id
+                    raise HubUnreachable(unreachable) from None
+                self._cache_only.add(model)
+            else:
+                index = hf_hub_download(model, "model_index.json", local_files_only=offline)
         except Exception as e:
             raise self._load_error(model, model, False, offline, e) from e
         return replace(detect_folder(model, Path(index).parent), kind="hub")
@@ -555,7 +590,10 @@ class DiffusersBackend:
         offline = self._offline()
         try:
             return DiffusionPipeline.from_pretrained(
-                source, dtype=self._dtype, local_files_only=offline or info.kind != "hub", **extra
+                source,
+                dtype=self._dtype,
+                local_files_only=offline or info.kind != "hub" or model in self._cache_only,
+                **extra,
             )
         except ImportError as e:  # a component class that needs a missing package
             raise BackendError(f"cannot load model {model!r}: {_first_line(e)}") from e
