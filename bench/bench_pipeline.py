@@ -57,9 +57,9 @@ negative = blurry, lowres
 """
 
 
-def backend_alone(program: Any, count: int, batch: int, seconds: float) -> float:
+def backend_alone(program: Any, count: int, batch: int, seconds: float, busy: float) -> float:
     """Seconds the backend takes for every planner batch of the experiment."""
-    backend = SleepBackend(seconds)
+    backend = SleepBackend(seconds, busy)
     samples = list(plugins.get_sampler("random").samples(program, 0, count, 1))
     t0 = time.perf_counter()
     for b in plan(samples, batch):
@@ -155,6 +155,13 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=240, help="images per run (default 240)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--ms", type=float, default=50.0, help="the backend's milliseconds per image")
+    ap.add_argument(
+        "--busy",
+        type=float,
+        default=0.0,
+        help="share of the backend's time spent running Python, holding the GIL, as a thread "
+        "launching GPU kernels does (default 0: it only sleeps)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
     ap.add_argument("--driver-count", type=int, default=2000, help="images of the driver rows")
     ap.add_argument("--skip-driver", action="store_true", help="leave out the driver rows")
@@ -163,6 +170,7 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ["SDP_SLEEP_MS"] = str(args.ms)
+    os.environ["SDP_SLEEP_BUSY"] = str(args.busy)
     plugins.register(sleep_backend, name="sleep-backend")
     tmp = Path(tempfile.mkdtemp(prefix="sdp-pipe-", dir=args.dir))
     path = tmp / "bench.sdp"
@@ -171,7 +179,7 @@ def main() -> None:
     alone, run, rows = [], [], []
     try:
         for r in range(args.repeat):
-            alone.append(backend_alone(program, args.count, args.batch, args.ms / 1000))
+            alone.append(backend_alone(program, args.count, args.batch, args.ms / 1000, args.busy))
             ws = tmp / f"ws{r}"
             run.append(sdp_run(path, args.count, args.batch, ws, args.run_args.split()))
             shutil.rmtree(ws)
@@ -194,7 +202,8 @@ def main() -> None:
         f"load {load_avg}; code {_commit()}"
     )
     print(
-        f"{args.count} images of 512x512, batch {args.batch}, backend {args.ms:g} ms/image, "
+        f"{args.count} images of 512x512, batch {args.batch}, backend {args.ms:g} ms/image "
+        f"({100 * args.busy:.0f}% of it running Python), "
         f"best of {args.repeat}, written under {tmp.parent}"
     )
     print(f"backend alone : {args.count / a:7.2f} img/s  ({a:.2f} s)")

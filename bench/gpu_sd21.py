@@ -33,8 +33,9 @@ with the same shapes. The floor is the UNet's FLOP count per image (one forward 
 with ``torch.utils.flop_counter.FlopCounterMode`` × steps × 2 for CFG) at the GPU's dense
 fp16 peak: "% of peak" is how close a row comes.
 
-Usage (one command, about 7 minutes on an H100; rows past ``--budget`` seconds are
-skipped and say so)::
+Usage (one command: every row but ``--max-autotune`` and ``--fp32`` took 234 s on an H100,
+the model built and compiled twice; rows that would end past ``--budget`` seconds are
+skipped and say so; ``--only``/``--skip`` pick rows by words of their names)::
 
     python bench/gpu_sd21.py --out bench/results/gpu_sd21.md
     python bench/gpu_sd21.py --wheels bench/wheels ...   # install diffusers etc. if missing
@@ -201,6 +202,10 @@ class Case:
     #: about how long the row takes on an H100 (seconds): a row that would end past the
     #: budget is skipped, so that one command stays under 8 minutes
     cost: float = 20.0
+    #: more ``sdp run`` arguments (``sdp-run`` rows)
+    run_args: tuple[str, ...] = ()
+    #: images of a backend row (default ``--count``)
+    count: int | None = None
 
 
 @dataclass
@@ -367,6 +372,7 @@ def sdp_run(
     count: int,
     knobs: dict[str, Any],
     device: str,
+    run_args: Sequence[str] = (),
 ) -> tuple[float, str, dict[str, Any]]:
     """``sdp run`` of the bench template on the model, in this process: (its steady
     images/s from its first recorded batch to its last, the note, its images by index)."""
@@ -392,7 +398,7 @@ def sdp_run(
         "--device",
         device,
     ]
-    argv += knob_flags(knobs)
+    argv += knob_flags(knobs) + list(run_args)
     t0 = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()) as err:
         code = sdp(argv)
@@ -423,16 +429,29 @@ def cases(args: argparse.Namespace, smoke: bool, batch: int) -> list[Case]:
     if smoke:
         optimize["compile"] = "default"  # the CPU preset does not compile
         optimize["channels_last"] = True
+    run_count = args.run_count or (4 * batch if smoke else 8 * batch)
     out = [
         Case("plain loop (1 per call)", ref, 1),
         Case("reference: batched", ref, batch, reference=True),
+        Case(f"backend alone, {run_count} images (reference settings)", ref, batch, count=run_count),
+        Case("sdp run end to end (reference settings)", ref, batch, kind="sdp-run", cost=30.0),
+        *(
+            Case(
+                f"sdp run end to end, --encoders {n}",
+                ref,
+                batch,
+                kind="sdp-run",
+                cost=30.0,
+                run_args=("--encoders", str(n)),
+            )
+            for n in (0, 1, 2)
+        ),
         Case("+ channels-last", {**ref, "channels_last": True}, batch),
         Case("+ fused QKV", {**ref, "fused_qkv": True}, batch),
         Case("SDPA flash", {**ref, "sdpa": "flash"}, batch),
         Case("SDPA cuDNN", {**ref, "sdpa": "cudnn"}, batch, cuda_only=True),
         Case("SDPA efficient", {**ref, "sdpa": "efficient"}, batch, cuda_only=True),
         Case("bf16 instead of fp16", {**ref, "dtype": "bfloat16"}, batch),
-        Case("sdp run end to end (reference settings)", ref, batch, kind="sdp-run", cost=30.0),
         Case("--batch auto", ref, batch, kind="auto"),
         Case(
             "+ torch.compile (default mode)",
@@ -440,11 +459,30 @@ def cases(args: argparse.Namespace, smoke: bool, batch: int) -> list[Case]:
             batch,
             cost=100.0,
         ),
-        Case("--optimize (compile, channels-last, fused QKV)", optimize, batch, cost=100.0),
+        Case(
+            "+ torch.compile, channels-last off",
+            {**ref, "compile": "default", "channels_last": False, **compile_backend},
+            batch,
+            cost=100.0,
+        ),
+        Case(
+            "+ torch.compile + fused QKV",
+            {**ref, "compile": "default", "fused_qkv": True, **compile_backend},
+            batch,
+            cost=100.0,
+        ),
+        Case("--optimize", optimize, batch, cost=100.0),
         Case(
             "--optimize + CUDA graphs", {**optimize, "cuda_graphs": True}, batch, cuda_only=True, cost=110.0
         ),
         Case("sdp run end to end, --optimize", optimize, batch, kind="sdp-run", cost=110.0),
+        Case(
+            "+ torch.compile, batch 16",
+            {**ref, "compile": "default", **compile_backend},
+            2 * batch,
+            cost=100.0,
+            count=4 * batch,
+        ),
     ]
     if args.max_autotune:
         out.append(
@@ -522,6 +560,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile-backend", help="torch.compile backend (default inductor; smoke: eager)")
     ap.add_argument(
         "--only", nargs="+", metavar="WORD", help="only the rows whose name has one of these words"
+    )
+    ap.add_argument(
+        "--skip", nargs="+", metavar="WORD", help="leave out the rows whose name has one of these words"
     )
     ap.add_argument(
         "--budget",
@@ -612,7 +653,10 @@ class Bench:
 
     def run_all(self) -> None:
         for case in cases(self.args, self.smoke, self.batch):
-            if self.args.only and not any(w.lower() in case.name.lower() for w in self.args.only):
+            name = case.name.lower()
+            if self.args.only and not any(w.lower() in name for w in self.args.only):
+                continue
+            if self.args.skip and any(w.lower() in name for w in self.args.skip):
                 continue
             for size in self.sizes:
                 self.run_case(case, size)
@@ -645,6 +689,7 @@ class Bench:
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+        self.torch._dynamo.reset()  # each row compiles afresh (no cache limit reached, no reuse)
         t0 = time.perf_counter()
         backend = DiffusersBackend(device=self.device, **knobs)
         backend.check_available(self.model)
@@ -657,6 +702,7 @@ class Bench:
             if self.backend is not None:  # the command loads its own
                 self.backend.close()
                 self.backend, self.backend_knobs = None, None
+            self.torch._dynamo.reset()
             rate, note, made = sdp_run(
                 self.workdir,
                 self.model,
@@ -666,13 +712,14 @@ class Bench:
                 self.run_count,
                 case.knobs,
                 self.device,
+                case.run_args,
             )
             images = [made[i] for i in range(self.count)]
             batch: int | str = case.batch
         else:
             backend = self.backend_for(case.knobs)
             fitter = None
-            samples = make_samples(self.program, self.model, self.count, size, self.steps)
+            samples = make_samples(self.program, self.model, case.count or self.count, size, self.steps)
             planned = case.batch
             if case.kind == "auto":
                 from stable_discovery.run.autobatch import AUTO_BATCH, BatchFitter

@@ -47,15 +47,22 @@ class SleepBackend:
 
     name = "sleep"
 
-    def __init__(self, seconds: float = DEFAULT_SECONDS, **_options: Any) -> None:
+    def __init__(self, seconds: float = DEFAULT_SECONDS, busy: float = 0.0, **_options: Any) -> None:
         self.seconds = float(seconds)
+        #: the share of each image's time spent running Python (holding the GIL), as a
+        #: thread launching a GPU's kernels does; the rest is slept
+        self.busy = float(busy)
+        if self.busy:
+            _rounds_per_second()
         self._cache: dict[tuple[int, int, int], Any] = {}
 
     def describe_model(self, model: str) -> str:
         return "sleep"
 
     def generate(self, batch: Batch) -> Sequence[Any]:
-        time.sleep(self.seconds * len(batch.samples))
+        total = self.seconds * len(batch.samples)
+        _spin(total * self.busy)
+        time.sleep(total * (1.0 - self.busy))
         key = batch.key
         # pictures are made once per (seed mod 16, size) and copied: making one costs
         # about 10 ms of CPU, which a GPU backend does not spend
@@ -71,10 +78,36 @@ class SleepBackend:
         self._cache.clear()
 
 
+def _spin(seconds: float) -> None:
+    """Run as much Python as takes ``seconds`` when nothing else wants the GIL (a fixed
+    amount of work, so that threads taking the GIL away make it take longer)."""
+    for _ in range(round(seconds * _rounds_per_second())):
+        sum(range(200))
+
+
+_RATE: list[float] = []
+
+
+def _rounds_per_second() -> float:
+    """How many rounds of :func:`_spin`'s work one second holds on this machine
+    (measured once, before anything else runs)."""
+    if not _RATE:
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(2000):
+                sum(range(200))
+            best = min(best, time.perf_counter() - t0)
+        _RATE.append(2000 / best)
+    return _RATE[0]
+
+
 def _factory(**options: Any) -> SleepBackend:
-    """The plugin's factory: ``$SDP_SLEEP_MS`` milliseconds per image (default 50)."""
+    """The plugin's factory: ``$SDP_SLEEP_MS`` milliseconds per image (default 50), of
+    which the share ``$SDP_SLEEP_BUSY`` (default 0) runs Python."""
     ms = os.environ.get("SDP_SLEEP_MS", "").strip()
-    return SleepBackend(float(ms) / 1000 if ms else DEFAULT_SECONDS, **options)
+    busy = os.environ.get("SDP_SLEEP_BUSY", "").strip()
+    return SleepBackend(float(ms) / 1000 if ms else DEFAULT_SECONDS, float(busy or 0), **options)
 
 
 @hookimpl

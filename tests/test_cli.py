@@ -542,3 +542,39 @@ def test_count_with_more_digits_than_python_prints_by_default(capsys):
     code, out, err = run(capsys, "check", "-e", "{0|1|2|3|4|5|6|7|8|9}" * 5000)
     assert code == 0, err
     assert out.splitlines()[-1] == "combinations: 100" + ",000" * 1666
+
+
+def test_more_than_a_combinatorial_template_makes_is_refused_with_its_place(capsys, tmp_path):
+    tmpl = tmp_path / "c.sdp"
+    tmpl.write_text("prompt = a {cat|dog} in {rain|snow}\n@sampler = combinatorial\n@count = 10\n")
+    for argv, asked, fix in (
+        (("sample", str(tmpl)), f"{tmpl}:3:1: @count = 10", "lower @count to 4"),
+        (("sample", str(tmpl), "-n", "7"), "-n 7", "use -n 4 or less"),
+        (
+            ("run", str(tmpl), "--backend", "dummy", "--workspace", str(tmp_path / "ws")),
+            "@count = 10",
+            "@count",
+        ),
+        (
+            ("run", str(tmpl), "--backend", "dummy", "--count", "5", "--workspace", str(tmp_path / "ws")),
+            "--count 5",
+            "--count 4",
+        ),
+    ):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == ""
+        assert asked in err and "more than the 4 combinations" in err and fix in err
+        assert "--sampler random" in err
+    assert not (tmp_path / "ws").exists()  # refused before the store is made
+    code, out, _ = run(capsys, "sample", str(tmpl), "-n", "4")
+    assert code == 0 and len(out.splitlines()) == 4
+
+
+def test_a_run_of_no_images_is_refused(capsys, tmp_path):
+    tmpl = tmp_path / "z.sdp"
+    tmpl.write_text("prompt = a {cat|dog}\n@count = 0\n")
+    ws = str(tmp_path / "ws")
+    code, _, err = run(capsys, "run", str(tmpl), "--backend", "dummy", "--workspace", ws)
+    assert code == 2 and f"{tmpl}:2:1: @count = 0: a run makes at least one image" in err
+    code, _, err = run(capsys, "run", str(tmpl), "--backend", "dummy", "--workspace", ws, "--count", "0")
+    assert code == 2 and "--count 0: a run makes at least one image" in err

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -285,3 +286,61 @@ def test_importing_the_backend_imports_no_torch() -> None:
         "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_name_that_is_no_model_says_so_and_suggests_one(cache_dir: Path) -> None:
+    with pytest.raises(BackendError) as info:
+        DiffusersBackend(device="cpu").check_available("tinyy")
+    message = str(info.value)
+    assert "did you mean 'tiny'?" in message
+    assert "owner/name" in message and "\n" not in message
+
+
+def test_an_unreachable_hub_is_told_at_once_without_retries(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Port 9 on the loopback refuses at once: the model is looked for in the local cache
+    alone (huggingface_hub would retry five times, half a minute, before giving up)."""
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    calls: list[bool] = []
+    real = huggingface_hub.hf_hub_download
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(bool(kwargs.get("local_files_only")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", recording)
+    with pytest.raises(BackendError) as info:
+        DiffusersBackend(device="cpu").check_available("nobody-sdp-test/no-such-model")
+    message = str(info.value)
+    assert "the Hub could not be reached" in message and "hf download" in message
+    assert calls == [True]  # the cache only
+
+
+def test_the_hub_probe_tells_an_answer_from_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    from stable_discovery.backends.hub import hub_unreachable
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert hub_unreachable("owner/name") is None  # a 404 is an answer
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+        assert hub_unreachable("owner/name")  # refused: a reason
+    finally:
+        server.shutdown()

@@ -70,8 +70,8 @@ def baseline(cache_dir: Path) -> list[np.ndarray]:
     [
         ({"channels_last": True}, {"channels_last": True}),
         ({"fused_qkv": True}, {"fused_qkv": ["denoiser", "vae"]}),
-        ({"sdpa": "math"}, {}),
-        ({"sdpa": "flash"}, {}),
+        ({"sdpa": "math"}, {"sdpa": "math"}),
+        ({"sdpa": "flash"}, {"sdpa": "flash"}),
         ({"compile": True, "compile_backend": "eager"}, {"compile": {"mode": "default", "backend": "eager"}}),
         ({"optimize": True, "fused_qkv": True}, {"fused_qkv": ["denoiser", "vae"]}),
     ],
@@ -92,6 +92,35 @@ def test_each_knob_keeps_the_images_within_tolerance_and_is_recorded(
         elif name != "optimize":
             assert record[name] == value
     assert record["device"] == "cpu" and record["dtype"] == "float32"
+
+
+def test_the_attention_kernel_is_chosen_for_the_denoiser_alone(cache_dir: Path) -> None:
+    """--sdpa picks the UNet's kernel; the VAE (whose one head of 512 channels flash and
+    cuDNN cannot take on SD 2.1) and the text encoder keep PyTorch's choice."""
+    import torch
+
+    seen: dict[str, bool] = {}
+
+    def note(part: str) -> Any:
+        def hook(*_args: Any) -> None:
+            seen[part] = torch.backends.cuda.math_sdp_enabled()
+
+        return hook
+
+    backend = DiffusersBackend(device="cpu", threads=1, sdpa="flash")
+    try:
+        pipe = backend._model("tiny").pipe
+        hooks = [
+            pipe.unet.down_blocks[0].register_forward_pre_hook(note("unet")),
+            pipe.vae.decoder.register_forward_pre_hook(note("vae")),
+            pipe.text_encoder.register_forward_pre_hook(note("text")),
+        ]
+        backend.generate(batch(n=1))
+        for h in hooks:
+            h.remove()
+    finally:
+        backend.close()
+    assert seen == {"unet": False, "vae": True, "text": True}
 
 
 def test_bfloat16_runs_on_a_cpu_within_its_tolerance(baseline: list[np.ndarray]) -> None:
@@ -146,7 +175,7 @@ def test_unknown_knob_values_are_refused_at_once() -> None:
 
 
 def test_the_preset_picks_knobs_for_the_device() -> None:
-    assert preset("cuda", (9, 0)) == {"compile": "default", "channels_last": True, "fused_qkv": True}
+    assert preset("cuda", (9, 0)) == {"compile": "default"}
     assert preset("cuda", (6, 1)) == {}
     assert preset("cpu", None) == {}  # no knob measured faster on a CPU
     # explicit knobs win over the preset; CUDA graphs imply compile

@@ -51,10 +51,17 @@ from stable_discovery.backends.families import (
     lora_dirs_for,
     own_lora_names,
 )
+from stable_discovery.backends.hub import HubUnreachable, hub_unreachable
 from stable_discovery.backends.pipelines import FamilyRunner, group_inputs, runner_for
 from stable_discovery.backends.quiet import quiet_libraries
-from stable_discovery.backends.speed import Knobs, apply_knobs, attention_kernel, compile_mode, preset, unfuse
-from stable_discovery.backends.tiny import is_tiny, tiny_folder_name, tiny_loras_path, tiny_model_path
+from stable_discovery.backends.speed import Knobs, apply_knobs, compile_mode, preset, unfuse
+from stable_discovery.backends.tiny import (
+    TINY_MODELS,
+    is_tiny,
+    tiny_folder_name,
+    tiny_loras_path,
+    tiny_model_path,
+)
 from stable_discovery.language.loras import LORA_TAG, LoraLibrary, split_lora_tags
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,6 +176,21 @@ def _offline() -> bool:
     )
 
 
+def _not_a_model(model: str) -> str:
+    """The message for a ``--model`` that is no folder, file, tiny model or Hub id."""
+    import difflib
+
+    known = [*TINY_MODELS, DEFAULT_MODEL]
+    close = difflib.get_close_matches(model, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"cannot load model {model!r}: no such folder or file, not one of the built-in tiny "
+        f"models ({', '.join(TINY_MODELS)}), and not a Hugging Face model id (owner/name, such "
+        f"as {DEFAULT_MODEL}). {hint}A folder in the diffusers layout or a .safetensors file "
+        "works too"
+    )
+
+
 def _looks_like_path(model: str) -> bool:
     """A name that can only be a folder (a Hugging Face id is ``name`` or ``owner/name``)."""
     return (
@@ -184,7 +206,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
+        nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
         if nxt is None:
             break
         exc = nxt
@@ -254,8 +276,7 @@ class DiffusersBackend:
         compile_backend: the ``torch.compile`` backend (``"inductor"``; ``"eager"`` and
             ``"aot_eager"`` check the path on a CPU without generating code).
         cuda_graphs: replay the compiled denoiser as CUDA graphs (implies ``compile``).
-        channels_last: UNet and VAE in channels-last memory format (``None``: on with
-            ``compile`` on CUDA).
+        channels_last: UNet and VAE in channels-last memory format (``None``: off).
         fused_qkv: fuse the attention's query/key/value projections.
         sdpa: the fused attention's kernel: ``"auto"``, ``"flash"``, ``"cudnn"``,
             ``"efficient"`` or ``"math"``.
@@ -339,6 +360,8 @@ class DiffusersBackend:
         #: how many times a model was loaded, and a LoRA file (tests count them)
         self.model_loads = 0
         self.lora_loads = 0
+        #: Hub models loaded from the cache alone (the Hub did not answer)
+        self._cache_only: set[str] = set()
         self._torch: Any = None
         self._diffusers: Any = None
         self._device: Any = None
@@ -496,16 +519,27 @@ class DiffusersBackend:
                 "diffusers layout (model_index.json), a single-file checkpoint (.safetensors), a "
                 f"Hugging Face model id such as {DEFAULT_MODEL}, or --model tiny (no network needed)"
             )
+        if "/" not in model:
+            raise BackendError(_not_a_model(model))
         return self._find_on_hub(model), model
 
     def _find_on_hub(self, model: str) -> ModelInfo:
         """A Hub model's family from its ``model_index.json`` (from the cache, or
-        downloaded: a small file)."""
-        offline = self._offline()
-        try:
-            from huggingface_hub import hf_hub_download
+        downloaded: a small file). When the Hub does not answer at once, the model comes
+        from the cache or not at all (no half a minute of retries)."""
+        from huggingface_hub import hf_hub_download
 
-            index = hf_hub_download(model, "model_index.json", local_files_only=offline)
+        offline = self._offline()
+        unreachable = None if offline else hub_unreachable(model)
+        try:
+            if unreachable is not None:
+                try:
+                    index = hf_hub_download(model, "model_index.json", local_files_only=True)
+                except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), a bad id
+                    raise HubUnreachable(unreachable) from None
+                self._cache_only.add(model)
+            else:
+                index = hf_hub_download(model, "model_index.json", local_files_only=offline)
         except Exception as e:
             raise self._load_error(model, model, False, offline, e) from e
         return replace(detect_folder(model, Path(index).parent), kind="hub")
@@ -531,7 +565,7 @@ class DiffusersBackend:
         pipe.set_progress_bar_config(disable=True)
         self._set_attention(pipe)
         knobs = self.knobs_in_use if self.knobs_in_use is not None else Knobs()
-        applied = apply_knobs(self._torch, pipe, knobs, self._device.type)
+        applied = apply_knobs(self._torch, pipe, knobs)
         ours = "ddim" if type(pipe.scheduler).__name__ == "DDIMScheduler" else ""
         loaded = _Loaded(pipe, runner, pipe.scheduler.config, ours, applied=applied)
         self._loaded[model] = loaded
@@ -556,7 +590,10 @@ class DiffusersBackend:
         offline = self._offline()
         try:
             return DiffusionPipeline.from_pretrained(
-                source, dtype=self._dtype, local_files_only=offline or info.kind != "hub", **extra
+                source,
+                dtype=self._dtype,
+                local_files_only=offline or info.kind != "hub" or model in self._cache_only,
+                **extra,
             )
         except ImportError as e:  # a component class that needs a missing package
             raise BackendError(f"cannot load model {model!r}: {_first_line(e)}") from e
@@ -768,9 +805,8 @@ class DiffusersBackend:
         gen_device = "cpu" if self.generator_device == "cpu" else self._device
         generators = [torch.Generator(device=gen_device).manual_seed(int(s.seed)) for s in batch.samples]
         images: list[Any] = [None] * len(batch.samples)
-        kernel = self.knobs_in_use.sdpa if self.knobs_in_use is not None else "auto"
         try:
-            with torch.inference_mode(), attention_kernel(torch, kernel):
+            with torch.inference_mode():
                 inputs = loaded.runner.inputs(prompts, negatives, key.weighting == "a1111")
                 for positions, group in group_inputs(inputs):
                     out = loaded.pipe(

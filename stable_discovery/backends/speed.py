@@ -12,15 +12,16 @@ knob               what it does
 ``cuda_graphs``    replay the compiled denoiser as CUDA graphs (inductor's
                    ``reduce-overhead``): pays where kernel launches, not arithmetic,
                    take the time (small images, small batches); CUDA only
-``channels_last``  UNet and VAE weights and activations in channels-last memory format,
-                   which tensor-core convolutions prefer (on with ``compile`` on CUDA
-                   unless turned off)
+``channels_last``  UNet and VAE weights and activations in channels-last memory format
+                   (off unless asked: slower on an H100 with SD 2.1, eager and compiled)
 ``fused_qkv``      one matrix multiply for an attention's query, key and value
                    projections (key and value for cross-attention), in the UNet or
                    transformer and the VAE; turned off for a model once it uses a LoRA,
                    whose layers sit on the separate projections
-``sdpa``           which kernel PyTorch's fused attention uses: ``auto`` (PyTorch picks),
-                   ``flash``, ``cudnn``, ``efficient`` (CUDA) or ``math``
+``sdpa``           which kernel PyTorch's fused attention uses in the denoiser: ``auto``
+                   (PyTorch picks), ``flash``, ``cudnn``, ``efficient`` (CUDA) or
+                   ``math``; the VAE and the text encoders keep PyTorch's choice (the
+                   VAE's one attention head of 512 channels is beyond flash and cuDNN)
 =================  =========================================================================
 
 Precision (``dtype``: float16, bfloat16, float32) is the backend's own argument. None
@@ -34,7 +35,8 @@ torch is imported by the backend; the functions here get it as an argument.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -73,7 +75,7 @@ _FALSE = {False, None, "", "0", "false", "no", "off"}
 @dataclass(frozen=True)
 class Knobs:
     """The speed knobs of a backend (see the module docstring); ``None`` for
-    ``channels_last`` means on with ``compile`` on CUDA, off otherwise."""
+    ``channels_last`` means off."""
 
     compile: str | None = None
     compile_backend: str = "inductor"
@@ -151,18 +153,19 @@ def compile_mode(value: bool | str | None) -> str | None:
 
 def preset(device_type: str, capability: tuple[int, int] | None) -> dict[str, Any]:
     """``--optimize``: the knobs for a device. On an NVIDIA GPU of compute capability
-    7.0 or more (Volta and later: tensor cores): ``torch.compile`` (default mode),
-    channels-last and fused QKV projections, the attention kernel left to PyTorch
-    (these are diffusers' own recipe for speed); CUDA graphs stay off (at the batch
-    sizes ``--batch auto`` finds, the arithmetic, not launching kernels, takes the
-    time). Elsewhere nothing: on a CPU none of the knobs measured faster
+    7.0 or more (Volta and later: tensor cores): ``torch.compile`` (default mode), the
+    attention kernel left to PyTorch. Channels-last and fused QKV projections stay off
+    (each measured slower on an H100 with SD 2.1, eager and compiled:
+    ``bench/RESULTS.md``), and so do CUDA graphs (no faster at the batch sizes
+    ``--batch auto`` finds: the arithmetic, not launching kernels, takes the time).
+    Elsewhere nothing: on a CPU none of the knobs measured faster
     (``docs/performance.md``), and compiling takes minutes there."""
     if device_type == "cuda" and capability is not None and capability >= (7, 0):
-        return {"compile": "default", "channels_last": True, "fused_qkv": True}
+        return {"compile": "default"}
     return {}
 
 
-def apply_knobs(torch: Any, pipe: Any, knobs: Knobs, device_type: str) -> dict[str, Any]:
+def apply_knobs(torch: Any, pipe: Any, knobs: Knobs) -> dict[str, Any]:
     """Apply the knobs to a loaded pipeline (attention processors already set); what
     was applied, for the run's record."""
     applied: dict[str, Any] = {}
@@ -170,15 +173,15 @@ def apply_knobs(torch: Any, pipe: Any, knobs: Knobs, device_type: str) -> dict[s
     denoiser = getattr(pipe, denoiser_attr, None)
     if knobs.fused_qkv:
         applied["fused_qkv"] = _fuse(pipe, denoiser)
-    channels_last = knobs.channels_last
-    if channels_last is None:
-        channels_last = knobs.compile is not None and device_type == "cuda"
-    if channels_last and denoiser_attr == "unet" and denoiser is not None:
+    if knobs.channels_last and denoiser_attr == "unet" and denoiser is not None:
         denoiser.to(memory_format=torch.channels_last)
         vae = getattr(pipe, "vae", None)
         if vae is not None:
             vae.to(memory_format=torch.channels_last)
         applied["channels_last"] = True
+    if knobs.sdpa != "auto" and denoiser is not None:
+        _scope_attention_kernel(torch, denoiser, knobs.sdpa)
+        applied["sdpa"] = knobs.sdpa
     if knobs.compile is not None and denoiser is not None:
         setattr(pipe, denoiser_attr, torch.compile(denoiser, **knobs.compile_options()))
         applied["compile"] = {"mode": knobs.compile, **knobs.compile_options()}
@@ -219,6 +222,19 @@ def unfuse(pipe: Any) -> bool:
     return True
 
 
+def _scope_attention_kernel(torch: Any, module: Any, kernel: str) -> None:
+    """Make ``module``'s forward pass run with the attention ``kernel`` (and nothing
+    outside it: the VAE and the text encoders keep PyTorch's choice)."""
+    forward = module.forward
+
+    @functools.wraps(forward)
+    def scoped(*args: Any, **kwargs: Any) -> Any:
+        with attention_kernel(torch, kernel):
+            return forward(*args, **kwargs)
+
+    module.forward = scoped
+
+
 @contextlib.contextmanager
 def attention_kernel(torch: Any, kernel: str) -> Iterator[None]:
     """Within the block, PyTorch's fused attention uses ``kernel`` (``auto``: its own
@@ -230,11 +246,3 @@ def attention_kernel(torch: Any, kernel: str) -> Iterator[None]:
 
     with sdpa_kernel([getattr(SDPBackend, _SDPA_NAMES[kernel])]):
         yield
-
-
-def describe(knobs: Knobs, applied: Mapping[str, Any]) -> str:
-    """One line for a log: the knobs that are on."""
-    parts = [f"{k}={v}" for k, v in applied.items()]
-    if knobs.sdpa != "auto":
-        parts.append(f"sdpa={knobs.sdpa}")
-    return ", ".join(parts) or "none"

@@ -373,8 +373,8 @@ def _add_speed_args(p: argparse.ArgumentParser) -> None:
         "--optimize",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="the knobs that pay on this device: on an NVIDIA GPU, torch.compile, channels-last and "
-        "fused QKV projections; on a CPU none (default: @optimize, else off); knobs given below win",
+        help="the knobs that pay on this device: on an NVIDIA GPU, torch.compile; on a CPU none "
+        "(default: @optimize, else off); knobs given below win",
     )
     g.add_argument(
         "--compile",
@@ -395,7 +395,7 @@ def _add_speed_args(p: argparse.ArgumentParser) -> None:
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="UNet and VAE in channels-last memory format (default: on with --compile on a GPU)",
+        help="UNet and VAE in channels-last memory format (default: off)",
     )
     g.add_argument(
         "--fused-qkv",

@@ -155,6 +155,8 @@ def cmd_expand(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
+    from stable_discovery.run.runplan import check_not_past
+
     program = load_template(args)
     sampler = template_sampler(program, args.sampler)
     seed = args.seed if args.seed is not None else program.setting("seed", 0)
@@ -174,9 +176,7 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
         n = size
     if n < 0:
         raise UsageError("-n must be 0 or more")
-    size = sampler.size(program)
-    if size is not None:
-        n = min(n, size)
+    check_not_past(program, sampler, n, sampler.size(program), "-n" if args.n is not None else None)
     emit(sampler.samples(program, 0, n, seed), args.jsonl, out)
     return 0
 
