@@ -5,6 +5,7 @@ loads in full."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,93 @@ def test_the_pack_needs_to_be_read_as_data(pack):
         wildcards_literal=True,
     )
     assert program.count() > 0
+
+
+# ---------------------------------------------------------------------------------------
+# refine and the exploit sampler with YAML files, indented lines and data files
+
+
+def test_refine_weighs_yaml_items_and_indented_lines_in_copies(tmp_path):
+    import yaml
+
+    from stable_discovery import plugins
+    from stable_discovery.analysis.refine import refine_result
+    from stable_discovery.language.program import load
+    from stable_discovery.store.database import Store
+    from tests.helpers import make_experiment, rate_by
+
+    wild = write(
+        tmp_path / "wildcards",
+        {
+            "w.yaml": "# sdp: literal\nplaces:\n  room: [kitchen, 'a {big|small} hall', <o>]\n"
+            "  yard: garden\n",
+            "t.txt": "  a {red|blue} ball\n\tplain\n",
+        },
+    )
+    template = "prompt = __places/room__ __t__ {x|y}\n"
+    path = tmp_path / "t.sdp"
+    path.write_text(template, encoding="utf-8")
+    rule = rate_by({("__places/room__", "kitchen"): 0.5, ("__t__{1}", "blue"): 0.5}, 0.05)
+    with Store(tmp_path / "ws") as store:
+        make_experiment(store, "p", template, 800, rule, template_path=str(path), wildcards=(wild,))
+        result = refine_result(store, "p", wildcards_to="next-wildcards")
+    assert set(result.wildcards) == {"next-wildcards/w.yaml", "next-wildcards/t.txt"}
+    txt = result.wildcards["next-wildcards/t.txt"]
+    assert re.fullmatch(r"  [\d.]+:: a \{[\d.]+::red\|[\d.]+::blue\} ball\n\t[\d.]+:: plain\n", txt), txt
+    copy = result.wildcards["next-wildcards/w.yaml"]
+    assert copy.startswith("# sdp: literal\n")  # read as the original is
+    room = yaml.safe_load(copy)["places"]["room"]
+    texts = [item if isinstance(item, str) else item["text"] for item in room]
+    assert texts[0] == "kitchen" and texts[2] == "<o>"
+    assert re.fullmatch(r"a \{[\d.]+::big\|[\d.]+::small\} hall", texts[1]), texts[1]
+    weight = {t: (1.0 if isinstance(i, str) else i["weight"]) for t, i in zip(texts, room, strict=True)}
+    assert weight["kitchen"] > 1.5 * weight["<o>"]
+    # the refined template and its copies load, with the same variables
+    nxt = tmp_path / "next.sdp"
+    nxt.write_text(result.text, encoding="utf-8")
+    for rel, text in result.wildcards.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    refined = load(nxt)
+    assert [v.name for v in refined.variables] == [v.name for v in load(path).variables]
+    assert refined.count() == load(path).count()
+    # the exploit sampler reads the same weighted YAML (as a stand-in for the file)
+    exploit = tmp_path / "exploit.sdp"
+    exploit.write_text(
+        template + f"@sampler = exploit\n@exploit = p\n@exploit_workspace = {tmp_path / 'ws'}\n",
+        encoding="utf-8",
+    )
+    program = load(exploit, [wild], plugins.setting_specs())
+    a = [s.prompt for s in get_sampler("exploit").samples(program, 0, 300, 5)]
+    b = [s.prompt for s in RANDOM.samples(refined, 0, 300, 5)]
+    assert a == b
+
+
+def test_refine_of_an_experiment_read_as_data_says_so_in_the_template(tmp_path):
+    from stable_discovery.analysis.refine import refine_result
+    from stable_discovery.language.program import load
+    from stable_discovery.store.database import Store
+    from tests.helpers import make_experiment, rate_by
+
+    wild = write(tmp_path / "wildcards", {"faces.txt": "<o> <o>\nName[1]\n}:-)\n"})
+    template = "prompt = a __faces__ {x|y}\n"
+    path = tmp_path / "t.sdp"
+    path.write_text(template, encoding="utf-8")
+    with Store(tmp_path / "ws") as store:
+        assert loads(template, wildcard_dirs=[wild], wildcards_literal=True).count() == 6
+        # the experiment as `sdp run --wildcards-literal` makes it (the helper has no such option)
+        (wild / "faces.txt").write_text("# sdp: literal\n<o> <o>\nName[1]\n}:-)\n", encoding="utf-8")
+        make_experiment(
+            store, "p", template, 200, rate_by({}, 0.2), template_path=str(path), wildcards=(wild,)
+        )
+        (wild / "faces.txt").write_text("<o> <o>\nName[1]\n}:-)\n", encoding="utf-8")
+        result = refine_result(store, "p", wildcards_to="next-wildcards", wildcards_literal=True)
+    assert result.text.count("@wildcard_lines = literal") == 1
+    nxt = tmp_path / "next.sdp"
+    nxt.write_text(result.text, encoding="utf-8")
+    for rel, text in result.wildcards.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    assert {s.prompt for s in COMB.samples(load(nxt), 0, 6, 0)} == {
+        f"a {face} {xy}" for face in ["<o> <o>", "Name[1]", "}:-)"] for xy in "xy"
+    }

@@ -194,6 +194,16 @@ def _wildcards_edits(text: str, definitions: Sequence[Definition], folder: str) 
     return [Edit(0, 0, f"@wildcards = {value}   # this template's weighted copies of its wildcard files\n")]
 
 
+def _literal_setting(text: str, source_name: str) -> str:
+    """``@wildcard_lines = literal`` first in a template of definitions that does not say
+    how its wildcard files are read (the experiment read them as data: so do its copies)."""
+    definitions = parse(Source(source_name, text)).definitions
+    if not definitions or any(d.is_setting and d.name == "wildcard_lines" for d in definitions):
+        return text
+    line = "@wildcard_lines = literal   # the experiment read its wildcard files as data\n"
+    return apply_edits(text, [Edit(0, 0, line)])
+
+
 def _compile(body: str, source_name: str, options: Mapping[str, Any]) -> Any:
     """The experiment's template, compiled to find where its variables are written."""
     dirs = options.get("wildcard_dirs", ())
@@ -215,7 +225,15 @@ def _compile(body: str, source_name: str, options: Mapping[str, Any]) -> Any:
 
 
 def _copies(result: Reweighted, folder: str) -> dict[str, str]:
-    return {f"{folder}/{result.wildcard_names[p]}.txt": t for p, t in result.wildcard_texts.items()}
+    """Each copy's path (relative to the refined template) → its text: a .txt file as a
+    .txt file, a YAML or JSON file as YAML (its key paths unchanged)."""
+    from stable_discovery.language.structured import STRUCTURED_SUFFIXES
+
+    return {
+        f"{folder}/{result.wildcard_names[p]}"
+        + (".yaml" if p.suffix.lower() in STRUCTURED_SUFFIXES else ".txt"): t
+        for p, t in result.wildcard_texts.items()
+    }
 
 
 def refine_template(
@@ -252,6 +270,8 @@ def refine_template(
             "Wildcard lines are not weighted in this output: give -o NEXT.sdp to write weighted "
             "copies of the wildcard files beside it."
         )
+    if options.get("wildcards_literal"):
+        new_body = _literal_setting(new_body, source_name)
     header = _header(learned, result.dropped, note, result.optional_slots, wildcards_to if copies else None)
     out = "\n".join(header) + "\n" + (new_body if new_body.startswith("\n") else "\n" + new_body)
     _verify(out, source_name, result.dropped)

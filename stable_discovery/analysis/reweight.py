@@ -17,7 +17,9 @@ variable of the program (:attr:`~stable_discovery.language.program.Program.varia
   choices inside lines are weighted in the copy too.
 
 Every wildcard file the template reads is returned (weighted or not), so that a refined
-template can be given a folder of its own copies.
+template can be given a folder of its own copies. A YAML or JSON wildcard file is
+returned as YAML: the same key paths, each item ``{text: …, weight: N}`` (a plain text
+where its weight is 1), its front matter line kept.
 """
 
 from __future__ import annotations
@@ -42,16 +44,19 @@ from stable_discovery.analysis.rewrite import (
 )
 from stable_discovery.errors import Source
 from stable_discovery.language.parser import parse
-from stable_discovery.language.syntax import Choice, Definition, SlotRef
+from stable_discovery.language.structured import STRUCTURED_SUFFIXES
+from stable_discovery.language.syntax import Choice, Definition, SlotRef, WildcardRef
 from stable_discovery.language.variables import Variable, item_name, merged_choice, value_text
-from stable_discovery.language.wildcards import read_text_file, split_weight
+from stable_discovery.language.wildcard_lines import WildcardLines
+from stable_discovery.language.wildcards import WildcardLibrary, front_matter, read_text_file, split_weight
 
 __all__ = ["Reweighted", "reweight", "new_weights"]
 
 ENTRY_POINTS = ("prompt", "negative")
 
-#: Where an edit applies: the template (None) or a wildcard line (file, line number).
-_Where = tuple[str, int] | None
+#: Where an edit applies: the template (None) or a wildcard line (file, line number, and
+#: the column its text starts at less one: a YAML line may hold several items).
+_Where = tuple[str, int, int] | None
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,11 @@ class Reweighted:
     """A template with learned weights written in, and its wildcard files."""
 
     text: str
-    #: every wildcard file the template reads → its text, weighted where learned
+    #: every wildcard file the template reads → its text, weighted where learned (YAML
+    #: for a YAML or JSON file)
     wildcard_texts: dict[Path, str] = field(default_factory=dict)
-    #: every wildcard file the template reads → its wildcard name (``styles/painting``)
+    #: every wildcard file the template reads → the name of its copy, without the suffix
+    #: (``styles/painting``); the copy of a YAML or JSON file is ``NAME.yaml``
     wildcard_names: dict[Path, str] = field(default_factory=dict)
     dropped: tuple[tuple[str, str], ...] = ()  # (variable, value)
     rewritten: tuple[str, ...] = ()  # the variables whose weights were written
@@ -106,13 +113,16 @@ class _Rewriter:
         self.definitions = parse(Source(program.source.name, self.text)).definitions
         self.edits: dict[_Where, list[Edit]] = {}
         self.line_weights: dict[tuple[str, int], float] = {}
+        self.item_weights: dict[tuple[str, int, str], float] = {}  # YAML lines: (file, line, value)
         self.dropped: list[tuple[str, str]] = []
         self.rewritten: list[str] = []
         self.done: set[str] = set()
 
     def where(self, var: Variable) -> _Where:
         src = var.source
-        return None if src is self.program.source else (src.name, src.first_line)
+        if src is self.program.source:
+            return None
+        return (src.name, src.first_line, len(src.text) - len(src.text.lstrip(" ")))
 
     def add(self, where: _Where, edits: Sequence[Edit]) -> None:
         self.edits.setdefault(where, []).extend(edits)
@@ -201,6 +211,9 @@ class _Rewriter:
             key = (line.path, line.number)
             base = self.line_weights.get(key, line.weight)
             self.line_weights[key] = 0.0 if line.value in lost else base * factor(line.value)
+            item = (line.path, line.number, line.value)
+            base = self.item_weights.get(item, line.weight)
+            self.item_weights[item] = 0.0 if line.value in lost else base * factor(line.value)
         self.rewritten.append(label or var.name)
 
     # definitions -------------------------------------------------------------------------
@@ -279,27 +292,70 @@ class _Rewriter:
         weights, and its wildcard name."""
         texts, names = {}, {}
         for path in self.program.wildcard_files:
+            names[path] = _wildcard_name(path, self.program.wildcard_dirs)
+            if path.suffix.lower() in STRUCTURED_SUFFIXES:
+                texts[path] = self.structured_copy(path)
+                continue
             raw = read_text_file(path, "wildcard")
             lines = raw.split("\n")
             for number, line in enumerate(lines, start=1):
                 lines[number - 1] = self._line(str(path), number, line)
             texts[path] = "\n".join(lines)
-            names[path] = _wildcard_name(path, self.program.wildcard_dirs)
         return texts, names
 
     def _line(self, path: str, number: int, raw: str) -> str:
-        key = (path, number)
-        edits = list(self.edits.get(key, ()))
-        weight = self.line_weights.get(key)
-        if not edits and weight is None:
-            return raw
         stripped = raw.strip()
         indent = raw[: len(raw) - len(raw.lstrip())]
+        # a line's edits are at its columns (its text after as many spaces as it is indented)
+        edits = list(self.edits.get((path, number, len(indent)), ()))
+        weight = self.line_weights.get((path, number))
+        if not edits and weight is None:
+            return raw
         tail = raw[len(raw.rstrip()) :]
         weighted = line_edit(stripped, split_weight(stripped)[1], weight)
         if weighted is not None:
-            edits.append(weighted)
-        return indent + apply_edits(stripped, edits) + tail
+            edits.append(
+                Edit(weighted.start + len(indent), weighted.end + len(indent), weighted.new, weighted.order)
+            )
+        return apply_edits(indent + stripped, edits) + tail
+
+    def structured_copy(self, path: Path) -> str:
+        """A YAML or JSON wildcard file as YAML, its items weighted where learned."""
+        import yaml
+
+        program = self.program
+        library = WildcardLibrary(program.wildcard_dirs, literal=program.wildcards_literal)
+        lines = WildcardLines(library)
+        nowhere = Source(str(path), "")
+        tree: Any = {}
+        for name, entry in library.names().items():
+            if entry.path != path or entry.key is None:
+                continue
+            found = lines.get(WildcardRef(name, 0), nowhere)
+            items = [self._item(str(path), found, k) for k in range(len(found))]
+            if not entry.key:  # the file's top level is a list
+                tree = items
+                break
+            node = tree
+            for part in entry.key[:-1]:
+                node = node.setdefault(part, {})
+            node[entry.key[-1]] = items
+        first = read_text_file(path, "wildcard").lstrip("\n").split("\n", 1)[0]
+        matter = first.strip() + "\n" if front_matter(first.strip()) is not None else ""
+        dumped: str = yaml.safe_dump(tree, allow_unicode=True, sort_keys=False, width=1_000_000)
+        return matter + dumped
+
+    def _item(self, path: str, found: Any, k: int) -> Any:
+        """Item ``k`` of a YAML or JSON wildcard: its text (choices inside weighted) and,
+        unless it is 1, its weight."""
+        raw = found.source(k).text  # as written, after as many spaces as its column
+        pad = len(raw) - len(raw.lstrip(" "))
+        number = found.numbers[k]
+        edits = self.edits.get((path, number, pad))
+        text = apply_edits(raw, list(edits))[pad:] if edits else raw[pad:]
+        text = split_weight(text)[1] if found.texts[k] != raw[pad:] else text
+        weight = self.item_weights.get((path, number, found.values[k]), found.weight(k))
+        return text if weight == 1.0 else {"text": text, "weight": float(format_weight(weight))}
 
 
 def _slot_refs(nodes: Sequence[object], counts: dict[str, int]) -> None:

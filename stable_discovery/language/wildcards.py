@@ -300,10 +300,11 @@ class WildcardLibrary:
         done: dict[tuple[str, ...], Any] | None = self._structured.get(path)
         if done is None:
             try:
-                text = read_text_file(path, "wildcard")
+                given = self._texts.get(path)  # a weighted copy stands in for it: YAML
+                text = read_text_file(path, "wildcard") if given is None else given
                 first = text.lstrip("\n").split("\n", 1)[0]
                 self._structured_literal[path] = front_matter(first)
-                done = read_structured(str(path), text, suffix)
+                done = read_structured(str(path), text, suffix if given is None else ".yaml")
             except TemplateError as exc:
                 self.broken.append(exc)
                 done = {}
@@ -394,7 +395,7 @@ class WildcardLibrary:
             if not line or line.startswith("#"):
                 continue
             assert builder is not None
-            builder.add(line, number, None, 1 if raw[0] not in " \t" else len(raw) - len(raw.lstrip()) + 1)
+            builder.add(line, number, None, len(raw) - len(raw.lstrip()) + 1 if raw[0].isspace() else 1)
         return builder.lines if builder is not None else _Builder(str(path), self.literal).lines
 
     def _structured_lines(self, entry: WildcardFile) -> FileLines:
