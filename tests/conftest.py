@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,19 @@ MARKERS = {
     "test_speed_knobs.py": ("torch", "slow"),
     "test_wheel.py": ("slow",),  # builds the wheel
 }
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh ``SDP_CACHE_DIR`` for a module (the tiny models are built into it once)."""
+    root = tmp_path_factory.mktemp("sdp-cache")
+    old = os.environ.get("SDP_CACHE_DIR")
+    os.environ["SDP_CACHE_DIR"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("SDP_CACHE_DIR", None)
+    else:
+        os.environ["SDP_CACHE_DIR"] = old
 
 
 def pytest_configure(config: pytest.Config) -> None:

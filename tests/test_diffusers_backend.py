@@ -7,7 +7,6 @@ temporary cache folder (``SDP_CACHE_DIR``), never into the user's cache.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,18 +33,6 @@ from stable_discovery.language.settings import SCHEDULERS
 from stable_discovery.sampling.sample import Sample
 
 STEPS = 4
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("sdp-cache")
-    old = os.environ.get("SDP_CACHE_DIR")
-    os.environ["SDP_CACHE_DIR"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("SDP_CACHE_DIR", None)
-    else:
-        os.environ["SDP_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ their LoRAs are built once into a temporary cache folder (``SDP_CACHE_DIR``)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -39,18 +38,6 @@ FAMILIES = {  # tiny model → (its Model: name, whether it takes a negative pro
     "tiny-flux": ("tiny-flux-v1", False, False, True),
     "tiny-pixart": ("tiny-pixart-v1", True, False, False),
 }
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("sdp-cache")
-    old = os.environ.get("SDP_CACHE_DIR")
-    os.environ["SDP_CACHE_DIR"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("SDP_CACHE_DIR", None)
-    else:
-        os.environ["SDP_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ kernels, CUDA graphs, float16) is measured by ``bench/gpu_sd21.py``."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,6 @@ from stable_discovery.store.database import Store
 SAME_PRECISION_MAX = 2
 #: bfloat16 against float32: the mean absolute difference per channel.
 BF16_MEAN = 4.0
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("sdp-cache")
-    old = os.environ.get("SDP_CACHE_DIR")
-    os.environ["SDP_CACHE_DIR"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("SDP_CACHE_DIR", None)
-    else:
-        os.environ["SDP_CACHE_DIR"] = old
 
 
 def batch(prompt: str = "a cat in the snow", n: int = 3, model: str = "tiny") -> Batch:
