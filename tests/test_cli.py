@@ -280,10 +280,11 @@ def test_sample_index(capsys, golden):
 
 @pytest.mark.parametrize("sampler", ["combinatorial", "shuffle"])
 def test_sample_other_samplers(capsys, golden, sampler):
-    code, out, _ = run(capsys, "sample", golden, "--sampler", sampler, "-n", 1000, "--jsonl")
+    code, out, err = run(capsys, "sample", golden, "--sampler", sampler, "-n", 1000, "--jsonl")
     assert code == 0
     records = jsonl(out)
-    assert len(records) == 81  # clamped to the size of the space
+    assert len(records) == 81  # the whole space, and a note that says so
+    assert "note: -n 1000 is more than the 81 prompts" in err
     keys = {(r["prompt"], r["settings"]["steps"]) for r in records}
     assert len(keys) == 81
     code, one, _ = run(capsys, "sample", golden, "--sampler", sampler, "--index", 50, "--jsonl")
@@ -544,16 +545,14 @@ def test_count_with_more_digits_than_python_prints_by_default(capsys):
     assert out.splitlines()[-1] == "combinations: 100" + ",000" * 1666
 
 
-def test_more_than_a_combinatorial_template_makes_is_refused_with_its_place(capsys, tmp_path):
+def test_a_run_of_more_than_a_combinatorial_template_makes_is_refused_with_its_place(capsys, tmp_path):
     tmpl = tmp_path / "c.sdp"
     tmpl.write_text("prompt = a {cat|dog} in {rain|snow}\n@sampler = combinatorial\n@count = 10\n")
     for argv, asked, fix in (
-        (("sample", str(tmpl)), f"{tmpl}:3:1: @count = 10", "lower @count to 4"),
-        (("sample", str(tmpl), "-n", "7"), "-n 7", "use -n 4 or less"),
         (
             ("run", str(tmpl), "--backend", "dummy", "--workspace", str(tmp_path / "ws")),
-            "@count = 10",
-            "@count",
+            f"{tmpl}:3:1: @count = 10",
+            "lower @count to 4",
         ),
         (
             ("run", str(tmpl), "--backend", "dummy", "--count", "5", "--workspace", str(tmp_path / "ws")),
@@ -566,8 +565,11 @@ def test_more_than_a_combinatorial_template_makes_is_refused_with_its_place(caps
         assert asked in err and "more than the 4 combinations" in err and fix in err
         assert "--sampler random" in err
     assert not (tmp_path / "ws").exists()  # refused before the store is made
-    code, out, _ = run(capsys, "sample", str(tmpl), "-n", "4")
+    code, out, err = run(capsys, "sample", str(tmpl))  # a preview shows them all, and says so
     assert code == 0 and len(out.splitlines()) == 4
+    assert "note: @count = 10 is more than the 4 prompts the combinatorial sampler makes" in err
+    code, out, err = run(capsys, "sample", str(tmpl), "-n", "4")
+    assert code == 0 and len(out.splitlines()) == 4 and err == ""
 
 
 def test_a_run_of_no_images_is_refused(capsys, tmp_path):

@@ -155,8 +155,6 @@ def cmd_expand(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
-    from stable_discovery.run.runplan import check_not_past
-
     program = load_template(args)
     sampler = template_sampler(program, args.sampler)
     seed = args.seed if args.seed is not None else program.setting("seed", 0)
@@ -176,7 +174,14 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
         n = size
     if n < 0:
         raise UsageError("-n must be 0 or more")
-    check_not_past(program, sampler, n, sampler.size(program), "-n" if args.n is not None else None)
+    size = sampler.size(program)
+    if size is not None and n > size:
+        asked = f"-n {n}" if args.n is not None else f"@count = {n}"
+        sys.stderr.write(
+            f"note: {asked} is more than the {size:,} prompts the {sampler.name} sampler makes "
+            "(each once): all of them follow (--sampler random draws with repetition)\n"
+        )
+        n = size
     emit(sampler.samples(program, 0, n, seed), args.jsonl, out)
     return 0
 
