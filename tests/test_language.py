@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stable_discovery.errors import TemplateError
 from stable_discovery.language.program import load, loads
 from stable_discovery.plugins import get_sampler
 from tests.helpers import expand, records, traces
@@ -20,9 +21,13 @@ def test_whitespace_is_collapsed_and_stripped():
     assert expand("  a \t photo   of\ta cat  ") == ["a photo of a cat"]
 
 
-def test_empty_and_blank_templates_give_one_empty_prompt():
-    assert expand("") == [""]
-    assert expand("   \n\t ") == [""]
+def test_empty_and_blank_templates_are_refused():
+    """An empty file is a mistake (the wrong file, a template not saved), not a request
+    for images of an empty prompt."""
+    for text in ("", "   \n\t ", "# only a comment\n\n"):
+        with pytest.raises(TemplateError, match="the template is empty") as info:
+            expand(text)
+        assert info.value.hint and "prompt = " in info.value.hint
 
 
 def test_non_ascii_text_passes_through():

@@ -279,6 +279,15 @@ def test_continuation_before_any_definition():
     assert err.message.startswith("unexpected '|'")
 
 
+def test_a_one_line_template_with_settings_is_told_to_name_its_prompt():
+    """Settings make a file one of definitions: the bare line is then not a template."""
+    err = error("a {cat|dog} in the rain\n@steps = 20")
+    assert err.message == "expected '=' after the name 'a'"
+    assert err.hint is not None and "write the template as `prompt = …`" in err.hint
+    err = error("{a|b} in the rain\n@steps = 20")
+    assert err.hint is not None and "`prompt = …`" in err.hint
+
+
 def test_line_that_is_not_a_definition():
     err = error("prompt = a\n  foo bar")
     check(

@@ -86,18 +86,29 @@ def test_nul_in_a_wildcard_file(tmp_path):
 def test_empty_file(tmp_path, data):
     path = tmp_path / "empty.sdp"
     path.write_bytes(data)
-    program = load(path)
-    assert program.count() == 1
-    assert [s.prompt for s in COMB.samples(program, 0, 1, 0)] == [""]
+    with pytest.raises(TemplateError) as info:
+        load(path)
+    assert info.value.message.startswith("the template is empty")
+    assert info.value.location == f"{path}:1:1"
 
 
 def test_empty_file_from_the_command_line(tmp_path, capsys):
     path = tmp_path / "empty.sdp"
     path.write_bytes(b"")
-    assert main(["expand", str(path)]) == 0
-    assert capsys.readouterr().out == "\n"
-    assert main(["count", str(path)]) == 0
-    assert capsys.readouterr().out == "1\n"
+    for command in ("expand", "count", "sample", "run"):
+        assert (
+            main(
+                [command, str(path), "--workspace", str(tmp_path / "ws")]
+                if command == "run"
+                else [command, str(path)]
+            )
+            == 2
+        )
+        captured = capsys.readouterr()
+        assert (
+            captured.out == "" and "the template is empty" in captured.err and "Traceback" not in captured.err
+        )
+    assert not (tmp_path / "ws").exists()
 
 
 def test_empty_wildcard_folder_file(tmp_path):

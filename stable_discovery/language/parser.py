@@ -515,6 +515,26 @@ def _describe_expected(expected: set[str]) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
+#: ``name = …`` lines that define slots (not settings)
+_SLOT_LINE = re.compile(r"^[ \t]*[A-Za-z_][A-Za-z0-9_]*[ \t]*=", re.M)
+
+
+def _settings_only(text: str) -> bool:
+    """A file whose only definitions are ``@settings`` (most likely a one-line template
+    with settings added)."""
+    return _SLOT_LINE.search(text) is None
+
+
+def _definition_hint(source: Source) -> str:
+    """The hint for a line of a definitions file that is not a definition."""
+    if _settings_only(source.text):
+        return (
+            "a file with @settings is read as definitions, one per line: write the template "
+            "as `prompt = …` (only a file without definitions or settings is one template)"
+        )
+    return "a definition is `name = alternative | alternative`"
+
+
 def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateError:
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
@@ -534,9 +554,14 @@ def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateErro
                 f"expected '=' after the name {source.text[_line_start(source, pos) : pos].strip()!r}",
                 source,
                 pos,
-                hint="a definition is `name = alternative | alternative`",
+                hint=_definition_hint(source),
             )
-        return TemplateError(f"unexpected {str(tok)!r}, expected {_describe_expected(expected)}", source, pos)
+        return TemplateError(
+            f"unexpected {str(tok)!r}, expected {_describe_expected(expected)}",
+            source,
+            pos,
+            hint=_definition_hint(source) if file_mode and _settings_only(source.text) else None,
+        )
     if isinstance(exc, UnexpectedCharacters):
         pos = exc.pos_in_stream if exc.pos_in_stream is not None else len(source.text)
         char = source.text[pos : pos + 1]
@@ -547,16 +572,23 @@ def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateErro
                     "expected '=' after the name",
                     source,
                     pos,
-                    hint="a definition is `name = alternative | alternative`",
+                    hint=_definition_hint(source),
                 )
             return TemplateError(
                 "expected a definition `name = …` or a setting `@name = …`",
                 source,
                 pos,
-                hint="to continue the previous definition, start the line with '|'; "
+                hint=_definition_hint(source)
+                if _settings_only(source.text)
+                else "to continue the previous definition, start the line with '|'; "
                 "names are letters, digits and '_'",
             )
-        return TemplateError(f"unexpected character {char!r}", source, pos)
+        return TemplateError(
+            f"unexpected character {char!r}",
+            source,
+            pos,
+            hint=_definition_hint(source) if file_mode and _settings_only(source.text) else None,
+        )
     if isinstance(exc, UnexpectedEOF):
         return TemplateError("unexpected end of input", source, len(source.text))
     return TemplateError(f"cannot parse: {exc}", source, 0)
@@ -619,6 +651,14 @@ def parse(source: Source) -> ParsedTemplate:
 
     _check_jinja(source, source.text)
     if not is_definitions_file(source.text):
+        if not _blank_comments_and_newlines(source.text).strip():
+            raise TemplateError(
+                "the template is empty (nothing but spaces and comments)",
+                source,
+                0,
+                hint="write a prompt, such as `a {cat|dog} in the snow`, or definitions ending in "
+                "`prompt = …`",
+            )
         return ParsedTemplate((), parse_bare(source))
     _check_size(source, source.text)
     _check_brackets(source, source.text, newline_closes=True)
