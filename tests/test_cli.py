@@ -580,3 +580,12 @@ def test_a_run_of_no_images_is_refused(capsys, tmp_path):
     assert code == 2 and f"{tmpl}:2:1: @count = 0: a run makes at least one image" in err
     code, _, err = run(capsys, "run", str(tmpl), "--backend", "dummy", "--workspace", ws, "--count", "0")
     assert code == 2 and "--count 0: a run makes at least one image" in err
+
+
+def test_convert_refuses_a_file_that_is_no_json_config_and_says_what_it_reads(capsys, tmp_path):
+    tmpl = tmp_path / "t.sdp"
+    tmpl.write_text("prompt = a cat | a dog\n")
+    code, out, err = run(capsys, "convert", tmpl)
+    assert code == 2 and out == ""
+    assert f"{tmpl}:1:1: error: not a JSON generator config" in err
+    assert "--from dynamicprompts" in err and "needs no converting" in err

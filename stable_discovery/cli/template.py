@@ -198,10 +198,7 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     if args.source == "dynamicprompts":
         sdp_text = _from_dynamicprompts(Source(str(args.file), read_text_file(args.file)))
     else:
-        from stable_discovery.language.legacy_config import legacy_source
-
-        text = read_text_file(args.file, "config")
-        sdp_text, _ = legacy_source(Source(str(args.file), text))
+        sdp_text = _from_json_config(Source(str(args.file), read_text_file(args.file, "config")))
     if args.output is not None:
         if args.output.exists() and not args.force:
             raise UsageError(f"{args.output} exists; pass --force to replace it")
@@ -210,6 +207,26 @@ def cmd_convert(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(sdp_text)
     return 0
+
+
+def _from_json_config(source: Any) -> str:
+    """The converted template of one of the original tool's JSON configs; a file of
+    another kind is refused with what ``sdp convert`` reads."""
+    from stable_discovery.errors import TemplateError
+    from stable_discovery.language.legacy_config import legacy_source
+
+    hint = (
+        "sdp convert reads the original tool's JSON generator configs; a dynamicprompts "
+        "template converts with --from dynamicprompts, and a .sdp template needs no converting"
+    )
+    if not source.text.lstrip("\ufeff \t\r\n").startswith("{"):
+        raise TemplateError("not a JSON generator config (a JSON object)", source, 0, hint=hint)
+    try:
+        return legacy_source(source)[0]
+    except TemplateError as exc:
+        if exc.message.startswith("not valid JSON") and exc.hint is None:
+            raise TemplateError(exc.message, source, exc.offset, hint=hint) from None
+        raise
 
 
 def _from_dynamicprompts(source: Any) -> str:
