@@ -64,6 +64,15 @@ def write_wildcards(root: Path, files: Mapping[str, Iterable[str] | str]) -> Pat
     return root
 
 
+def write_files(root: Path, files: Mapping[str, str]) -> Path:
+    """Write ``{"relative/path.ext": text}`` under ``root`` as they are; returns root."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
 # -- synthetic experiments -----------------------------------------------------------------
 
 Rule = Callable[[Sample, random.Random], bool]

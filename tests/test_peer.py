@@ -27,6 +27,7 @@ from stable_discovery.errors import Source, TemplateError
 from stable_discovery.language.from_peer import from_dynamicprompts
 from stable_discovery.language.program import loads
 from stable_discovery.plugins import get_sampler
+from tests.helpers import write_files
 
 pytest.importorskip("dynamicprompts")
 
@@ -67,18 +68,10 @@ def refused(template: str, folder: Path | None = None) -> TemplateError:
     return err.value
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
-
-
 @pytest.fixture(scope="module")
 def peer_data(tmp_path_factory) -> Path:
     """A wildcard folder shaped like dynamicprompts' own test data."""
-    return write(
+    return write_files(
         tmp_path_factory.mktemp("peer"),
         {
             "colors-cold.txt": "blue\ngreen\n",
@@ -192,7 +185,9 @@ def test_a_variable_set_without_bang_is_chosen_at_each_use(peer_data):
 
 
 def test_weights_of_structured_wildcards_are_dynamicprompts(tmp_path):
-    d = write(tmp_path, {"w.yaml": "weighted:\n  - '3:: cat'\n  - {text: elephant, weight: 50}\n  - rhino\n"})
+    d = write_files(
+        tmp_path, {"w.yaml": "weighted:\n  - '3:: cat'\n  - {text: elephant, weight: 50}\n  - rhino\n"}
+    )
     program = loads("__weighted__", wildcard_dirs=[d])
     var = next(v for v in program.variables if v.kind == "wildcard")
     mine = {line.value: line.weight for line in var.lines}
@@ -202,8 +197,8 @@ def test_weights_of_structured_wildcards_are_dynamicprompts(tmp_path):
 
 def test_symlinked_folders_and_files_are_followed(tmp_path):
     # dynamicprompts' test_wildcard_symlinks, and a link back up that would never end
-    outside = write(tmp_path / "outside", {"wilderness.txt": "plants\nforest\n"})
-    wild = write(tmp_path / "wildcards", {"animals/internet.txt": "doggo\ncatto\n"})
+    outside = write_files(tmp_path / "outside", {"wilderness.txt": "plants\nforest\n"})
+    wild = write_files(tmp_path / "wildcards", {"animals/internet.txt": "doggo\ncatto\n"})
     (wild / "friendos.txt").symlink_to(wild / "animals" / "internet.txt")
     (wild / "wildly").symlink_to(outside)
     for template in ["__friendos__", "__wildly/*__", "__wildly/wilderness__ __animals/internet__"]:
@@ -253,7 +248,7 @@ def test_what_has_no_equivalent_is_refused_at_its_place(template, col, words, pe
 
 
 def test_a_variable_in_a_wildcard_name_is_refused_in_a_wildcard_file_too(tmp_path):
-    d = write(tmp_path, {"vw.txt": "fish\nin __a/${x}__\n"})
+    d = write_files(tmp_path, {"vw.txt": "fish\nin __a/${x}__\n"})
     for literal in (False, True):
         with pytest.raises(TemplateError) as err:
             loads("${x=!b} __vw__", wildcard_dirs=[d], wildcards_literal=literal)
@@ -261,7 +256,7 @@ def test_a_variable_in_a_wildcard_name_is_refused_in_a_wildcard_file_too(tmp_pat
 
 
 def test_a_name_below_the_top_in_several_places_lists_them(tmp_path):
-    d = write(tmp_path, {"x/mystical.txt": "a\n", "y/mystical.txt": "b\n"})
+    d = write_files(tmp_path, {"x/mystical.txt": "a\n", "y/mystical.txt": "b\n"})
     err = refused("__mystical__", d)
     assert "__x/mystical__, __y/mystical__" in err.message
     # dynamicprompts takes the union of both
@@ -272,7 +267,7 @@ def test_the_unmatched_brace_that_dynamicprompts_keeps(peer_data):
     # a template: refused (a typo should not cost a night); a file read as data: text
     assert theirs("a } b", squash=" ") == {"a } b"}
     assert ours("a \\} b", squash=" ") == {"a } b"}
-    d = write(peer_data / "brace", {"b.txt": "a } b\n"})
+    d = write_files(peer_data / "brace", {"b.txt": "a } b\n"})
     assert ours("__b__", d, literal=True, squash=" ") == {"a } b"}
 
 
@@ -331,7 +326,7 @@ def test_converted_templates_give_dynamicprompts_prompts(template, peer_data):
 
 
 def test_a_converted_template_reads_its_wildcard_files_as_dynamicprompts_does(tmp_path):
-    folder = write(tmp_path, {"faces.txt": "<o> <o>\nName[1]\n}:-)\n{happy|sad} face\n"})
+    folder = write_files(tmp_path, {"faces.txt": "<o> <o>\nName[1]\n}:-)\n{happy|sad} face\n"})
     sdp_text, _ = from_dynamicprompts(Source("t.txt", "a __faces__ [x]"))
     assert "@wildcard_lines = literal\n" in sdp_text
     program = loads(sdp_text, wildcard_dirs=[folder])
@@ -345,7 +340,7 @@ def test_a_converted_template_reads_its_wildcard_files_as_dynamicprompts_does(tm
 
 
 def test_convert_writes_slots_and_refuses_with_the_original_place(tmp_path, capsys):
-    src = write(
+    src = write_files(
         tmp_path, {"t.txt": "${animal=!{cat|dog}} a [small] ${animal}\n{a |b}c\n", "bad.txt": "ok\n {~a|b}"}
     )
     out = tmp_path / "t.sdp"

@@ -19,18 +19,11 @@ from stable_discovery.language.wildcard_lines import WildcardLines
 from stable_discovery.language.wildcards import WildcardLibrary
 from stable_discovery.plugins import get_sampler
 from stable_discovery.space.nodes import TextPick
+from tests.helpers import write_files
 from tests.packgen import write_pack
 
 COMB = get_sampler("combinatorial")
 RANDOM = get_sampler("random")
-
-
-def write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
 
 
 def expand(template: str, folder: Path, literal: bool = False) -> list[str]:
@@ -43,7 +36,7 @@ def expand(template: str, folder: Path, literal: bool = False) -> list[str]:
 
 
 def test_lookup_from_the_top_then_the_referring_folder_then_anywhere(tmp_path):
-    d = write(
+    d = write_files(
         tmp_path,
         {
             "mood.txt": "top mood\n",
@@ -68,14 +61,14 @@ def test_lookup_from_the_top_then_the_referring_folder_then_anywhere(tmp_path):
 
 
 def test_the_trace_names_a_wildcard_as_found(tmp_path):
-    d = write(tmp_path, {"x/y/colour.txt": "red\nblue\n"})
+    d = write_files(tmp_path, {"x/y/colour.txt": "red\nblue\n"})
     program = loads("__colour__ __y/colour__", wildcard_dirs=[d])
     assert [v.name for v in program.variables] == ["__x/y/colour__"]  # one wildcard, used twice
     assert sorted(expand("__colour__ __y/colour__", d)) == ["blue blue", "blue red", "red blue", "red red"]
 
 
 def test_an_ambiguous_name_lists_the_candidates(tmp_path):
-    d = write(tmp_path, {"p/mystical.txt": "a\n", "q/r/mystical.txt": "b\n", "q/s/other.txt": "c\n"})
+    d = write_files(tmp_path, {"p/mystical.txt": "a\n", "q/r/mystical.txt": "b\n", "q/s/other.txt": "c\n"})
     with pytest.raises(TemplateError) as err:
         loads("x __mystical__", wildcard_dirs=[d])
     assert err.value.message == (
@@ -87,7 +80,7 @@ def test_an_ambiguous_name_lists_the_candidates(tmp_path):
 
 
 def test_a_glob_below_the_top(tmp_path):
-    d = write(
+    d = write_files(
         tmp_path,
         {"pack/styles/oil.txt": "oil\n", "pack/styles/ink.txt": "ink\n", "pack/x.txt": "__styles/*__\n"},
     )
@@ -96,13 +89,13 @@ def test_a_glob_below_the_top(tmp_path):
 
 
 def test_names_with_spaces_and_other_characters(tmp_path):
-    d = write(tmp_path, {"European Art/baroque.txt": "Rubens\n", "a, b & c's.txt": "odd\n"})
+    d = write_files(tmp_path, {"European Art/baroque.txt": "Rubens\n", "a, b & c's.txt": "odd\n"})
     assert expand("__European Art/baroque__ __a, b & c's__", d) == ["Rubens odd"]
     assert expand("a __ b __ c", d) == ["a __ b __ c"]  # spaces at the ends: not a name
 
 
 def test_a_name_given_twice_in_one_folder_is_an_error(tmp_path):
-    d = write(tmp_path, {"animals.txt": "cat\n", "animals.yaml": "- dog\n"})
+    d = write_files(tmp_path, {"animals.txt": "cat\n", "animals.yaml": "- dog\n"})
     with pytest.raises(TemplateError) as err:
         loads("__animals__", wildcard_dirs=[d])
     assert "is given by two files" in err.value.message and "animals.yaml (key list)" in err.value.message
@@ -113,7 +106,7 @@ def test_a_name_given_twice_in_one_folder_is_an_error(tmp_path):
 
 
 def test_yaml_and_json_key_paths_are_wildcard_names(tmp_path):
-    d = write(
+    d = write_files(
         tmp_path,
         {
             "sub/pantry.yaml": (
@@ -133,7 +126,7 @@ def test_yaml_and_json_key_paths_are_wildcard_names(tmp_path):
 
 
 def test_errors_in_yaml_and_json_are_located(tmp_path):
-    d = write(
+    d = write_files(
         tmp_path,
         {
             "w.yaml": "good: [a]\nbad:\n  - 2:: beagle\n",
@@ -174,7 +167,9 @@ def test_errors_in_yaml_and_json_are_located(tmp_path):
 
 
 def test_a_file_read_as_data(tmp_path):
-    d = write(tmp_path, {"emo.txt": "<o> <o>\nName[1]\nstalwart [dated]\n{red|blue} }x{\n\\n back\\slash\n"})
+    d = write_files(
+        tmp_path, {"emo.txt": "<o> <o>\nName[1]\nstalwart [dated]\n{red|blue} }x{\n\\n back\\slash\n"}
+    )
     with pytest.raises(TemplateError) as err:
         loads("__emo__", wildcard_dirs=[d])
     assert err.value.message == "'}' without a matching '{'" and "--wildcards-literal" in (
@@ -198,7 +193,7 @@ def test_a_file_read_as_data(tmp_path):
 
 
 def test_front_matter_decides_for_a_file(tmp_path):
-    d = write(
+    d = write_files(
         tmp_path,
         {
             "data.txt": "# sdp: literal\n[x] <y>\n",
@@ -214,7 +209,7 @@ def test_front_matter_decides_for_a_file(tmp_path):
 def test_check_warns_about_brackets_in_a_wildcard_file_read_as_a_template_by_default(tmp_path):
     """dynamicprompts' packs mean `Name[1]` as text: where nothing says how to read a file,
     its first optional part is warned about (once per file), with how to read it as data."""
-    d = write(
+    d = write_files(
         tmp_path,
         {
             "names.txt": "plain\nName[1]\nstalwart [dated]\n",
@@ -237,13 +232,13 @@ def test_check_warns_about_brackets_in_a_wildcard_file_read_as_a_template_by_def
 
 
 def test_the_setting_reads_wildcards_as_data(tmp_path):
-    d = write(tmp_path, {"emo.txt": "<o> <o>\n"})
+    d = write_files(tmp_path, {"emo.txt": "<o> <o>\n"})
     program = loads("@wildcard_lines = literal\nprompt = __emo__", wildcard_dirs=[d])
     assert program.wildcards_literal and [s.prompt for s in COMB.samples(program, 0, 1, 0)] == ["<o> <o>"]
 
 
 def test_check_verbose_lists_the_lines_read_differently(tmp_path, capsys):
-    d = write(tmp_path, {"emo.txt": "<o> <o>\nplain\n"})
+    d = write_files(tmp_path, {"emo.txt": "<o> <o>\nplain\n"})
     assert main(["check", "-e", "__emo__", "--wildcards", str(d), "--wildcards-literal", "-v"]) == 0
     out = capsys.readouterr().out
     assert "wildcard files read: 1 (as data)" in out
@@ -257,7 +252,7 @@ def test_check_verbose_lists_the_lines_read_differently(tmp_path, capsys):
 def test_a_long_wildcard_samples_as_a_pick_of_its_lines(tmp_path, monkeypatch):
     lines = [f"line {k}" for k in range(1500)]
     lines += ["3:: heavy", "0.5:: light", "2:: pick {one|two}", "in __small__"]
-    d = write(
+    d = write_files(
         tmp_path,
         {
             "big.txt": "\n".join(lines) + "\n",
@@ -352,7 +347,7 @@ def test_refine_weighs_yaml_items_and_indented_lines_in_copies(tmp_path):
     from stable_discovery.store.database import Store
     from tests.helpers import make_experiment, rate_by
 
-    wild = write(
+    wild = write_files(
         tmp_path / "wildcards",
         {
             "w.yaml": "# sdp: literal\nplaces:\n  room: [kitchen, 'a {big|small} hall', <o>]\n"
@@ -405,7 +400,7 @@ def test_refine_of_an_experiment_read_as_data_says_so_in_the_template(tmp_path):
     from stable_discovery.store.database import Store
     from tests.helpers import make_experiment, rate_by
 
-    wild = write(tmp_path / "wildcards", {"faces.txt": "<o> <o>\nName[1]\n}:-)\n"})
+    wild = write_files(tmp_path / "wildcards", {"faces.txt": "<o> <o>\nName[1]\n}:-)\n"})
     template = "prompt = a __faces__ {x|y}\n"
     path = tmp_path / "t.sdp"
     path.write_text(template, encoding="utf-8")
