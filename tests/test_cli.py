@@ -589,3 +589,15 @@ def test_convert_refuses_a_file_that_is_no_json_config_and_says_what_it_reads(ca
     assert code == 2 and out == ""
     assert f"{tmpl}:1:1: error: not a JSON generator config" in err
     assert "--from dynamicprompts" in err and "needs no converting" in err
+
+
+def test_a_wildcards_folder_that_is_not_there_or_is_a_file_is_refused(capsys, tmp_path):
+    (tmp_path / "w.yaml").write_text("a:\n  - x\n")
+    for value, says in (
+        (tmp_path / "nope", "no such folder"),
+        (tmp_path / "w.yaml", "is a file, not a folder"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(["check", "-e", "__a__", "--wildcards", str(value)])
+        assert info.value.code == 2
+        assert says in capsys.readouterr().err

@@ -51,7 +51,7 @@ def check(text: str) -> tuple | None:
     fast_raw = parse_bare_fast(text)
     if fast_raw is not None:
         assert fast_raw == lark_result(text), text
-    prepared = parser._blank_comments_and_newlines(text)
+    prepared = parser.blank_comments_and_newlines(text)
     fast = parse_bare_fast(prepared)
     expected = lark_result(text, prepared)
     if fast is not None:

@@ -422,3 +422,19 @@ def test_refine_of_an_experiment_read_as_data_says_so_in_the_template(tmp_path):
     assert {s.prompt for s in COMB.samples(load(nxt), 0, 6, 0)} == {
         f"a {face} {xy}" for face in ["<o> <o>", "Name[1]", "}:-)"] for xy in "xy"
     }
+
+
+def test_a_yaml_item_over_several_lines_keeps_its_comments_to_their_lines(tmp_path):
+    """The real publicprompts.yaml starts each item with '# Usage: …' lines: a comment
+    ends at the end of its own line, not at the end of the item (as dynamicprompts reads it)."""
+    d = write_files(
+        tmp_path,
+        {
+            "a.yaml": "first:\n  - |\n    # Usage: __first__\n    hello,\n    world\n"
+            "last:\n  - |\r\n    hello, # greeting\r\n    # note\r\n    {big|small} world\r\n"
+        },
+    )
+    for literal in (False, True):
+        program = loads("X __first__ __last__ Y", wildcard_dirs=[d], wildcards_literal=literal)
+        prompts = [s.prompt for s in COMB.samples(program, 0, 2, 0)]
+        assert prompts == ["X hello, world hello, big world Y", "X hello, world hello, small world Y"]

@@ -44,7 +44,7 @@ def add_template_args(p: argparse.ArgumentParser, allow_text: bool = True) -> No
         "--wildcards",
         metavar="DIR",
         action="append",
-        type=Path,
+        type=wildcard_folder,
         help="a wildcard folder of .txt, .yaml/.yml and .json wildcard files, links followed "
         "(repeatable; default: wildcards/ beside the template)",
     )
@@ -56,6 +56,19 @@ def add_template_args(p: argparse.ArgumentParser, allow_text: bool = True) -> No
         "(as @wildcard_lines = literal; a file's first line `# sdp: template` or `# sdp: literal` "
         "decides for it)",
     )
+
+
+def wildcard_folder(value: str) -> Path:
+    """``--wildcards DIR``: a folder that exists (a typo would otherwise surface as an
+    unknown wildcard)."""
+    path = Path(value)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such folder: {value}")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value} is a file, not a folder: give the folder that holds the wildcard files"
+        )
+    return path
 
 
 def load_template(args: argparse.Namespace) -> Any:

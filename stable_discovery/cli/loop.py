@@ -286,11 +286,13 @@ def _add_refine(sub: Any) -> None:
         metavar="M",
         help="the shrinkage prior's worth in favourites (default 2; at least 10 images)",
     )
+    from stable_discovery.cli.args import wildcard_folder
+
     p.add_argument(
         "--wildcards",
         metavar="DIR",
         action="append",
-        type=Path,
+        type=wildcard_folder,
         help="the wildcard folders the experiment used (default: wildcards/ beside its template)",
     )
     p.add_argument(

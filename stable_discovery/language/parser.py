@@ -32,7 +32,15 @@ from stable_discovery.language.syntax import (
     Wrap,
 )
 
-__all__ = ["grammar_path", "parse", "parse_bare", "MAX_NESTING", "MAX_SPECIAL", "is_definitions_file"]
+__all__ = [
+    "grammar_path",
+    "parse",
+    "parse_bare",
+    "MAX_NESTING",
+    "MAX_SPECIAL",
+    "is_definitions_file",
+    "blank_comments_and_newlines",
+]
 
 
 _DEFINITION_LINE = re.compile(r"^[ \t]*@?[A-Za-z_][A-Za-z0-9_]*[ \t]*=", re.M)
@@ -604,8 +612,9 @@ def _line_start(source: Source, pos: int) -> int:
 _COMMENT_OR_ESCAPE = re.compile(NAMED_OPENER + r"|\\[{}\[\]<>|#$_\\]|#[^\n]*")
 
 
-def _blank_comments_and_newlines(text: str) -> str:
-    """For bare templates: comments become spaces, newlines become spaces (offsets kept)."""
+def blank_comments_and_newlines(text: str) -> str:
+    """For bare templates (and values written over several lines): comments become
+    spaces, newlines become spaces (offsets kept)."""
 
     def repl(m: re.Match[str]) -> str:
         s = m.group(0)
@@ -622,7 +631,7 @@ def parse_bare(source: Source, text: str | None = None) -> tuple[Node, ...]:
     Templates in the common subset (text, choices, weights, slots, wildcards) are parsed
     by :mod:`stable_discovery.language.fastparse`; the rest, and every error, by Lark.
     """
-    prepared = _blank_comments_and_newlines(source.text if text is None else text)
+    prepared = blank_comments_and_newlines(source.text if text is None else text)
     from stable_discovery.language.fastparse import parse_bare_fast
 
     fast = parse_bare_fast(prepared)
@@ -651,7 +660,7 @@ def parse(source: Source) -> ParsedTemplate:
 
     _check_jinja(source, source.text)
     if not is_definitions_file(source.text):
-        if not _blank_comments_and_newlines(source.text).strip():
+        if not blank_comments_and_newlines(source.text).strip():
             raise TemplateError(
                 "the template is empty (nothing but spaces and comments)",
                 source,

@@ -142,9 +142,14 @@ def _weight(node: _Node, source: Source) -> float:
 
 
 def _one_line(text: str) -> str:
-    """A value written over several lines (a YAML block) is one template: its newlines
-    are spaces."""
-    return text.replace("\r\n", " ").replace("\n", " ") if "\n" in text else text
+    """A value written over several lines (a YAML block) is one template: a ``#``
+    comment ends at the end of its own line (as in a template file, and as
+    dynamicprompts reads it), then the newlines are spaces."""
+    if "\n" not in text:
+        return text
+    from stable_discovery.language.parser import blank_comments_and_newlines
+
+    return blank_comments_and_newlines(text.replace("\r\n", " \n"))
 
 
 # ---------------------------------------------------------------------------------------
