@@ -438,3 +438,16 @@ def test_a_yaml_item_over_several_lines_keeps_its_comments_to_their_lines(tmp_pa
         program = loads("X __first__ __last__ Y", wildcard_dirs=[d], wildcards_literal=literal)
         prompts = [s.prompt for s in COMB.samples(program, 0, 2, 0)]
         assert prompts == ["X hello, world hello, big world Y", "X hello, world hello, small world Y"]
+
+
+def test_the_first_mistake_of_a_wildcard_file_is_the_one_reported(tmp_path):
+    """A pack with many dangling references is cleaned top to bottom, one check at a time."""
+    d = write_files(tmp_path, {"w.txt": "a\n__missing_one__\nb\n__missing_two__\nc <p1> <p2>\n"})
+    with pytest.raises(TemplateError) as err:
+        loads("x __w__", wildcard_dirs=[d])
+    assert err.value.message.startswith("unknown wildcard __missing_one__")
+    assert err.value.location == f"{d / 'w.txt'}:2:1"
+    d2 = write_files(tmp_path / "two", {"v.txt": "a <p1> <p2>\n"})
+    with pytest.raises(TemplateError) as err:
+        loads("x __v__", wildcard_dirs=[d2])
+    assert err.value.message.startswith("unknown slot <p1>")

@@ -115,13 +115,13 @@ class _ReferenceCounter:
         stack = self.stack
         lines = self.lines.get(ref, src)
         # (a plain line refers to nothing: only the parsed lines' references and choices
-        # are walked)
-        for k, parts in lines.parsed.items():
+        # are walked; pushed last line first, so that the first mistake is met first)
+        for k, parts in reversed(list(lines.parsed.items())):
             line_src = lines.source(k)
             key = line_src.name + ":" + str(line_src.first_line)
             # a slot used in a wildcard line may be used from many places
             if key in self.visited_lines:
-                stack.extend((p, line_src, 2) for p in parts if isinstance(p, SlotRef))
+                stack.extend((p, line_src, 2) for p in reversed(parts) if isinstance(p, SlotRef))
                 continue
             self.visited_lines.add(key)
-            stack.extend((p, line_src, 2) for p in parts if type(p) is not Text)
+            stack.extend((p, line_src, 2) for p in reversed(parts) if type(p) is not Text)
