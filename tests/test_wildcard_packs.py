@@ -451,3 +451,12 @@ def test_the_first_mistake_of_a_wildcard_file_is_the_one_reported(tmp_path):
     with pytest.raises(TemplateError) as err:
         loads("x __v__", wildcard_dirs=[d2])
     assert err.value.message.startswith("unknown slot <p1>")
+
+
+def test_a_misspelt_bare_name_is_matched_by_its_last_part(tmp_path):
+    d = write_files(
+        tmp_path, {"people/scandinavia.txt": "Danish\n", "people/europe.txt": "__scandinavian__\n"}
+    )
+    with pytest.raises(TemplateError) as err:
+        loads("x __people/europe__", wildcard_dirs=[d])
+    assert "did you mean __people/scandinavia__?" in err.value.message

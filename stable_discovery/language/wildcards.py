@@ -415,9 +415,20 @@ class WildcardLibrary:
         return list(dict.fromkeys(entry.path for entry in self._lines))
 
     def suggestions(self, pattern: str) -> Sequence[str]:
+        """Names close to ``pattern``: as written, else by their last part (a bare name
+        misspelt, such as ``scandinavian`` for ``people/scandinavia``)."""
         import difflib
 
-        return difflib.get_close_matches(pattern, list(self.names()), n=3, cutoff=0.6)
+        names = list(self.names())
+        close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.6)
+        if close:
+            return close
+        by_last: dict[str, list[str]] = {}
+        for name in names:
+            by_last.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+        last = pattern.rsplit("/", 1)[-1]
+        found = difflib.get_close_matches(last, list(by_last), n=3, cutoff=0.75)
+        return [name for part in found for name in sorted(by_last[part])][:3]
 
 
 def _identity(path: str) -> tuple[int, int] | None:
