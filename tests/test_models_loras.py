@@ -119,6 +119,18 @@ def test_unknown_lora_fails_at_load_time_with_did_you_mean(tmp_path: Path) -> No
     check_lora_tags(Source("t.sdp", ok), [], library)
 
 
+def test_sdp_check_points_at_the_tiny_models_own_loras(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without @model the template is checked for the default model, which has no
+    tiny-detail: a near name says where it is."""
+    tmpl = tmp_path / "t.sdp"
+    tmpl.write_text("prompt = a cat <lora:tiny-detial:0.8>\n")
+    assert main(["check", str(tmpl)]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'tiny-detail'? it comes with the tiny models (--model tiny)" in err
+
+
 def test_tags_in_wildcard_files_are_checked(tmp_path: Path) -> None:
     wild = tmp_path / "wildcards" / "styles.txt"
     wild.parent.mkdir()

@@ -103,7 +103,8 @@ def check_loras(program: Any, dirs: Sequence[Path], models: Sequence[str]) -> No
             if d not in search:
                 search.append(d)
         extra.extend(own_lora_names(model))
-    check_lora_tags(program.source, program.wildcard_files, LoraLibrary(search or dirs, extra))
+    elsewhere = dict.fromkeys(own_lora_names("tiny"), "the tiny models (--model tiny)")
+    check_lora_tags(program.source, program.wildcard_files, LoraLibrary(search or dirs, extra, elsewhere))
 
 
 def model_lines(models: Sequence[str]) -> list[str]:

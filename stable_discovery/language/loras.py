@@ -115,12 +115,20 @@ def default_lora_dirs(template: Path | None) -> tuple[Path, ...]:
 class LoraLibrary:
     """The LoRA files of some folders, by name (``NAME.safetensors``, searched in
     subfolders too; the first folder that has a name wins). ``extra`` adds names known
-    to exist without a file yet (a tiny model's own adapters, built on first use)."""
+    to exist without a file yet (a tiny model's own adapters, built on first use);
+    ``elsewhere`` names LoRAs that other models have (name → where they are), only to
+    say so when a name is unknown here."""
 
-    def __init__(self, dirs: Sequence[Path | str], extra: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        dirs: Sequence[Path | str],
+        extra: Iterable[str] = (),
+        elsewhere: Mapping[str, str] | None = None,
+    ) -> None:
         self.dirs = tuple(Path(d).expanduser() for d in dirs)
         self._files: dict[str, Path] | None = None
         self.extra = frozenset(extra)
+        self.elsewhere = dict(elsewhere or {})
 
     def files(self) -> dict[str, Path]:
         """Name → file, every LoRA file of the folders."""
@@ -148,8 +156,12 @@ class LoraLibrary:
         names = self.names()
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         where = ", ".join(str(d) for d in self.dirs) or "no folder"
+        others = [n for n in self.elsewhere if n not in names]
+        other = difflib.get_close_matches(name, others, n=1, cutoff=0.6)
         if close:
             hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+        elif other:
+            hint = f"did you mean {other[0]!r}? it comes with {self.elsewhere[other[0]]}"
         elif names:
             shown = ", ".join(names[:12]) + (", …" if len(names) > 12 else "")
             hint = f"the LoRAs there: {shown}"
