@@ -94,7 +94,8 @@ def check_loras(program: Any, dirs: Sequence[Path], models: Sequence[str]) -> No
     from stable_discovery.backends.families import lora_dirs_for, own_lora_names
     from stable_discovery.language.loras import LORA_TAG, LoraLibrary, check_lora_tags, has_lora_tag
 
-    if not LORA_TAG.search(program.source.text) and not any(has_lora_tag(p) for p in program.wildcard_files):
+    tagged = [p for p in program.wildcard_files if has_lora_tag(p)]  # each file scanned once
+    if not LORA_TAG.search(program.source.text) and not tagged:
         return
     search: list[Path] = []
     extra: list[str] = []
@@ -104,7 +105,7 @@ def check_loras(program: Any, dirs: Sequence[Path], models: Sequence[str]) -> No
                 search.append(d)
         extra.extend(own_lora_names(model))
     elsewhere = dict.fromkeys(own_lora_names("tiny"), "the tiny models (--model tiny)")
-    check_lora_tags(program.source, program.wildcard_files, LoraLibrary(search or dirs, extra, elsewhere))
+    check_lora_tags(program.source, tagged, LoraLibrary(search or dirs, extra, elsewhere))
 
 
 def model_lines(models: Sequence[str]) -> list[str]:
