@@ -183,14 +183,8 @@ def resolve_count(program: Program, sampler: Sampler, requested: int | None) -> 
                 f"how many images? the {sampler.name} sampler needs --count N or @count in the template"
             )
         count = size
-    if count < 1:
-        asked = (
-            "--count 0"
-            if requested is not None
-            else f"{program.source.where(program.settings['count'].start)}: @count = 0"
-        )
-        raise UsageError(f"{asked}: a run makes at least one image")
-    check_not_past(program, sampler, count, size, "--count" if requested is not None else None)
+    if count < 1 or (size is not None and count > size):
+        _refuse_count(program, sampler, count, size, requested is not None)
     if count > MAX_INT:
         raise UsageError(
             f"a count of {count} images is more than the run store can number (at most {MAX_INT})"
@@ -198,21 +192,18 @@ def resolve_count(program: Program, sampler: Sampler, requested: int | None) -> 
     return int(count)
 
 
-def check_not_past(
-    program: Program, sampler: Sampler, count: int, size: int | None, flag: str | None
-) -> None:
-    """A :class:`UsageError` when ``count`` is more than a finite sampler makes; ``flag``
-    names the option that asked (``None``: the template's ``@count``)."""
-    if size is None or count <= size:
-        return
-    made = f"{size:,} {'combination' if size == 1 else 'combinations'}"
-    if flag is None:
-        info = program.settings["count"]
-        asked = f"{program.source.where(info.start)}: @count = {count}"
-        fix = f"lower @count to {size:,} or less"
+def _refuse_count(program: Program, sampler: Sampler, count: int, size: int | None, flag: bool) -> None:
+    """The :class:`UsageError` for a count of no images, or of more than a finite
+    sampler makes; ``flag``: ``--count`` asked (else the template's ``@count``)."""
+    if flag:
+        asked = f"--count {count}"
     else:
-        asked = f"{flag} {count}"
-        fix = f"use {flag} {size:,} or less"
+        asked = f"{program.source.where(program.settings['count'].start)}: @count = {count}"
+    if count < 1:
+        raise UsageError(f"{asked}: a run makes at least one image")
+    assert size is not None
+    made = f"{size:,} {'combination' if size == 1 else 'combinations'}"
+    fix = f"use --count {size:,} or less" if flag else f"lower @count to {size:,} or less"
     raise UsageError(
         f"{asked} is more than the {made} the {sampler.name} sampler makes (each once). "
         f"Either {fix}, or draw with repetition: --sampler random (or @sampler = random)"
