@@ -527,20 +527,20 @@ def _describe_expected(expected: set[str]) -> str:
 _SLOT_LINE = re.compile(r"^[ \t]*[A-Za-z_][A-Za-z0-9_]*[ \t]*=", re.M)
 
 
-def _settings_only(text: str) -> bool:
-    """A file whose only definitions are ``@settings`` (most likely a one-line template
-    with settings added)."""
-    return _SLOT_LINE.search(text) is None
+def _settings_hint(source: Source) -> str | None:
+    """For a file of definitions whose only definitions are ``@settings`` (most likely a
+    one-line template with settings added): how to write it."""
+    if _SLOT_LINE.search(source.text) is not None:
+        return None
+    return (
+        "a file with @settings is read as definitions, one per line: write the template "
+        "as `prompt = …` (only a file without definitions or settings is one template)"
+    )
 
 
 def _definition_hint(source: Source) -> str:
     """The hint for a line of a definitions file that is not a definition."""
-    if _settings_only(source.text):
-        return (
-            "a file with @settings is read as definitions, one per line: write the template "
-            "as `prompt = …` (only a file without definitions or settings is one template)"
-        )
-    return "a definition is `name = alternative | alternative`"
+    return _settings_hint(source) or "a definition is `name = alternative | alternative`"
 
 
 def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateError:
@@ -568,7 +568,7 @@ def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateErro
             f"unexpected {str(tok)!r}, expected {_describe_expected(expected)}",
             source,
             pos,
-            hint=_definition_hint(source) if file_mode and _settings_only(source.text) else None,
+            hint=_settings_hint(source) if file_mode else None,
         )
     if isinstance(exc, UnexpectedCharacters):
         pos = exc.pos_in_stream if exc.pos_in_stream is not None else len(source.text)
@@ -586,16 +586,15 @@ def _lark_error(exc: Exception, source: Source, file_mode: bool) -> TemplateErro
                 "expected a definition `name = …` or a setting `@name = …`",
                 source,
                 pos,
-                hint=_definition_hint(source)
-                if _settings_only(source.text)
-                else "to continue the previous definition, start the line with '|'; "
+                hint=_settings_hint(source)
+                or "to continue the previous definition, start the line with '|'; "
                 "names are letters, digits and '_'",
             )
         return TemplateError(
             f"unexpected character {char!r}",
             source,
             pos,
-            hint=_definition_hint(source) if file_mode and _settings_only(source.text) else None,
+            hint=_settings_hint(source) if file_mode else None,
         )
     if isinstance(exc, UnexpectedEOF):
         return TemplateError("unexpected end of input", source, len(source.text))
