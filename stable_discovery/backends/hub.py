@@ -39,5 +39,7 @@ def hub_unreachable(model: str, timeout: float = TIMEOUT) -> str | None:
     except urllib.error.URLError as e:
         reason = e.reason
         return str(reason.strerror if isinstance(reason, OSError) and reason.strerror else reason)
-    except (TimeoutError, OSError) as e:
-        return f"no answer from {endpoint} within {timeout:g} s" if isinstance(e, TimeoutError) else str(e)
+    except TimeoutError:
+        return f"no answer from {endpoint} within {timeout:g} s"
+    except OSError as e:
+        return str(e)
