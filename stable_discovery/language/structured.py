@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from stable_discovery.errors import Source, TemplateError
+from stable_discovery.language.parser import blank_comments_and_newlines
 
 __all__ = ["StructuredLine", "read_structured", "STRUCTURED_SUFFIXES"]
 
@@ -147,8 +148,6 @@ def _one_line(text: str) -> str:
     dynamicprompts reads it), then the newlines are spaces."""
     if "\n" not in text:
         return text
-    from stable_discovery.language.parser import blank_comments_and_newlines
-
     return blank_comments_and_newlines(text.replace("\r\n", " \n"))
 
 
